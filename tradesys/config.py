@@ -1,0 +1,173 @@
+"""Typed configuration. Bad values fail fast with the field named: `risk.max_order_qty: must be > 0`.
+
+Configuration comes from defaults, then an optional TOML file, then `section.field=value` overrides
+(the CLI's `--set`). Secrets never live here: they are read from the environment where they are used.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the reason."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where market data comes from and how fast it is replayed."""
+
+    source: Literal["sp500_stocks", "us_indices", "synthetic"] = "sp500_stocks"
+    symbols: list[str] | None = None  # None: every symbol the source has
+    start: date | None = date(2016, 1, 1)
+    end: date | None = date(2022, 12, 31)
+    speed: float = Field(0.0, ge=0.0, description="replay speed in bars per second; 0 = as fast as possible")
+    seed: int = 7
+    synthetic_days: int = Field(5, gt=0)
+    synthetic_bar_seconds: int = Field(60, gt=0)
+
+    @model_validator(mode="after")
+    def _dates_ordered(self) -> DataConfig:
+        if self.start and self.end and self.start >= self.end:
+            raise ValueError(f"start ({self.start}) must be before end ({self.end})")
+        return self
+
+
+class StrategyConfig(_Section):
+    """Moving-average trend with volatility-scaled sizing (see tradesys.strategy.trend)."""
+
+    name: Literal["trend"] = "trend"
+    fast: int = Field(20, gt=1)
+    slow: int = Field(100, gt=2)
+    vol_lookback: int = Field(20, gt=2)
+    target_vol: float = Field(0.10, gt=0.0, le=2.0, description="annualised volatility target per position")
+    max_weight: float = Field(0.10, gt=0.0, le=1.0, description="cap on |weight| per symbol")
+    rebalance_band: float = Field(0.25, ge=0.0, le=1.0, description="trade only if off target by this fraction")
+    order_type: Literal["market", "limit"] = "market"
+    limit_offset_bps: float = Field(10.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> StrategyConfig:
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be smaller than slow ({self.slow})")
+        return self
+
+
+class RiskConfig(_Section):
+    """Pre-trade limits. Each breach rejects the order with its own reason."""
+
+    max_order_qty: float = Field(50_000, gt=0)
+    max_order_notional: float = Field(250_000, gt=0)
+    max_position_notional: float = Field(400_000, gt=0)
+    price_collar_pct: float = Field(0.05, gt=0, lt=1, description="limit price within this fraction of last")
+    max_orders_per_window: int = Field(200, gt=0)
+    order_window_seconds: float = Field(86_400, gt=0, description="order-rate window, in market-clock time")
+    daily_loss_limit_pct: float = Field(0.05, gt=0, lt=1, description="kill switch: loss vs. start-of-day equity")
+
+
+class BrokerConfig(_Section):
+    """The simulated venue."""
+
+    kind: Literal["sim", "alpaca"] = "sim"
+    fee_bps: float = Field(0.5, ge=0)
+    fee_min: float = Field(0.0, ge=0)
+    slippage_bps: float = Field(2.0, ge=0)
+    participation_cap: float = Field(0.10, gt=0, le=1, description="max fraction of bar volume per fill")
+
+
+class LedgerConfig(_Section):
+    """`sqlite:///path` (embedded default) or a `postgresql://` DSN."""
+
+    url: str = "sqlite:///runs/ledger.db"
+
+    @model_validator(mode="after")
+    def _known_scheme(self) -> LedgerConfig:
+        if not (self.url.startswith("sqlite://") or self.url.startswith(("postgresql://", "postgres://"))):
+            raise ValueError(f"url must start with sqlite:// or postgresql://, got {self.url!r}")
+        return self
+
+
+class ServeConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, gt=0, lt=65536)
+    api_key_env: str = "TRADESYS_API_KEY"
+
+
+class RayConfig(_Section):
+    address: str | None = None  # None: start a local cluster (or join RAY_ADDRESS)
+    num_cpus: int | None = Field(None, gt=0)
+    include_dashboard: bool = True
+    max_restarts: int = Field(3, ge=0, description="restarts of each child actor before the run fails")
+
+
+class TradesysConfig(_Section):
+    initial_cash: float = Field(1_000_000.0, gt=0)
+    data: DataConfig = DataConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    risk: RiskConfig = RiskConfig()
+    broker: BrokerConfig = BrokerConfig()
+    ledger: LedgerConfig = LedgerConfig()
+    serve: ServeConfig = ServeConfig()
+    ray: RayConfig = RayConfig()
+
+
+def _format(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "config"
+        msg = e["msg"].removeprefix("Value error, ")
+        show_input = "input" in e and e["type"] != "value_error"
+        parts.append(f"{loc}: {msg} (got {e['input']!r})" if show_input else f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {k} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`risk.max_order_qty=100` -> ("risk.max_order_qty", 100); values parse as TOML, else stay strings."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected section.field=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None
+) -> TradesysConfig:
+    """Build a validated config; raise ConfigError naming each bad field."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {p}: not found")
+        try:
+            tree = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p}: {exc}") from exc
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
+    for key, value in items:
+        _set_path(tree, key, value)
+    try:
+        return TradesysConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc)) from None
