@@ -49,7 +49,8 @@ class StrategyConfig(_Section):
     slow: int = Field(100, gt=2)
     vol_lookback: int = Field(20, gt=2)
     target_vol: float = Field(0.10, gt=0.0, le=2.0, description="annualised volatility target per position")
-    max_weight: float = Field(0.10, gt=0.0, le=1.0, description="cap on |weight| per symbol")
+    max_weight: float = Field(0.08, gt=0.0, le=1.0, description="cap on |weight| per symbol")
+    allow_short: bool = True
     rebalance_band: float = Field(0.25, ge=0.0, le=1.0, description="trade only if off target by this fraction")
     order_type: Literal["market", "limit"] = "market"
     limit_offset_bps: float = Field(10.0, ge=0.0)
@@ -84,13 +85,18 @@ class BrokerConfig(_Section):
 
 
 class LedgerConfig(_Section):
-    """`sqlite:///path` (embedded default) or a `postgresql://` DSN."""
+    """`sqlite:///path` or a `postgresql://` DSN; None: a fresh SQLite file per run, runs/<run id>/ledger.db.
 
-    url: str = "sqlite:///runs/ledger.db"
+    A ledger that already holds an account is resumed: the book is restored and replay continues after its
+    last timestamp.
+    """
+
+    url: str | None = None
+    runs_dir: str = "runs"
 
     @model_validator(mode="after")
     def _known_scheme(self) -> LedgerConfig:
-        if not (self.url.startswith("sqlite://") or self.url.startswith(("postgresql://", "postgres://"))):
+        if self.url is not None and not (self.url.startswith("sqlite://") or self.url.startswith(("postgresql://", "postgres://"))):
             raise ValueError(f"url must start with sqlite:// or postgresql://, got {self.url!r}")
         return self
 

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from tradesys.core.orders import Order, OrderEvent, OrderState
+from tradesys.core.orders import Fill, Order, OrderEvent, OrderState
 
 
 @runtime_checkable
@@ -32,3 +32,7 @@ class Broker(Protocol):
         ...
 
     def open_orders(self) -> list[OrderState]: ...
+
+    def fills_for(self, client_order_id: str) -> list[Fill]:
+        """Every fill the venue made for an order, for reconciliation after a restart."""
+        ...

@@ -92,6 +92,7 @@ class Portfolio:
     positions: dict[str, Position] = field(default_factory=dict)
     multipliers: dict[str, float] = field(default_factory=dict)
     ts_ns: int = 0
+    realized_carry: float = 0.0  # realised P&L of positions no longer held (after a restore)
     day_start_equity: float = field(init=False)
     _day: int = -1
 
@@ -120,16 +121,20 @@ class Portfolio:
             self.apply_fill(f)
 
     def mark(self, prices: Mapping[str, float], ts_ns: int | None = None) -> None:
-        """Mark positions to the given prices; NaN prices are ignored (the last good mark stays)."""
-        for sym, px in prices.items():
-            if px == px and px > 0:  # skip NaN and non-positive
-                self.position(sym).mark = float(px)
+        """Mark positions to the given prices; NaN prices are ignored (the last good mark stays).
+
+        On the first mark of a new UTC day, `day_start_equity` takes the equity *before* that mark (the previous
+        close), so the daily-loss kill switch sees the whole day's move even on daily bars.
+        """
         if ts_ns is not None:
             day = ts_ns // 86_400_000_000_000
             if day != self._day:
                 self._day = day
                 self.day_start_equity = self.equity
             self.ts_ns = ts_ns
+        for sym, px in prices.items():
+            if px == px and px > 0:  # skip NaN and non-positive
+                self.position(sym).mark = float(px)
 
     @property
     def market_value(self) -> float:
@@ -145,7 +150,7 @@ class Portfolio:
 
     @property
     def realized_pnl(self) -> float:
-        return sum(p.realized_pnl for p in self.positions.values())
+        return self.realized_carry + sum(p.realized_pnl for p in self.positions.values())
 
     @property
     def unrealized_pnl(self) -> float:
@@ -176,11 +181,16 @@ class Portfolio:
         cash: float,
         fees: float,
         positions: Iterable[tuple[str, float, float, float, float]],
+        realized_pnl: float | None = None,
+        ts_ns: int = 0,
     ) -> Portfolio:
-        """Rebuild from persisted rows: (symbol, qty, avg_price, realized_pnl, mark)."""
+        """Rebuild from persisted rows: (symbol, qty, avg_price, realized_pnl, mark) and account totals."""
         pf = cls(initial_cash)
-        pf.cash, pf.fees = cash, fees
+        pf.cash, pf.fees, pf.ts_ns = cash, fees, ts_ns
+        pf._day = ts_ns // 86_400_000_000_000 if ts_ns else -1
         for sym, qty, avg, realized, mark in positions:
-            pf.positions[sym] = Position(sym, qty, avg, realized, mark)
+            pf.positions[sym] = Position(sym, qty, avg, realized, mark, pf.multipliers.get(sym, 1.0))
+        if realized_pnl is not None:
+            pf.realized_carry = realized_pnl - sum(p.realized_pnl for p in pf.positions.values())
         pf.day_start_equity = pf.equity
         return pf

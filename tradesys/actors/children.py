@@ -1,0 +1,195 @@
+"""The Supervisor's children. Each is a thin shell: it owns one core object and forwards calls to it.
+
+Actors reserve no CPU (`num_cpus=0`): they are I/O-light and a laptop has few cores. The Supervisor creates
+them with `max_restarts`; a restarted actor rebuilds its state in its constructor (the book from the ledger,
+the OMS from the ledger reconciled with the venue).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from tradesys.actors.proxy import ActorProxy
+from tradesys.config import BrokerConfig, DataConfig, RiskConfig, StrategyConfig
+from tradesys.core.orders import Fill, Order, OrderEvent, OrderState
+from tradesys.core.portfolio import PortfolioSnapshot
+from tradesys.execution.service import ExecutionService, StepReport
+from tradesys.ledger.base import AuditEntry
+from tradesys.ledger.book import BookKeeper
+from tradesys.risk.pretrade import PreTradeRisk, RiskDecision
+
+
+@ray.remote(num_cpus=0)
+class MarketDataActor:
+    """Owns the data source and the replay cursor; hands out one bar batch per time step."""
+
+    def __init__(self, cfg: DataConfig) -> None:
+        from tradesys.data import make_source
+        from tradesys.data.replay import Replay
+
+        self.source = make_source(cfg)
+        self.replay = Replay(self.source, cfg.speed)
+        self._iter = iter(self.replay)
+        self._after_ns = -1
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.source.name, "symbols": list(self.source.symbols), "steps": len(self.source)}
+
+    def resume_after(self, ts_ns: int) -> int:
+        """Skip batches at or before `ts_ns` (after a restart); return how many steps remain."""
+        self._after_ns = ts_ns
+        self._iter = iter(self.replay.resume_after(ts_ns))
+        return sum(1 for _ in self.replay.resume_after(ts_ns)) if ts_ns > 0 else len(self.source)
+
+    def next_batch(self) -> tuple[int, pa.RecordBatch | None]:
+        """(timestamp ns, bar batch), or (-1, None) at the end of the data."""
+        batch = next(self._iter, None)
+        if batch is None:
+            return -1, None
+        return int(batch.column("ts").cast(pa.int64())[0].as_py()), batch
+
+
+@ray.remote(num_cpus=0)
+class StrategyActor:
+    def __init__(self, cfg: StrategyConfig, n_symbols: int, bars_per_year: float) -> None:
+        from tradesys.strategy import make_strategy
+
+        self.strategy = make_strategy(cfg, n_symbols, bars_per_year)
+
+    def on_bars(self, bars: pa.RecordBatch, book: PortfolioSnapshot, working: Mapping[str, float]) -> list[Order]:
+        return self.strategy.on_bars(bars, book, working)
+
+
+@ray.remote(num_cpus=0)
+class RiskActor:
+    def __init__(self, cfg: RiskConfig) -> None:
+        self.gate = PreTradeRisk(cfg)
+
+    def check(
+        self, orders: Sequence[Order], book: PortfolioSnapshot, now_ns: int, working: Mapping[str, float] | None
+    ) -> RiskDecision:
+        return self.gate.check(orders, book, now_ns, working)
+
+    def stats(self) -> dict[str, Any]:
+        return {"rejects_by_reason": dict(self.gate.rejects_by_reason), "kill_switch": self.gate.kill_switch_active}
+
+
+@ray.remote(num_cpus=0)
+class BrokerActor:
+    """The simulated venue. Separate from execution, as a real venue is: it survives an OMS crash."""
+
+    def __init__(self, cfg: BrokerConfig) -> None:
+        from tradesys.broker.sim import SimBroker
+
+        self.venue = SimBroker(cfg)
+
+    def submit(self, orders: Sequence[Order]) -> list[OrderEvent]:
+        return self.venue.submit(orders)
+
+    def cancel(self, ids: Sequence[str], ts_ns: int) -> list[OrderEvent]:
+        return self.venue.cancel(ids, ts_ns)
+
+    def on_bars(self, bars: pa.RecordBatch) -> list[OrderEvent]:
+        return self.venue.on_bars(bars)
+
+    def order_state(self, client_order_id: str) -> OrderState | None:
+        return self.venue.order_state(client_order_id)
+
+    def open_orders(self) -> list[OrderState]:
+        return self.venue.open_orders()
+
+    def fills_for(self, client_order_id: str) -> list[Fill]:
+        return self.venue.fills_for(client_order_id)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "orders_seen": self.venue.orders_seen,
+            "fills": self.venue.fills_count,
+            "duplicates": self.venue.duplicates,
+        }
+
+
+@ray.remote(num_cpus=0)
+class LedgerActor:
+    """Owns the ledger connection and the book of record (the Portfolio)."""
+
+    def __init__(self, url: str, initial_cash: float) -> None:
+        from tradesys.ledger import open_ledger
+
+        self.book = BookKeeper(open_ledger(url), initial_cash)
+
+    def commit(self, **kwargs: Any) -> Any:
+        return self.book.commit(**kwargs)
+
+    def snapshot(self) -> PortfolioSnapshot:
+        return self.book.snapshot()
+
+    def ledger_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return self.book.ledger_rows()
+
+    def audit(self, entries: Sequence[AuditEntry]) -> None:
+        self.book.audit(entries)
+
+    def read(self, what: str) -> Any:
+        """Read views for the summary: orders, fills, positions, account, equity_curve, audit_log."""
+        if what not in {"orders", "fills", "positions", "account", "equity_curve", "audit_log"}:
+            raise ValueError(f"read: unknown view {what!r}")
+        return getattr(self.book.ledger, what)()
+
+    def close(self) -> None:
+        self.book.ledger.close()
+
+
+class _CrashOnce:
+    """Fault injection for tests: exit the process right after the venue accepted the N-th submit.
+
+    That is the worst moment to die: the venue holds the order and its fills, the ledger does not. The marker
+    file makes it crash once, not again after the restart.
+    """
+
+    def __init__(self, broker: Any, at_submit: int, marker: str) -> None:
+        self._broker, self._at, self._marker = broker, at_submit, Path(marker)
+        self._n = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._broker, name)
+
+    def submit(self, orders: Sequence[Order]) -> list[OrderEvent]:
+        events = self._broker.submit(orders)
+        self._n += 1
+        if self._n == self._at and not self._marker.exists():
+            self._marker.write_text(str(os.getpid()))
+            os._exit(1)
+        return events
+
+
+@ray.remote(num_cpus=0)
+class ExecutionActor:
+    """Owns the OMS. Recovers on (re)start: OMS from the ledger, reconciled with the venue."""
+
+    def __init__(self, broker: Any, ledger: Any, crash_at_submit: int | None = None, crash_marker: str = "") -> None:
+        venue: Any = ActorProxy(broker, "broker")
+        if crash_at_submit is not None:
+            venue = _CrashOnce(venue, crash_at_submit, crash_marker)
+        self.service = ExecutionService.recover(venue, ActorProxy(ledger, "ledger"))
+
+    def on_bars(self, bars: pa.RecordBatch) -> StepReport:
+        return self.service.on_bars(bars)
+
+    def submit(
+        self,
+        accepted: Sequence[Order],
+        rejected: Sequence[tuple[Order, OrderEvent]] = (),
+        ts_ns: int = 0,
+        audit: Sequence[AuditEntry] = (),
+    ) -> StepReport:
+        return self.service.submit(accepted, rejected, ts_ns, audit)
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "recovered_events": self.service.recovered_events, "orders": len(self.service.oms)}

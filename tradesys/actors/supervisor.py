@@ -1,0 +1,161 @@
+"""The Supervisor: wires the children, drives the clock, restarts failed children, shuts down cleanly.
+
+It is a threaded actor: `run` drives the loop on one thread while `progress` and `stop` answer on others.
+The next bar batch is fetched while the current step runs, and batches travel between actors as object
+references (the Supervisor only reads the timestamp), so the loop costs a handful of actor calls per step.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from tradesys.actors.children import (
+    BrokerActor,
+    ExecutionActor,
+    LedgerActor,
+    MarketDataActor,
+    RiskActor,
+    StrategyActor,
+)
+from tradesys.actors.proxy import ActorProxy
+from tradesys.backtest.metrics import summarize
+from tradesys.config import TradesysConfig
+from tradesys.engine.step import TradingComponents, run_step
+from tradesys.ledger.base import AuditEntry
+
+
+@ray.remote(num_cpus=0, max_concurrency=8)
+class Supervisor:
+    def __init__(
+        self, cfg: TradesysConfig, ledger_url: str, run_id: str, crash_execution_at_submit: int | None = None,
+        crash_marker: str = "",
+    ) -> None:
+        self.cfg, self.ledger_url, self.run_id = cfg, ledger_url, run_id
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.restarts: list[dict[str, Any]] = []
+        self._progress: dict[str, Any] = {"step": 0, "total": 0, "equity": cfg.initial_cash, "state": "starting"}
+        opts = {"max_restarts": cfg.ray.max_restarts, "max_task_retries": 0}
+        self.md = MarketDataActor.options(name=f"{run_id}:market_data", **opts).remote(cfg.data)
+        info = ray.get(self.md.info.remote())
+        self.symbols: list[str] = info["symbols"]
+        bars_per_year = 252.0 if cfg.data.source != "synthetic" else 252.0 * 6.5 * 3600 / cfg.data.synthetic_bar_seconds
+        self.ledger = LedgerActor.options(name=f"{run_id}:ledger", **opts).remote(ledger_url, cfg.initial_cash)
+        self.broker = BrokerActor.options(name=f"{run_id}:broker", **opts).remote(cfg.broker)
+        self.strategy = StrategyActor.options(name=f"{run_id}:strategy", **opts).remote(
+            cfg.strategy, len(self.symbols), bars_per_year
+        )
+        self.risk = RiskActor.options(name=f"{run_id}:risk", **opts).remote(cfg.risk)
+        self.execution = ExecutionActor.options(name=f"{run_id}:execution", **opts).remote(
+            self.broker, self.ledger, crash_execution_at_submit, crash_marker
+        )
+        ray.get([self.ledger.snapshot.remote(), self.execution.info.remote(), self.risk.stats.remote()])
+        self.components = TradingComponents(
+            strategy=self._proxy(self.strategy, "strategy"),
+            risk=self._proxy(self.risk, "risk"),
+            execution=self._proxy(self.execution, "execution"),
+        )
+        self.ledger_proxy = self._proxy(self.ledger, "ledger")
+
+    def _proxy(self, handle: Any, name: str) -> ActorProxy:
+        return ActorProxy(handle, name, retries=self.cfg.ray.max_restarts, on_restart=self._record_restart)
+
+    def _record_restart(self, child: str, method: str, exc: BaseException) -> None:
+        entry = {"child": child, "method": method, "error": type(exc).__name__, "wall_ns": time.time_ns()}
+        with self._lock:
+            self.restarts.append(entry)
+
+    def children(self) -> dict[str, Any]:
+        """Handles of the children (for tests and operators)."""
+        return {
+            "market_data": self.md,
+            "ledger": self.ledger,
+            "broker": self.broker,
+            "strategy": self.strategy,
+            "risk": self.risk,
+            "execution": self.execution,
+        }
+
+    def progress(self) -> dict[str, Any]:
+        with self._lock:
+            return {**self._progress, "restarts": len(self.restarts)}
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Finish the step in flight, then stop. Every step is one ledger transaction, so the book stays whole."""
+        self._stop_reason = reason
+        self._stop.set()
+
+    def _next_batch(self, last_ts: int) -> tuple[Any, Any]:
+        return self.md.next_batch.options(num_returns=2).remote()
+
+    def _get_ts(self, refs: tuple[Any, Any], last_ts: int) -> tuple[int, Any]:
+        for attempt in range(self.cfg.ray.max_restarts + 1):
+            try:
+                return int(ray.get(refs[0])), refs[1]
+            except RayActorError as exc:
+                if attempt == self.cfg.ray.max_restarts:
+                    raise
+                self._record_restart("market_data", "next_batch", exc)
+                time.sleep(0.2 * 2**attempt)
+                ray.get(self.md.resume_after.remote(last_ts))
+                refs = self._next_batch(last_ts)
+        raise AssertionError("unreachable")
+
+    def run(self) -> dict[str, Any]:
+        """Drive the loop to the end of the data (or until `stop`); return the run summary."""
+        start = ray.get(self.ledger.snapshot.remote())
+        last_ts = start.ts_ns
+        total = ray.get(self.md.resume_after.remote(last_ts))
+        with self._lock:
+            self._progress.update(total=total, state="running", equity=start.equity)
+        latencies: list[int] = []
+        reason = "completed"
+        self.ledger_proxy.audit([AuditEntry(last_ts, "start", f"run {self.run_id} started", payload={"steps": total})])
+        pending = self._next_batch(last_ts)
+        step = 0
+        while True:
+            if self._stop.is_set():
+                reason = getattr(self, "_stop_reason", "stopped")
+                break
+            ts, bars = self._get_ts(pending, last_ts)
+            if ts < 0:
+                break
+            pending = self._next_batch(ts)  # prefetch while this step runs
+            result = run_step(bars, ts, self.components)
+            latencies += result.latencies_ns
+            last_ts = ts
+            step += 1
+            with self._lock:
+                self._progress.update(step=step, equity=result.snapshot.equity, ts_ns=ts)
+        with self._lock:
+            restarts = list(self.restarts)
+            self._progress["state"] = "finishing"
+        audit = [
+            AuditEntry(last_ts, "restart", f"{r['child']} restarted during {r['method']}", payload=r) for r in restarts
+        ]
+        audit.append(AuditEntry(last_ts, "shutdown", reason, payload={"steps": step}))
+        self.ledger_proxy.audit(audit)
+        summary = summarize(
+            self.ledger_proxy.read("equity_curve"),
+            self.ledger_proxy.read("orders"),
+            self.ledger_proxy.read("fills"),
+            self.cfg.initial_cash,
+            latencies,
+            restarts=len(restarts),
+        ).as_dict()
+        with self._lock:
+            self._progress["state"] = reason
+        return {
+            **summary,
+            "reason": reason,
+            "run_id": self.run_id,
+            "ledger_url": self.ledger_url,
+            "symbols": self.symbols,
+            "broker": ray.get(self.broker.stats.remote()),
+            "risk": ray.get(self.risk.stats.remote()),
+        }

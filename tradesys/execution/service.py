@@ -1,0 +1,162 @@
+"""The execution service: OMS + broker + book, the same object in a backtest and inside the ExecutionActor.
+
+Write-ahead: an order is in the ledger (status NEW) before the broker sees it, so every fill has an order and
+a crash at any point is recoverable. On start, `recover` rebuilds the OMS from the ledger and reconciles each
+open order with the venue (missing fills, final status); orders still NEW that the venue never saw are sent
+on the next `submit` of the same ids. The venue dedupes by client order id, so nothing trades twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from tradesys.broker.base import Broker
+from tradesys.core.orders import EventKind, Fill, Order, OrderEvent
+from tradesys.core.portfolio import PortfolioSnapshot
+from tradesys.execution.oms import OrderManager
+from tradesys.ledger.base import AuditEntry, OrderUpdate, WriteResult
+
+
+class Book(Protocol):
+    """What the service needs from the book-keeper (local `BookKeeper` or the LedgerActor)."""
+
+    def commit(
+        self,
+        *,
+        ts_ns: int,
+        orders: Sequence[Order] = (),
+        updates: Sequence[OrderUpdate] = (),
+        fills: Sequence[Fill] = (),
+        marks: Mapping[str, float] | None = None,
+        audit: Sequence[AuditEntry] = (),
+    ) -> tuple[PortfolioSnapshot, WriteResult]: ...
+
+    def snapshot(self) -> PortfolioSnapshot: ...
+
+    def ledger_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(orders, fills) rows for rebuilding the OMS."""
+        ...
+
+
+@dataclass(slots=True)
+class StepReport:
+    snapshot: PortfolioSnapshot
+    working: dict[str, float]
+    orders: int = 0
+    rejected: int = 0
+    fills: int = 0
+    latencies_ns: list[int] = field(default_factory=list)  # decision-to-fill, immediate fills only
+
+
+def bar_marks(bars: pa.RecordBatch) -> tuple[int, dict[str, float]]:
+    """(timestamp ns, {symbol: close}) of a bar batch."""
+    if bars.num_rows == 0:
+        return 0, {}
+    ts = bars.column("ts").cast(pa.int64())[0].as_py()
+    return int(ts), dict(zip(bars.column("symbol").to_pylist(), bars.column("close").to_pylist(), strict=True))
+
+
+def _audit_for(events: Sequence[OrderEvent], kind: str) -> list[AuditEntry]:
+    return [
+        AuditEntry(
+            e.ts_ns,
+            kind,
+            f"{e.reason.value if e.reason else 'rejected'}: {e.detail}",
+            e.client_order_id,
+            {"reason": e.reason.value if e.reason else None},
+        )
+        for e in events
+        if e.kind is EventKind.REJECTED
+    ]
+
+
+class ExecutionService:
+    def __init__(
+        self, broker: Broker, book: Book, oms: OrderManager | None = None, wall_clock: Callable[[], int] = time.time_ns
+    ) -> None:
+        self.broker = broker
+        self.book = book
+        self.oms = oms or OrderManager()
+        self.wall_clock = wall_clock
+        self.recovered_events = 0
+
+    @classmethod
+    def recover(cls, broker: Broker, book: Book, wall_clock: Callable[[], int] = time.time_ns) -> ExecutionService:
+        """Rebuild from the ledger and reconcile open orders with the venue."""
+        order_rows, fill_rows = book.ledger_rows()
+        svc = cls(broker, book, OrderManager.restore(order_rows, fill_rows), wall_clock)
+        events: list[OrderEvent] = []
+        ts = book.snapshot().ts_ns
+        for st in svc.oms.open_orders():
+            cid = st.order.client_order_id
+            venue = broker.order_state(cid)
+            if venue is not None:
+                events += svc.oms.reconcile(cid, venue, broker.fills_for(cid), ts)
+        if events:
+            applied = svc.oms.apply(events)
+            book.commit(
+                ts_ns=ts,
+                updates=applied.updates,
+                fills=applied.fills,
+                audit=[AuditEntry(ts, "reconcile", f"recovered {len(events)} events from the venue")],
+            )
+        svc.recovered_events = len(events)
+        return svc
+
+    def on_bars(self, bars: pa.RecordBatch) -> StepReport:
+        """Let the venue match resting orders against new bars, then mark the book to the closes."""
+        ts, marks = bar_marks(bars)
+        events = self.broker.on_bars(bars)
+        applied = self.oms.apply(events)
+        snap, _ = self.book.commit(
+            ts_ns=ts,
+            updates=applied.updates,
+            fills=applied.fills,
+            marks=marks,
+            audit=_audit_for(events, "broker_reject"),
+        )
+        return StepReport(snap, self.oms.working_qty(), fills=len(applied.fills))
+
+    def submit(
+        self,
+        accepted: Sequence[Order],
+        rejected: Sequence[tuple[Order, OrderEvent]] = (),
+        ts_ns: int = 0,
+        audit: Sequence[AuditEntry] = (),
+    ) -> StepReport:
+        """Record risk-rejected and accepted orders (write-ahead), send the accepted ones, book the results."""
+        new_acc, _ = self.oms.register(accepted)
+        new_rej, _ = self.oms.register(o for o, _ in rejected)
+        new_rej_ids = {o.client_order_id for o in new_rej}
+        rej_events = [e for o, e in rejected if o.client_order_id in new_rej_ids]
+        rej_applied = self.oms.apply(rej_events)
+        self.book.commit(
+            ts_ns=ts_ns,
+            orders=[*new_acc, *new_rej],
+            updates=rej_applied.updates,
+            audit=[*audit, *_audit_for(rej_events, "risk_reject")],
+        )
+        to_send = self.oms.unsent(o.client_order_id for o in accepted)
+        events = self.broker.submit(to_send) if to_send else []
+        applied = self.oms.apply(events)
+        snap, _ = self.book.commit(
+            ts_ns=ts_ns, updates=applied.updates, fills=applied.fills, audit=_audit_for(events, "broker_reject")
+        )
+        sent = {o.client_order_id: o.decision_wall_ns for o in to_send}
+        latencies = [
+            f.wall_ns - sent[f.client_order_id] for f in applied.fills if sent.get(f.client_order_id, 0) > 0
+        ]
+        n_broker_rejects = sum(1 for e in events if e.kind is EventKind.REJECTED)
+        return StepReport(
+            snap,
+            self.oms.working_qty(),
+            orders=len(new_acc) + len(new_rej),
+            rejected=len(rej_events) + n_broker_rejects,
+            fills=len(applied.fills),
+            latencies_ns=latencies,
+        )

@@ -1,0 +1,89 @@
+"""The book-keeper: the in-memory Portfolio kept in lock-step with the durable ledger.
+
+Each `commit` applies fills and marks to a copy of the portfolio, writes orders, order updates, fills, the
+touched positions, the account row and audit entries in one ledger transaction, and only then swaps the copy
+in. A failed write leaves both the database and the in-memory book as they were.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+from tradesys.core.orders import Fill, Order
+from tradesys.core.portfolio import Portfolio, PortfolioSnapshot
+from tradesys.ledger.base import AccountRow, AuditEntry, Ledger, LedgerBatch, OrderUpdate, PositionRow, WriteResult
+
+
+class BookKeeper:
+    def __init__(self, ledger: Ledger, initial_cash: float) -> None:
+        self.ledger = ledger
+        ledger.migrate()
+        acct = ledger.account()
+        if acct is None:
+            self.portfolio = Portfolio(initial_cash)
+        else:
+            self.portfolio = Portfolio.restore(
+                float(acct["initial_cash"]),
+                float(acct["cash"]),
+                float(acct["fees"]),
+                [(p["symbol"], p["qty"], p["avg_price"], p["realized_pnl"], p["mark"]) for p in ledger.positions()],
+                realized_pnl=float(acct["realized_pnl"]),
+                ts_ns=int(acct["ts_ns"]),
+            )
+        self.restored = acct is not None
+        # fills already in the book: a retried commit (after a crash between the write and the reply) must not
+        # apply a fill to the in-memory portfolio twice
+        self._fill_ids = {f["fill_id"] for f in ledger.fills()} if self.restored else set()
+
+    def snapshot(self) -> PortfolioSnapshot:
+        return self.portfolio.snapshot()
+
+    def commit(
+        self,
+        *,
+        ts_ns: int,
+        orders: Sequence[Order] = (),
+        updates: Sequence[OrderUpdate] = (),
+        fills: Sequence[Fill] = (),
+        marks: Mapping[str, float] | None = None,
+        audit: Sequence[AuditEntry] = (),
+    ) -> tuple[PortfolioSnapshot, WriteResult]:
+        """Apply and persist one step's changes atomically; return the new snapshot."""
+        fills = [f for f in fills if f.fill_id not in self._fill_ids]
+        pf = copy.deepcopy(self.portfolio)
+        pf.apply_fills(fills)
+        touched = {f.symbol for f in fills}
+        if marks:
+            pf.mark(marks, ts_ns)
+            touched.update(s for s in marks if s in pf.positions)
+        elif ts_ns > pf.ts_ns:
+            pf.ts_ns = ts_ns
+        batch = LedgerBatch(orders=list(orders), order_updates=list(updates), fills=list(fills), audit=list(audit))
+        if fills or marks:
+            batch.positions = [
+                PositionRow(s, p.qty, p.avg_price, p.realized_pnl, p.mark)
+                for s in sorted(touched)
+                if (p := pf.positions[s]) is not None
+            ]
+            batch.account = AccountRow(
+                ts_ns=ts_ns,
+                cash=pf.cash,
+                market_value=pf.market_value,
+                equity=pf.equity,
+                realized_pnl=pf.realized_pnl,
+                unrealized_pnl=pf.unrealized_pnl,
+                fees=pf.fees,
+                initial_cash=pf.initial_cash,
+            )
+        result = self.ledger.write(batch) if batch else WriteResult((), (), (), ())
+        self.portfolio = pf
+        self._fill_ids.update(f.fill_id for f in fills)
+        return pf.snapshot(), result
+
+    def audit(self, entries: Sequence[AuditEntry]) -> None:
+        self.ledger.write(LedgerBatch(audit=list(entries)))
+
+    def ledger_rows(self) -> tuple[list[dict], list[dict]]:
+        """(orders, fills) rows, oldest first, for rebuilding the OMS after a restart."""
+        return list(reversed(self.ledger.orders())), self.ledger.fills()

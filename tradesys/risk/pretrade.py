@@ -1,0 +1,122 @@
+"""Pre-trade risk checks: max order quantity and notional, max position, price collar, order rate, and a
+daily-loss kill switch. Every reject carries a reason code and a human-readable detail.
+
+The checks run in the order listed in `PreTradeRisk.check`; the first breach decides the reason. Orders that
+reduce an existing position are never refused for position size, so risk can always be cut.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from tradesys.config import RiskConfig
+from tradesys.core.orders import EventKind, Order, OrderEvent, OrderType, RejectReason
+from tradesys.core.portfolio import PortfolioSnapshot
+
+
+@dataclass(slots=True)
+class RiskDecision:
+    accepted: list[Order] = field(default_factory=list)
+    rejected: list[OrderEvent] = field(default_factory=list)
+    kill_switch_tripped: bool = False  # tripped by this call (not merely already active)
+
+
+class PreTradeRisk:
+    """Stateful gate: remembers accepted order times (rate limit) and whether the kill switch is latched.
+
+    The kill switch latches for the rest of the UTC day on which the loss limit was breached.
+    """
+
+    def __init__(self, limits: RiskConfig) -> None:
+        self.limits = limits
+        self._accepted_ts: deque[int] = deque()
+        self._killed_day: int | None = None
+        self.rejects_by_reason: dict[str, int] = {}
+
+    @property
+    def kill_switch_active(self) -> bool:
+        return self._killed_day is not None
+
+    def _loss_breached(self, book: PortfolioSnapshot) -> bool:
+        if book.day_start_equity <= 0:
+            return False
+        loss = (book.day_start_equity - book.equity) / book.day_start_equity
+        return loss >= self.limits.daily_loss_limit_pct
+
+    def check(
+        self,
+        orders: Sequence[Order],
+        book: PortfolioSnapshot,
+        now_ns: int,
+        working: Mapping[str, float] | None = None,
+    ) -> RiskDecision:
+        """Split `orders` into accepted and rejected. `working` is the signed open quantity per symbol."""
+        decision = RiskDecision()
+        day = now_ns // 86_400_000_000_000
+        if self._killed_day is not None and self._killed_day != day:
+            self._killed_day = None  # re-arm on a new day
+        if self._killed_day is None and self._loss_breached(book):
+            self._killed_day = day
+            decision.kill_switch_tripped = True
+        window_ns = int(self.limits.order_window_seconds * 1e9)
+        while self._accepted_ts and self._accepted_ts[0] <= now_ns - window_ns:
+            self._accepted_ts.popleft()
+        pending = dict(working or {})
+        for order in orders:
+            reason, detail = self._check_one(order, book, pending)
+            if reason is None and len(self._accepted_ts) >= self.limits.max_orders_per_window:
+                reason = RejectReason.ORDER_RATE
+                detail = (
+                    f"{self.limits.max_orders_per_window} orders already accepted in the last "
+                    f"{self.limits.order_window_seconds:g} s"
+                )
+            if reason is None:
+                decision.accepted.append(order)
+                self._accepted_ts.append(now_ns)
+                pending[order.symbol] = pending.get(order.symbol, 0.0) + order.signed_qty
+            else:
+                self.rejects_by_reason[reason.value] = self.rejects_by_reason.get(reason.value, 0) + 1
+                decision.rejected.append(
+                    OrderEvent(EventKind.REJECTED, order.client_order_id, now_ns, reason=reason, detail=detail)
+                )
+        return decision
+
+    def _check_one(
+        self, order: Order, book: PortfolioSnapshot, pending: Mapping[str, float]
+    ) -> tuple[RejectReason | None, str]:
+        lim = self.limits
+        bad = order.validate()
+        if bad:
+            return RejectReason.INVALID_ORDER, bad
+        if self._killed_day is not None:
+            return RejectReason.KILL_SWITCH, (
+                f"daily loss limit {lim.daily_loss_limit_pct:.2%} breached: "
+                f"equity {book.equity:,.2f} vs start of day {book.day_start_equity:,.2f}"
+            )
+        mark = book.marks.get(order.symbol)
+        if mark is None or not (mark > 0):
+            return RejectReason.NO_MARKET_PRICE, f"no mark price for {order.symbol}"
+        if order.qty > lim.max_order_qty:
+            return RejectReason.MAX_ORDER_QTY, f"qty {order.qty:g} > max_order_qty {lim.max_order_qty:g}"
+        ref = order.limit_price if order.type is OrderType.LIMIT else order.stop_price or mark
+        assert ref is not None
+        notional = order.qty * max(ref, mark)
+        if notional > lim.max_order_notional:
+            return RejectReason.MAX_ORDER_NOTIONAL, (
+                f"notional {notional:,.2f} > max_order_notional {lim.max_order_notional:,.2f}"
+            )
+        if order.type is not OrderType.MARKET and abs(ref / mark - 1.0) > lim.price_collar_pct:
+            return RejectReason.PRICE_COLLAR, (
+                f"{order.type.value} price {ref:g} is {abs(ref / mark - 1.0):.2%} from last {mark:g} "
+                f"(collar {lim.price_collar_pct:.2%})"
+            )
+        current = book.qty(order.symbol) + pending.get(order.symbol, 0.0)
+        after = current + order.signed_qty
+        if abs(after) > abs(current) and abs(after) * mark > lim.max_position_notional:
+            return RejectReason.MAX_POSITION, (
+                f"position after order {after:g} x {mark:g} = {abs(after) * mark:,.2f} "
+                f"> max_position_notional {lim.max_position_notional:,.2f}"
+            )
+        return None, ""
