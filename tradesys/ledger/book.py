@@ -12,7 +12,15 @@ from collections.abc import Mapping, Sequence
 
 from tradesys.core.orders import Fill, Order
 from tradesys.core.portfolio import Portfolio, PortfolioSnapshot
-from tradesys.ledger.base import AccountRow, AuditEntry, Ledger, LedgerBatch, OrderUpdate, PositionRow, WriteResult
+from tradesys.ledger.base import (
+    AccountRow,
+    AuditEntry,
+    Ledger,
+    LedgerBatch,
+    OrderUpdate,
+    PositionRow,
+    WriteResult,
+)
 
 
 class BookKeeper:
