@@ -55,7 +55,7 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[risk\n")
-    with pytest.raises(ConfigError, match="bad.toml"):
+    with pytest.raises(ConfigError, match=r"bad\.toml"):
         load_config(bad)
 
 
@@ -64,5 +64,5 @@ def test_parse_override_types() -> None:
     assert parse_override("a.b=0.5") == ("a.b", 0.5)
     assert parse_override("a.b=true") == ("a.b", True)
     assert parse_override("a.b=hello") == ("a.b", "hello")
-    with pytest.raises(ConfigError, match="expected section.field=value"):
+    with pytest.raises(ConfigError, match=r"expected section\.field=value"):
         parse_override("nonsense")

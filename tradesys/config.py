@@ -96,7 +96,7 @@ class LedgerConfig(_Section):
 
     @model_validator(mode="after")
     def _known_scheme(self) -> LedgerConfig:
-        if self.url is not None and not (self.url.startswith("sqlite://") or self.url.startswith(("postgresql://", "postgres://"))):
+        if self.url is not None and not self.url.startswith(("sqlite://", "postgresql://", "postgres://")):
             raise ValueError(f"url must start with sqlite:// or postgresql://, got {self.url!r}")
         return self
 
