@@ -31,8 +31,9 @@ class MarketDataActor:
 
     def __init__(self, cfg: DataConfig) -> None:
         from tradesys.data import make_source
-        from tradesys.data.replay import Replay
+        from tradesys.data.replay import Replay, batch_ts
 
+        self._batch_ts = batch_ts
         self.source = make_source(cfg)
         self.replay = Replay(self.source, cfg.speed)
         self._iter = iter(self.replay)
@@ -45,14 +46,14 @@ class MarketDataActor:
         """Skip batches at or before `ts_ns` (after a restart); return how many steps remain."""
         self._after_ns = ts_ns
         self._iter = iter(self.replay.resume_after(ts_ns))
-        return sum(1 for _ in self.replay.resume_after(ts_ns)) if ts_ns > 0 else len(self.source)
+        return self.replay.remaining_after(ts_ns)
 
     def next_batch(self) -> tuple[int, pa.RecordBatch | None]:
         """(timestamp ns, bar batch), or (-1, None) at the end of the data."""
         batch = next(self._iter, None)
         if batch is None:
             return -1, None
-        return int(batch.column("ts").cast(pa.int64())[0].as_py()), batch
+        return self._batch_ts(batch), batch
 
 
 @ray.remote(num_cpus=0)

@@ -46,9 +46,9 @@ _BAR_COLUMNS = tuple(BAR_SCHEMA.names)
 def _ts_to_ns(values: Any) -> np.ndarray:
     """Timestamps in any common form -> int64 ns since epoch, UTC. Naive datetimes are taken as UTC."""
     if isinstance(values, pa.ChunkedArray | pa.Array):
-        if pa.types.is_timestamp(values.type):
-            values = pc.cast(values, pa.timestamp(values.type.unit))  # drop tz: stored values are UTC
-            return np.asarray(pc.cast(pc.cast(values, pa.timestamp("ns")), pa.int64()), dtype=np.int64)
+        if pa.types.is_timestamp(values.type):  # stored values are UTC whatever the tz
+            ns = pc.cast(values, pa.timestamp("ns", values.type.tz))
+            return np.asarray(pc.cast(ns, pa.int64()), dtype=np.int64)
         values = values.to_numpy(zero_copy_only=False)
     if isinstance(values, pd.Series | pd.Index) and isinstance(values.dtype, pd.DatetimeTZDtype):
         return np.asarray(pd.DatetimeIndex(values).tz_convert("UTC").asi8, dtype=np.int64)
@@ -202,11 +202,12 @@ class TableSource:
                     f"{self.name}: no bars between {start} and {end}; "
                     f"the data covers {_fmt_ns(int(ts[0]))} .. {_fmt_ns(int(ts[-1]))}"
                 )
-            table, ts = table.slice(i, j - i), ts[i:j]
+            if (i, j) != (0, len(ts)):
+                # copy the window out: a slice would keep (and pickle, e.g. to a Ray actor) the whole table
+                table, ts = table.take(pa.array(np.arange(i, j))).combine_chunks(), ts[i:j]
 
         self._table = table
-        batches = table.to_batches()  # one chunk (see _finish), or none when empty
-        self._batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=BAR_SCHEMA)
+        self._batch = self._single_batch(table)
         cuts = np.flatnonzero(ts[1:] != ts[:-1]) + 1
         self._starts = np.concatenate(([0], cuts)).astype(np.int64) if len(ts) else np.zeros(0, np.int64)
         self._stops = np.concatenate((cuts, [len(ts)])).astype(np.int64) if len(ts) else np.zeros(0, np.int64)
@@ -239,6 +240,21 @@ class TableSource:
     def batches_after(self, ts_ns: int) -> Iterator[pa.RecordBatch]:
         """The batches with ts > ts_ns: a restarted consumer resumes without re-reading what it saw."""
         return self._iter_from(int(np.searchsorted(self._ts, ts_ns, "right")))
+
+    @staticmethod
+    def _single_batch(table: pa.Table) -> pa.RecordBatch:
+        batches = table.to_batches()  # one chunk (see _finish), or none when empty
+        return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=BAR_SCHEMA)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle (e.g. to a Ray actor) without a second copy of the data: the batch views the table."""
+        state = self.__dict__.copy()
+        del state["_batch"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._batch = self._single_batch(self._table)
 
     def _iter_from(self, k: int) -> Iterator[pa.RecordBatch]:
         batch, starts, stops = self._batch, self._starts, self._stops
