@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,7 +96,9 @@ def run_live(
             stop_sent = True
             sup.stop.remote(f"signal {signal.Signals(signum).name}")
 
-    old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    # Signal handlers can only be installed from the main thread (a driver embedded in a thread relies on stop()).
+    in_main = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     try:
         with Progress(
             TextColumn("[bold blue]live loop"),

@@ -88,9 +88,7 @@ class _Bar:
 
     __slots__ = ("close", "high", "low", "open", "ts", "volume")
 
-    def __init__(
-        self, ts: int, open_: float, high: float, low: float, close: float, volume: float | None
-    ) -> None:
+    def __init__(self, ts: int, open_: float, high: float, low: float, close: float, volume: float | None) -> None:
         self.ts, self.open, self.high, self.low, self.close, self.volume = ts, open_, high, low, close, volume
 
 
@@ -207,7 +205,13 @@ class SimBroker:
         return events
 
     def on_bars(self, bars: pa.RecordBatch) -> list[OrderEvent]:
-        new = self._read_bars(bars)
+        # A bar the venue has already processed (a retried step after a crash) is ignored: replaying it would
+        # match resting orders twice and refill the bar's liquidity.
+        new = {
+            sym: bar
+            for sym, bar in self._read_bars(bars).items()
+            if (seen := self._bars.get(sym)) is None or bar.ts > seen.ts
+        }
         if not new:
             return []
         cap = self._cap

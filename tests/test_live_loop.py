@@ -1,0 +1,154 @@
+"""The live loop end to end: accounting invariants, one code path with the backtest, crash recovery, shutdown.
+
+Live runs use a real local Ray (the session fixture) and real actors; the ledger is SQLite in tmp_path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from tradesys.backtest.runner import run_backtest
+from tradesys.config import TradesysConfig, load_config
+from tradesys.data import make_source
+from tradesys.ledger import open_ledger
+from tradesys.live import run_live
+
+from .ledger_checks import assert_ledger_consistent, closes_by_ts, trade_record
+
+# A window with trend changes in both directions, short enough for a test.
+SHORT = {"data.start": "2019-06-01", "data.end": "2020-09-30", "strategy.slow": 60}
+
+
+def sent_to_venue(ledger: object) -> set[str]:
+    """Orders that passed pre-trade risk (and so went to the venue), per the ledger."""
+    risk_rejected = {a["client_order_id"] for a in ledger.audit_log(kind="risk_reject")}  # type: ignore[attr-defined]
+    return {o["client_order_id"] for o in ledger.orders()} - risk_rejected  # type: ignore[attr-defined]
+
+
+def cfg_with(**extra: object) -> TradesysConfig:
+    return load_config(overrides={**SHORT, **extra})
+
+
+def test_demo_length_backtest_keeps_the_books() -> None:
+    """The demo's default configuration, run in-process: every invariant at every step."""
+    cfg = load_config()
+    summary, ledger = run_backtest(cfg)
+    assert summary.steps == len(make_source(cfg.data))
+    assert summary.orders > 50 and summary.fills > 50
+    assert_ledger_consistent(ledger, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
+
+
+def test_risk_rejections_are_recorded_with_reasons() -> None:
+    cfg = cfg_with(**{"risk.max_order_notional": 20_000})
+    summary, ledger = run_backtest(cfg)
+    rejected = ledger.orders(status="rejected")
+    assert summary.rejected == len(rejected) > 0
+    assert {o["reason"] for o in rejected} == {"max_order_notional"}
+    audit = ledger.audit_log(kind="risk_reject")
+    assert {a["client_order_id"] for a in audit} == {o["client_order_id"] for o in rejected}
+    assert_ledger_consistent(ledger, cfg.initial_cash)
+
+
+@pytest.mark.ray
+def test_live_loop_on_actors_matches_backtest(ray_session: None, tmp_path: Path) -> None:
+    """One code path: actors driven by the Supervisor trade exactly as the in-process backtest does."""
+    cfg = cfg_with(**{"ledger.url": f"sqlite:///{tmp_path}/live.db"})
+    summary = run_live(cfg, show_progress=False, run_id="t-live")
+    live = open_ledger(f"sqlite:///{tmp_path}/live.db")
+    _, bt = run_backtest(cfg)
+    assert summary["reason"] == "completed"
+    assert summary["steps"] == len(make_source(cfg.data))
+    assert trade_record(live) == trade_record(bt)
+    assert summary["orders"] == len(live.orders()) and summary["fills"] == len(live.fills())
+    assert summary["latency_p50_ms"] > 0 and summary["latency_p99_ms"] >= summary["latency_p50_ms"]
+    assert_ledger_consistent(live, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
+    kinds = [a["kind"] for a in live.audit_log()]
+    assert kinds[0] == "start" and kinds[-1] == "shutdown"
+
+
+@pytest.mark.ray
+def test_execution_crash_after_venue_accepts_is_recovered(ray_session: None, tmp_path: Path) -> None:
+    """The Execution actor dies right after the venue took an order: restarted, reconciled, nothing sent twice."""
+    cfg = cfg_with(**{"ledger.url": f"sqlite:///{tmp_path}/crash.db"})
+    marker = tmp_path / "crashed"
+    summary = run_live(
+        cfg, show_progress=False, run_id="t-crash", crash_execution_at_submit=5, crash_marker=str(marker)
+    )
+    assert marker.exists(), "the fault was not injected"
+    assert summary["restarts"] >= 1
+    crashed = open_ledger(f"sqlite:///{tmp_path}/crash.db")
+    _, bt = run_backtest(cfg)
+    assert trade_record(crashed) == trade_record(bt)
+    assert summary["broker"]["orders_seen"] == len(sent_to_venue(crashed))  # each order reached the venue once
+    assert any(a["kind"] == "reconcile" for a in crashed.audit_log())
+    assert any(a["kind"] == "restart" for a in crashed.audit_log())
+    assert_ledger_consistent(crashed, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
+
+
+@pytest.mark.ray
+def test_killed_execution_actor_is_restarted(ray_session: None, tmp_path: Path) -> None:
+    """ray.kill the Execution actor mid-run (as a node failure would): the loop carries on, books stay exact."""
+    cfg = cfg_with(**{"ledger.url": f"sqlite:///{tmp_path}/kill.db", "data.speed": 150.0})
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(run_live(cfg, show_progress=False, run_id="t-kill")))
+    t.start()
+    sup = None
+    deadline = time.time() + 60
+    while sup is None and time.time() < deadline:
+        try:
+            sup = ray.get_actor("t-kill:supervisor")
+        except ValueError:
+            time.sleep(0.1)
+    assert sup is not None
+    while ray.get(sup.progress.remote())["step"] < 60:
+        time.sleep(0.05)
+    first = ray.get(ray.get(sup.children.remote())["execution"].info.remote())["pid"]
+    ray.kill(ray.get(sup.children.remote())["execution"], no_restart=False)
+    t.join(timeout=180)
+    assert not t.is_alive()
+    assert out["reason"] == "completed" and out["restarts"] >= 1
+    ledger = open_ledger(f"sqlite:///{tmp_path}/kill.db")
+    _, bt = run_backtest(cfg)
+    assert trade_record(ledger) == trade_record(bt)
+    assert out["broker"]["orders_seen"] == len(sent_to_venue(ledger))
+    assert first > 0
+    assert_ledger_consistent(ledger, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
+
+
+@pytest.mark.ray
+def test_stop_mid_run_leaves_a_consistent_ledger_and_resumes(ray_session: None, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/stop.db"
+    cfg = cfg_with(**{"ledger.url": url, "data.speed": 200.0})
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(run_live(cfg, show_progress=False, run_id="t-stop")))
+    t.start()
+    sup = None
+    while sup is None:
+        try:
+            sup = ray.get_actor("t-stop:supervisor")
+        except ValueError:
+            time.sleep(0.1)
+    while ray.get(sup.progress.remote())["step"] < 40:
+        time.sleep(0.05)
+    sup.stop.remote("test stop")
+    t.join(timeout=120)
+    assert out["reason"] == "test stop"
+    n = len(make_source(cfg.data))
+    assert 40 <= out["steps"] < n
+    ledger = open_ledger(url)
+    assert ledger.audit_log(kind="shutdown")[-1]["message"] == "test stop"
+    assert_ledger_consistent(ledger, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
+    rows_before = len(ledger.equity_curve())
+    # a second run on the same ledger resumes after the last step and finishes the data
+    fast = cfg_with(**{"ledger.url": url})
+    rest = run_live(fast, show_progress=False, run_id="t-resume")
+    assert rest["reason"] == "completed" and rest["steps"] == n
+    resumed = open_ledger(url)
+    assert_ledger_consistent(resumed, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
+    assert len(resumed.equity_curve()) > rows_before
+    assert [a["kind"] for a in resumed.audit_log(kind="start")] == ["start", "start"]

@@ -1,0 +1,470 @@
+"""The SQL and row mapping shared by every SQL ledger; the adapters only supply connections.
+
+All statements are written once, with `?` placeholders, in SQL that SQLite and PostgreSQL both accept; an
+adapter with `%s` placeholders gets them rewritten. Values are checked and converted in Python before they
+are bound, so both databases store the same types (SQLite would otherwise store a string in a REAL column)
+and a bad value fails the batch with the field named, inside the transaction, so nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from enum import Enum
+from typing import Any, ClassVar, Literal, TypeVar
+
+from tradesys.core.orders import Fill, Order, OrderStatus, OrderType, RejectReason, Side, TimeInForce
+from tradesys.ledger.base import AccountRow, AuditEntry, LedgerBatch, OrderUpdate, PositionRow, WriteResult
+from tradesys.ledger.migrations import MIGRATIONS, SCHEMA_MIGRATIONS_DDL, Dialect, render
+
+OPEN_STATUSES: tuple[str, ...] = (
+    OrderStatus.NEW.value,
+    OrderStatus.ACCEPTED.value,
+    OrderStatus.PARTIALLY_FILLED.value,
+)
+
+ORDER_COLUMNS: tuple[str, ...] = (
+    "client_order_id", "symbol", "side", "qty", "type", "tif", "limit_price", "stop_price", "strategy_id",
+    "ts_ns", "decision_wall_ns", "status", "filled_qty", "avg_fill_price", "reason", "detail", "updated_ts_ns",
+)  # fmt: skip
+FILL_COLUMNS: tuple[str, ...] = (
+    "fill_id", "client_order_id", "symbol", "side", "qty", "price", "fee", "ts_ns", "wall_ns",
+)  # fmt: skip
+POSITION_COLUMNS: tuple[str, ...] = ("symbol", "qty", "avg_price", "realized_pnl", "mark", "updated_ts_ns")
+ACCOUNT_COLUMNS: tuple[str, ...] = (
+    "ts_ns", "cash", "market_value", "equity", "realized_pnl", "unrealized_pnl", "fees", "initial_cash",
+)  # fmt: skip
+AUDIT_COLUMNS: tuple[str, ...] = ("id", "ts_ns", "kind", "client_order_id", "message", "payload")
+
+
+def _cols(cols: Sequence[str]) -> str:
+    return ", ".join(cols)
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+_INSERT_ORDER = (
+    f"INSERT INTO orders ({_cols(ORDER_COLUMNS)}) VALUES ({_marks(len(ORDER_COLUMNS))}) "
+    "ON CONFLICT (client_order_id) DO NOTHING"
+)
+_UPDATE_ORDER = (
+    "UPDATE orders SET status = ?, filled_qty = ?, avg_fill_price = ?, reason = ?, detail = ?, updated_ts_ns = ? "
+    "WHERE client_order_id = ?"
+)
+_INSERT_FILL = (
+    f"INSERT INTO fills ({_cols(FILL_COLUMNS)}) VALUES ({_marks(len(FILL_COLUMNS))}) "
+    "ON CONFLICT (fill_id) DO NOTHING"
+)
+_UPSERT_POSITION = (
+    f"INSERT INTO positions ({_cols(POSITION_COLUMNS)}) VALUES ({_marks(len(POSITION_COLUMNS))}) "
+    "ON CONFLICT (symbol) DO UPDATE SET qty = excluded.qty, avg_price = excluded.avg_price, "
+    "realized_pnl = excluded.realized_pnl, mark = excluded.mark, updated_ts_ns = excluded.updated_ts_ns"
+)
+_UPSERT_ACCOUNT = (
+    f"INSERT INTO account (id, {_cols(ACCOUNT_COLUMNS)}) VALUES (1, {_marks(len(ACCOUNT_COLUMNS))}) "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in ACCOUNT_COLUMNS)
+)
+_INSERT_EQUITY = f"INSERT INTO equity_curve ({_cols(ACCOUNT_COLUMNS)}) VALUES ({_marks(len(ACCOUNT_COLUMNS))})"
+_INSERT_AUDIT = "INSERT INTO audit_log (ts_ns, kind, client_order_id, message, payload) VALUES (?, ?, ?, ?, ?)"
+
+_SELECT_ORDERS = f"SELECT {_cols(ORDER_COLUMNS)} FROM orders"
+_NEWEST_FIRST = " ORDER BY ts_ns DESC, client_order_id DESC"
+_SELECT_FILLS = f"SELECT {_cols(FILL_COLUMNS)} FROM fills"
+_FILL_ORDER = " ORDER BY ts_ns, wall_ns, fill_id"
+
+
+# --- value checks: the same types reach both databases -------------------------------------------------------
+
+
+def _real(field: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{field}: expected a number, got {type(v).__name__} {v!r}")
+    x = float(v)
+    if not math.isfinite(x):
+        raise ValueError(f"{field}: must be finite, got {x!r}")
+    return x
+
+
+def _opt_real(field: str, v: Any) -> float | None:
+    return None if v is None else _real(field, v)
+
+
+def _int(field: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{field}: expected an integer, got {type(v).__name__} {v!r}")
+    return int(v)
+
+
+def _text(field: str, v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"{field}: expected a string, got {type(v).__name__} {v!r}")
+    return v.value if isinstance(v, Enum) else str(v)
+
+
+def _opt_text(field: str, v: Any) -> str | None:
+    return None if v is None else _text(field, v)
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def _enum(field: str, cls: type[E], v: Any) -> str:
+    try:
+        return str(cls(v).value)
+    except ValueError:
+        raise ValueError(f"{field}: {v!r} is not one of {[m.value for m in cls]}") from None
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Enum):
+        return o.value
+    if isinstance(o, numbers.Integral):
+        return int(o)
+    if isinstance(o, numbers.Real):
+        return float(o)
+    raise TypeError(f"audit payload: {type(o).__name__} is not JSON serialisable")
+
+
+def dump_payload(payload: Mapping[str, Any]) -> str:
+    """Audit payloads are stored as JSON text; NaN/inf are refused because they are not JSON."""
+    if not isinstance(payload, Mapping):
+        raise TypeError(f"audit payload: expected a mapping, got {type(payload).__name__}")
+    return json.dumps(payload, sort_keys=True, allow_nan=False, default=_json_default)
+
+
+def order_params(o: Order) -> tuple[Any, ...]:
+    ts = _int("order.ts_ns", o.ts_ns)
+    return (
+        _text("order.client_order_id", o.client_order_id),
+        _text("order.symbol", o.symbol),
+        _enum("order.side", Side, o.side),
+        _real("order.qty", o.qty),
+        _enum("order.type", OrderType, o.type),
+        _enum("order.tif", TimeInForce, o.tif),
+        _opt_real("order.limit_price", o.limit_price),
+        _opt_real("order.stop_price", o.stop_price),
+        _text("order.strategy_id", o.strategy_id),
+        ts,
+        _int("order.decision_wall_ns", o.decision_wall_ns),
+        OrderStatus.NEW.value,
+        0.0,
+        0.0,
+        None,
+        "",
+        ts,
+    )
+
+
+def update_params(u: OrderUpdate) -> tuple[Any, ...]:
+    return (
+        _enum("order_update.status", OrderStatus, u.status),
+        _real("order_update.filled_qty", u.filled_qty),
+        _real("order_update.avg_fill_price", u.avg_fill_price),
+        None if u.reason is None else _enum("order_update.reason", RejectReason, u.reason),
+        _text("order_update.detail", u.detail),
+        _int("order_update.ts_ns", u.ts_ns),
+        _text("order_update.client_order_id", u.client_order_id),
+    )
+
+
+def fill_params(f: Fill) -> tuple[Any, ...]:
+    return (
+        _text("fill.fill_id", f.fill_id),
+        _text("fill.client_order_id", f.client_order_id),
+        _text("fill.symbol", f.symbol),
+        _enum("fill.side", Side, f.side),
+        _real("fill.qty", f.qty),
+        _real("fill.price", f.price),
+        _real("fill.fee", f.fee),
+        _int("fill.ts_ns", f.ts_ns),
+        _int("fill.wall_ns", f.wall_ns),
+    )
+
+
+def position_params(p: PositionRow, ts_ns: int) -> tuple[Any, ...]:
+    return (
+        _text("position.symbol", p.symbol),
+        _real("position.qty", p.qty),
+        _real("position.avg_price", p.avg_price),
+        _real("position.realized_pnl", p.realized_pnl),
+        _real("position.mark", p.mark),
+        ts_ns,
+    )
+
+
+def account_params(a: AccountRow) -> tuple[Any, ...]:
+    return (
+        _int("account.ts_ns", a.ts_ns),
+        *(_real(f"account.{c}", getattr(a, c)) for c in ACCOUNT_COLUMNS[1:]),
+    )
+
+
+def audit_params(e: AuditEntry) -> tuple[Any, ...]:
+    return (
+        _int("audit.ts_ns", e.ts_ns),
+        _text("audit.kind", e.kind),
+        _opt_text("audit.client_order_id", e.client_order_id),
+        _text("audit.message", e.message),
+        dump_payload(e.payload),
+    )
+
+
+def batch_ts(batch: LedgerBatch) -> int:
+    """The time a batch is 'as of' (positions carry no timestamp of their own): the account's, else the latest."""
+    if batch.account is not None:
+        return _int("account.ts_ns", batch.account.ts_ns)
+    stamps = [
+        *(o.ts_ns for o in batch.orders),
+        *(u.ts_ns for u in batch.order_updates),
+        *(f.ts_ns for f in batch.fills),
+        *(e.ts_ns for e in batch.audit),
+    ]
+    return max((_int("ts_ns", t) for t in stamps), default=0)
+
+
+# --- the base class -------------------------------------------------------------------------------------------
+
+
+class UnknownOrderError(LookupError):
+    """An order update names an order the ledger does not hold: write-ahead was skipped somewhere."""
+
+
+class SqlLedger:
+    """The `Ledger` protocol over a DB-API connection in autocommit mode, with explicit transactions.
+
+    Subclasses set `dialect` and `paramstyle` and implement `_write_conn`, `_read_conn`, `_table_exists`,
+    `_close_connections`, and optionally `_lock_migrations`. One lock per connection serialises the threads
+    that share it (the Serve app reads from worker threads).
+    """
+
+    dialect: ClassVar[Dialect]
+    paramstyle: ClassVar[Literal["qmark", "format"]]
+    begin_sql: ClassVar[str] = "BEGIN"
+
+    url: str
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._write_lock = threading.RLock()
+        self._read_lock = self._write_lock  # an adapter with a separate read connection gives it its own lock
+        self._sql_cache: dict[str, str] = {}
+
+    # -- adapter hooks --
+    def _write_conn(self) -> Any:
+        raise NotImplementedError
+
+    def _read_conn(self) -> Any:
+        raise NotImplementedError
+
+    def _table_exists(self, cur: Any, table: str) -> bool:
+        raise NotImplementedError
+
+    def _lock_migrations(self, cur: Any) -> None:
+        """Serialise concurrent `migrate()` calls (inside the migration transaction). Default: nothing."""
+
+    def _close_connections(self) -> None:
+        raise NotImplementedError
+
+    # -- plumbing --
+    def _sql(self, sql: str) -> str:
+        if self.paramstyle == "qmark":
+            return sql
+        out = self._sql_cache.get(sql)
+        if out is None:
+            out = self._sql_cache[sql] = sql.replace("?", "%s")
+        return out
+
+    def _exec(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> int:
+        cur.execute(self._sql(sql), tuple(params))
+        return int(cur.rowcount)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """One write transaction: commit on success, roll back on any exception (and re-raise it)."""
+        with self._write_lock:
+            conn = self._write_conn()
+            cur = conn.cursor()
+            try:
+                cur.execute(self.begin_sql)
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                with suppress(Exception):  # a dead connection: the server rolls back on its own
+                    cur.execute("ROLLBACK")
+                raise
+            finally:
+                cur.close()
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            try:
+                cur.execute(self._sql(sql), tuple(params))
+                names = [d[0] for d in cur.description]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            finally:
+                cur.close()
+
+    # -- schema --
+    def schema_version(self) -> int:
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            try:
+                if not self._table_exists(cur, "schema_migrations"):
+                    return 0
+                cur.execute("SELECT MAX(version) FROM schema_migrations")
+                row = cur.fetchone()
+                return int(row[0]) if row and row[0] is not None else 0
+            finally:
+                cur.close()
+
+    def _applied_versions(self, cur: Any) -> set[int]:
+        if not self._table_exists(cur, "schema_migrations"):
+            return set()
+        cur.execute("SELECT version FROM schema_migrations")
+        return {int(r[0]) for r in cur.fetchall()}
+
+    def migrate(self) -> int:
+        """Apply the missing migrations in one transaction; a no-op (and no DDL) when the schema is current."""
+        wanted = {m.version for m in MIGRATIONS}
+        with self._read_lock:
+            cur = self._read_conn().cursor()
+            try:
+                applied = self._applied_versions(cur)
+            finally:
+                cur.close()
+        if wanted <= applied:
+            return max(applied)
+        with self._transaction() as cur:
+            self._lock_migrations(cur)
+            cur.execute(SCHEMA_MIGRATIONS_DDL)
+            applied = self._applied_versions(cur)  # re-read under the lock: another process may have migrated
+            for m in MIGRATIONS:
+                if m.version in applied:
+                    continue
+                for stmt in m.statements:
+                    cur.execute(render(stmt, self.dialect))
+                self._exec(
+                    cur,
+                    "INSERT INTO schema_migrations (version, description, applied_wall_ns) VALUES (?, ?, ?)",
+                    (m.version, m.description, time.time_ns()),
+                )
+                applied.add(m.version)
+        return max(applied)
+
+    # -- the write path --
+    def write(self, batch: LedgerBatch) -> WriteResult:
+        """Orders, updates, fills, positions, account (+ equity curve), audit: one transaction, all or nothing."""
+        ins_o: list[str] = []
+        dup_o: list[str] = []
+        ins_f: list[str] = []
+        dup_f: list[str] = []
+        with self._transaction() as cur:
+            for o in batch.orders:
+                params = order_params(o)
+                (ins_o if self._exec(cur, _INSERT_ORDER, params) == 1 else dup_o).append(params[0])
+            for u in batch.order_updates:
+                params = update_params(u)
+                if self._exec(cur, _UPDATE_ORDER, params) != 1:
+                    raise UnknownOrderError(f"order update for unknown client_order_id {params[-1]!r}")
+            for f in batch.fills:
+                params = fill_params(f)
+                (ins_f if self._exec(cur, _INSERT_FILL, params) == 1 else dup_f).append(params[0])
+            if batch.positions:
+                ts = batch_ts(batch)
+                for p in batch.positions:
+                    self._exec(cur, _UPSERT_POSITION, position_params(p, ts))
+            if batch.account is not None:
+                params = account_params(batch.account)
+                self._exec(cur, _UPSERT_ACCOUNT, params)
+                self._exec(cur, _INSERT_EQUITY, params)
+            for e in batch.audit:
+                self._exec(cur, _INSERT_AUDIT, audit_params(e))
+        return WriteResult(tuple(ins_o), tuple(dup_o), tuple(ins_f), tuple(dup_f))
+
+    # -- reads: JSON-ready dicts --
+    def get_order(self, client_order_id: str) -> dict[str, Any] | None:
+        rows = self._query(_SELECT_ORDERS + " WHERE client_order_id = ?", (client_order_id,))
+        return rows[0] if rows else None
+
+    def orders(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Newest first (ts_ns, then client order id, descending); optionally one status and at most `limit`."""
+        sql, params = _SELECT_ORDERS, []
+        if status is not None:
+            sql += " WHERE status = ?"
+            params.append(_enum("status", OrderStatus, status))
+        sql += _NEWEST_FIRST
+        if limit is not None:
+            n = _int("limit", limit)
+            if n < 0:
+                raise ValueError(f"limit: must be >= 0, got {n}")
+            sql += " LIMIT ?"
+            params.append(n)
+        return self._query(sql, params)
+
+    def open_orders(self) -> list[dict[str, Any]]:
+        sql = f"{_SELECT_ORDERS} WHERE status IN ({_marks(len(OPEN_STATUSES))}){_NEWEST_FIRST}"
+        return self._query(sql, OPEN_STATUSES)
+
+    def fills(self, client_order_id: str | None = None) -> list[dict[str, Any]]:
+        """Oldest first: ts_ns, then the venue's wall clock, then fill id."""
+        if client_order_id is None:
+            return self._query(_SELECT_FILLS + _FILL_ORDER)
+        return self._query(_SELECT_FILLS + " WHERE client_order_id = ?" + _FILL_ORDER, (client_order_id,))
+
+    def positions(self) -> list[dict[str, Any]]:
+        """Open positions only; a flat position keeps its row (and realised P&L) but is not listed."""
+        return self._query(f"SELECT {_cols(POSITION_COLUMNS)} FROM positions WHERE qty <> 0 ORDER BY symbol")
+
+    def account(self) -> dict[str, Any] | None:
+        rows = self._query(f"SELECT {_cols(ACCOUNT_COLUMNS)} FROM account WHERE id = 1")
+        return rows[0] if rows else None
+
+    def equity_curve(self) -> list[dict[str, Any]]:
+        return self._query(f"SELECT {_cols(ACCOUNT_COLUMNS)} FROM equity_curve ORDER BY ts_ns, id")
+
+    def audit_log(self, kind: str | None = None) -> list[dict[str, Any]]:
+        sql, params = f"SELECT {_cols(AUDIT_COLUMNS)} FROM audit_log", []
+        if kind is not None:
+            sql += " WHERE kind = ?"
+            params.append(kind)
+        rows = self._query(sql + " ORDER BY ts_ns, id", params)
+        for r in rows:
+            r["payload"] = json.loads(r["payload"]) if r["payload"] else {}
+        return rows
+
+    def close(self) -> None:
+        with self._write_lock, self._read_lock:
+            self._close_connections()
+
+    def __enter__(self) -> SqlLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({redact_url(self.url)!r})"
+
+
+def redact_url(url: str) -> str:
+    """The url with any password replaced by ***, for messages and logs."""
+    url = re.sub(r"(password=)[^&\s]*", r"\1***", url)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}"
+    return f"{scheme}://{netloc}{slash}{tail}"
