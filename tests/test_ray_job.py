@@ -1,0 +1,66 @@
+"""jobs/live.py submitted as a Ray job to a real head node started with `ray start --head` on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tradesys.ledger import open_ledger
+
+from .conftest import free_port
+from .ledger_checks import assert_ledger_consistent
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+@pytest.fixture()
+def ray_head(tmp_path: Path):
+    gcs, dash = free_port(), free_port()
+    # Token authentication on, as on a real cluster: the head and the job client share a token file.
+    token = tmp_path / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env.pop("RAY_ADDRESS", None)
+    temp = Path("/tmp") / f"rayjob{gcs}"  # Ray's socket paths must stay short
+    cmd = [
+        RAY, "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+        f"--temp-dir={temp}", "--disable-usage-stats",
+    ]
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
+    try:
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=60)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_live_job_on_a_ray_head(ray_head, tmp_path: Path) -> None:
+    address, env = ray_head
+    db = tmp_path / "job.db"
+    out = tmp_path / "summary.json"
+    submit = [
+        RAY, "job", "submit", f"--address={address}", "--submission-id", f"live-{int(time.time())}",
+        "--", sys.executable, str(ROOT / "jobs" / "live.py"), "--quiet",
+        "--set", f'ledger.url="sqlite:///{db}"', "--set", "data.start=2020-01-01", "--set", "data.end=2020-12-31",
+        "--set", "strategy.slow=40", "--json", str(out),
+    ]
+    proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in (proc.stdout + proc.stderr).lower()
+    summary = json.loads(out.read_text())
+    assert summary["reason"] == "completed"
+    ledger = open_ledger(f"sqlite:///{db}")
+    assert summary["orders"] == len(ledger.orders()) > 0
+    assert summary["fills"] == len(ledger.fills()) > 0
+    assert_ledger_consistent(ledger, 1_000_000.0)
+    assert [a["kind"] for a in ledger.audit_log()][-1] == "shutdown"
