@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -35,11 +38,38 @@ def ray_head(tmp_path: Path):
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
         f"--temp-dir={temp}", "--disable-usage-stats",
     ]
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
-    try:
-        yield f"http://127.0.0.1:{dash}", env
-    finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=60)
+    # --block keeps `ray start` in the foreground as the parent of the head's processes; killing its process
+    # group tears down this head only (`ray stop` would also kill the test session's own Ray).
+    with open(tmp_path / "ray_head.log", "wb") as log:
+        proc = subprocess.Popen(
+            [*cmd, "--block"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            _wait_for_dashboard(dash, proc, timeout_s=120)
+            yield f"http://127.0.0.1:{dash}", env
+        finally:
+            for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(proc.pid, sig)
+                    proc.wait(timeout=wait)
+                    break
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    continue
+
+
+def _wait_for_dashboard(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # 401 without a token: the dashboard is up
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError("the Ray head's dashboard did not come up")
 
 
 @pytest.mark.ray
