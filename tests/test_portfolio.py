@@ -105,3 +105,13 @@ def test_conservation_laws_hold_after_every_fill(stream) -> None:
             pf.realized_pnl + pf.unrealized_pnl - pf.fees, rel=1e-9, abs=1e-6
         )
         assert not math.isnan(pf.equity)
+
+
+def test_copy_is_independent() -> None:
+    pf = Portfolio(1000.0)
+    pf.apply_fill(_fill(1, "A", Side.BUY, 10, 10.0))
+    cp = pf.copy()
+    cp.apply_fill(_fill(2, "A", Side.BUY, 5, 12.0))
+    cp.mark({"A": 20.0}, ts_ns=86_400_000_000_000)
+    assert pf.positions["A"].qty == 10 and pf.positions["A"].mark == 10.0 and pf.cash == 900.0
+    assert cp.positions["A"].qty == 15 and cp.cash == 840.0

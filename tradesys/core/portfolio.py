@@ -8,9 +8,10 @@ Average-cost basis. Two conservation laws hold after every fill and every mark, 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tradesys.core.orders import Fill
 
@@ -101,6 +102,13 @@ class Portfolio:
             raise ValueError(f"portfolio.initial_cash: must be > 0, got {self.initial_cash}")
         self.cash = float(self.initial_cash)
         self.day_start_equity = self.cash
+
+    def copy(self) -> Portfolio:
+        """An independent copy (positions copied, nothing shared), for copy-on-write commits."""
+        pf = copy.copy(self)
+        pf.positions = {s: replace(p) for s, p in self.positions.items()}
+        pf.multipliers = dict(self.multipliers)
+        return pf
 
     def position(self, symbol: str) -> Position:
         pos = self.positions.get(symbol)

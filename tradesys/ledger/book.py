@@ -7,7 +7,6 @@ in. A failed write leaves both the database and the in-memory book as they were.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 
 from tradesys.core.orders import Fill, Order
@@ -59,7 +58,7 @@ class BookKeeper:
     ) -> tuple[PortfolioSnapshot, WriteResult]:
         """Apply and persist one step's changes atomically; return the new snapshot."""
         fills = [f for f in fills if f.fill_id not in self._fill_ids]
-        pf = copy.deepcopy(self.portfolio)
+        pf = self.portfolio.copy()
         pf.apply_fills(fills)
         touched = {f.symbol for f in fills}
         if marks:
