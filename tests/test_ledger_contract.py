@@ -117,6 +117,7 @@ def snapshot(led: Ledger) -> dict[str, Any]:
 
 
 def test_migrate_is_idempotent_and_versioned(fresh: Ledger) -> None:
+    assert isinstance(fresh, Ledger)  # the runtime-checkable protocol
     assert fresh.schema_version() == 0
     assert LATEST_VERSION == MIGRATIONS[-1].version >= 2
     assert fresh.migrate() == LATEST_VERSION
@@ -383,6 +384,24 @@ def test_reopening_sees_the_data(ledger: Ledger, ledger_url: str) -> None:
         assert again.write(first_batch()).duplicate_orders == ("o1", "o2")
     finally:
         again.close()
+
+
+def test_reads_see_each_commit_at_once(ledger: Ledger, ledger_url: str) -> None:
+    """No stale snapshot: neither on this object's own read connection nor on another object's."""
+    other = open_ledger(ledger_url)
+    try:
+        for i in range(5):
+            assert other.schema_version() == LATEST_VERSION  # single-row reads must not pin a read snapshot
+            ledger.schema_version()
+            ledger.write(LedgerBatch(orders=[order(f"s{i}", i)], account=account(i, cash=float(i))))
+            for reader in (ledger, other):
+                acct = reader.account()
+                assert acct is not None and acct["ts_ns"] == i
+                assert len(reader.orders()) == i + 1 and reader.orders(limit=1)[0]["client_order_id"] == f"s{i}"
+            other.write(LedgerBatch(audit=[AuditEntry(i, "note", f"from the other object {i}")]))
+            assert len(ledger.audit_log()) == i + 1
+    finally:
+        other.close()
 
 
 def test_concurrent_reads_during_writes(ledger: Ledger) -> None:
