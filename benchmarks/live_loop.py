@@ -77,6 +77,7 @@ def pipeline_once(n_orders: int, batch: int, tmp: Path) -> float:
 def sqlite_floor_once(n_orders: int, batch: int, tmp: Path) -> float:
     con = sqlite3.connect(tmp / "floor.db")
     con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")  # as the tradesys SQLite ledger
     con.execute("CREATE TABLE o(id TEXT PRIMARY KEY, sym TEXT, side TEXT, qty REAL, status TEXT)")
     con.execute("CREATE TABLE f(id TEXT PRIMARY KEY, oid TEXT REFERENCES o(id), qty REAL, px REAL, fee REAL)")
     elapsed = 0.0

@@ -506,3 +506,16 @@ def test_open_ledger_postgres_schemes(pg_dsn: str) -> None:
             assert led.migrate() == LATEST_VERSION
         finally:
             led.close()
+
+
+@pytest.mark.parametrize(("query", "pragma"), [("", 1), ("?synchronous=full", 2)])
+def test_sqlite_durability_option(tmp_path: Path, query: str, pragma: int) -> None:
+    """NORMAL (1) by default in WAL mode; `?synchronous=full` (2) fsyncs every commit."""
+    from tradesys.ledger.sqlite import SqliteLedger, absolute_sqlite_url
+
+    led = SqliteLedger(f"sqlite:///{tmp_path}/d.db{query}")
+    assert led._query("PRAGMA synchronous")[0]["synchronous"] == pragma
+    assert absolute_sqlite_url(led.url) == led.url and led.url.endswith(query or ".db")
+    led.close()
+    with pytest.raises(ValueError, match="unknown option 'bogus'"):
+        SqliteLedger(f"sqlite:///{tmp_path}/d.db?bogus=1")

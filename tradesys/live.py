@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tradesys.config import TradesysConfig
+from tradesys.ledger.sqlite import absolute_sqlite_url
 
 
 def new_run_id() -> str:
@@ -31,10 +32,7 @@ def resolve_ledger_url(cfg: TradesysConfig, run_id: str) -> str:
     if url is None:
         path = Path(cfg.ledger.runs_dir).resolve() / run_id / "ledger.db"
         return f"sqlite:///{path}"
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url.removeprefix("sqlite:///"))
-        return f"sqlite:///{path.resolve()}"
-    return url
+    return absolute_sqlite_url(url)
 
 
 def connect_ray(cfg: TradesysConfig) -> str | None:

@@ -86,6 +86,11 @@ _FILL_ORDER = " ORDER BY ts_ns, wall_ns, fill_id"
 
 
 def _real(field: str, v: Any) -> float:
+    t = type(v)
+    if t is float or t is int:  # the common case, without the abstract-base-class checks below
+        if t is float and not math.isfinite(v):
+            raise ValueError(f"{field}: must be finite, got {v!r}")
+        return float(v)
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{field}: expected a number, got {type(v).__name__} {v!r}")
     x = float(v)
@@ -99,6 +104,8 @@ def _opt_real(field: str, v: Any) -> float | None:
 
 
 def _int(field: str, v: Any) -> int:
+    if type(v) is int:
+        return v
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{field}: expected an integer, got {type(v).__name__} {v!r}")
     return int(v)
@@ -118,6 +125,8 @@ E = TypeVar("E", bound=Enum)
 
 
 def _enum(field: str, cls: type[E], v: Any) -> str:
+    if type(v) is cls:
+        return str(v.value)
     try:
         return str(cls(v).value)
     except ValueError:
@@ -362,34 +371,64 @@ class SqlLedger:
         return max(applied)
 
     # -- the write path --
+    def _executemany(self, cur: Any, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        cur.executemany(self._sql(sql), rows)
+        return int(cur.rowcount)
+
+    def _existing(self, cur: Any, table: str, key: str, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` the table already holds (chunked under SQLite's bound-parameter limit)."""
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            cur.execute(self._sql(f"SELECT {key} FROM {table} WHERE {key} IN ({_marks(len(chunk))})"), tuple(chunk))
+            found.update(r[0] for r in cur.fetchall())
+        return found
+
+    def _split_new(self, cur: Any, table: str, key: str, rows: list[tuple[Any, ...]]) -> tuple[list, list[str]]:
+        """(rows to insert, ids that are duplicates: already stored or repeated within the batch)."""
+        existing = self._existing(cur, table, key, [r[0] for r in rows]) if rows else set()
+        new, dup = [], []
+        for r in rows:
+            if r[0] in existing:
+                dup.append(r[0])
+            else:
+                existing.add(r[0])
+                new.append(r)
+        return new, dup
+
     def write(self, batch: LedgerBatch) -> WriteResult:
-        """Orders, updates, fills, positions, account (+ equity curve), audit: one transaction, all or nothing."""
-        ins_o: list[str] = []
-        dup_o: list[str] = []
-        ins_f: list[str] = []
-        dup_f: list[str] = []
+        """Orders, updates, fills, positions, account (+ equity curve), audit: one transaction, all or nothing.
+
+        Rows go in with one `executemany` per table; duplicates (by client order id, by fill id) are found with
+        one indexed lookup first, so they are reported exactly and the inserts keep `ON CONFLICT DO NOTHING`
+        as a guard against a concurrent writer.
+        """
+        order_rows = [order_params(o) for o in batch.orders]
+        update_rows = [update_params(u) for u in batch.order_updates]
+        fill_rows = [fill_params(f) for f in batch.fills]
+        ts = batch_ts(batch) if batch.positions else 0
+        position_rows = [position_params(p, ts) for p in batch.positions]
+        audit_rows = [audit_params(e) for e in batch.audit]
         with self._transaction() as cur:
-            for o in batch.orders:
-                params = order_params(o)
-                (ins_o if self._exec(cur, _INSERT_ORDER, params) == 1 else dup_o).append(params[0])
-            for u in batch.order_updates:
-                params = update_params(u)
-                if self._exec(cur, _UPDATE_ORDER, params) != 1:
-                    raise UnknownOrderError(f"order update for unknown client_order_id {params[-1]!r}")
-            for f in batch.fills:
-                params = fill_params(f)
-                (ins_f if self._exec(cur, _INSERT_FILL, params) == 1 else dup_f).append(params[0])
-            if batch.positions:
-                ts = batch_ts(batch)
-                for p in batch.positions:
-                    self._exec(cur, _UPSERT_POSITION, position_params(p, ts))
+            new_o, dup_o = self._split_new(cur, "orders", "client_order_id", order_rows)
+            self._executemany(cur, _INSERT_ORDER, new_o)
+            if self._executemany(cur, _UPDATE_ORDER, update_rows) != len(update_rows):
+                known = self._existing(cur, "orders", "client_order_id", [r[-1] for r in update_rows])
+                missing = next(r[-1] for r in update_rows if r[-1] not in known)
+                raise UnknownOrderError(f"order update for unknown client_order_id {missing!r}")
+            new_f, dup_f = self._split_new(cur, "fills", "fill_id", fill_rows)
+            self._executemany(cur, _INSERT_FILL, new_f)
+            self._executemany(cur, _UPSERT_POSITION, position_rows)
             if batch.account is not None:
                 params = account_params(batch.account)
                 self._exec(cur, _UPSERT_ACCOUNT, params)
                 self._exec(cur, _INSERT_EQUITY, params)
-            for e in batch.audit:
-                self._exec(cur, _INSERT_AUDIT, audit_params(e))
-        return WriteResult(tuple(ins_o), tuple(dup_o), tuple(ins_f), tuple(dup_f))
+            self._executemany(cur, _INSERT_AUDIT, audit_rows)
+        return WriteResult(
+            tuple(r[0] for r in new_o), tuple(dup_o), tuple(r[0] for r in new_f), tuple(dup_f)
+        )
 
     # -- reads: JSON-ready dicts --
     def get_order(self, client_order_id: str) -> dict[str, Any] | None:
