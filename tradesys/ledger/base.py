@@ -1,8 +1,9 @@
 """The ledger interface: the durable book of record (orders, fills, positions, cash, equity, audit log).
 
 Everything a step changes goes in one `LedgerBatch` written in one transaction, so a crash leaves either the
-whole step or none of it. Orders are idempotent by client order id and fills by fill id: writing the same
-batch twice changes nothing the second time.
+whole step or none of it. Orders are idempotent by client order id and fills by fill id, and positions and
+the account are upserts: writing the same batch twice changes no order, fill, position or balance. The
+equity curve and the audit log are append-only histories, so a retried write appends their rows again.
 """
 
 from __future__ import annotations
