@@ -8,6 +8,7 @@ and a bad value fails the batch with the field named, inside the transaction, so
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 import numbers
@@ -247,7 +248,7 @@ class UnknownOrderError(LookupError):
     """An order update names an order the ledger does not hold: write-ahead was skipped somewhere."""
 
 
-class SqlLedger:
+class SqlLedger(abc.ABC):
     """The `Ledger` protocol over a DB-API connection in autocommit mode, with explicit transactions.
 
     Subclasses set `dialect` and `paramstyle` and implement `_write_conn`, `_read_conn`, `_table_exists`,
@@ -268,20 +269,25 @@ class SqlLedger:
         self._sql_cache: dict[str, str] = {}
 
     # -- adapter hooks --
+    @abc.abstractmethod
     def _write_conn(self) -> Any:
-        raise NotImplementedError
+        """Adapter hook."""
 
+    @abc.abstractmethod
     def _read_conn(self) -> Any:
-        raise NotImplementedError
+        """Adapter hook."""
 
+    @abc.abstractmethod
     def _table_exists(self, cur: Any, table: str) -> bool:
-        raise NotImplementedError
+        """Adapter hook."""
 
     def _lock_migrations(self, cur: Any) -> None:
         """Serialise concurrent `migrate()` calls (inside the migration transaction). Default: nothing."""
+        return None
 
+    @abc.abstractmethod
     def _close_connections(self) -> None:
-        raise NotImplementedError
+        """Adapter hook."""
 
     # -- plumbing --
     def _sql(self, sql: str) -> str:
