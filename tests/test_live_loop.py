@@ -152,3 +152,45 @@ def test_stop_mid_run_leaves_a_consistent_ledger_and_resumes(ray_session: None, 
     assert_ledger_consistent(resumed, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
     assert len(resumed.equity_curve()) > rows_before
     assert [a["kind"] for a in resumed.audit_log(kind="start")] == ["start", "start"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_driver_cleanly(tmp_path: Path) -> None:
+    """SIGTERM (what `ray job stop` sends) to a running jobs/live.py: exit 0, shutdown recorded, books exact."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    db = tmp_path / "term.db"
+    out = tmp_path / "summary.json"
+    cmd = [
+        sys.executable, str(Path(__file__).resolve().parents[1] / "jobs" / "live.py"), "--quiet",
+        "--set", f'ledger.url="sqlite:///{db}"', "--set", "data.speed=40", "--set", "ray.include_dashboard=false",
+        "--set", "ray.num_cpus=2", "--json", str(out),
+        *[f"--set={k}={v}" for k, v in SHORT.items()],
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # wait until the loop has booked some steps
+            if db.exists() and len(open_ledger(f"sqlite:///{db}").equity_curve()) > 20:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the live loop did not start")
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output[-2000:]
+    summary = json.loads(out.read_text())
+    assert summary["reason"] == "signal SIGTERM"
+    cfg = cfg_with()
+    assert 0 < summary["steps"] < len(make_source(cfg.data))
+    ledger = open_ledger(f"sqlite:///{db}")
+    assert ledger.audit_log(kind="shutdown")[-1]["message"] == "signal SIGTERM"
+    assert_ledger_consistent(ledger, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))

@@ -1,0 +1,1 @@
+"""Reinforcement learning (the RLlib PPO agent): built under its own issue."""

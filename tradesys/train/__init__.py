@@ -1,0 +1,1 @@
+"""Model training (Ray Tune, Ray Train, MLflow) and the model registry: built under the models issue."""
