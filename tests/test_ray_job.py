@@ -37,6 +37,11 @@ def ray_head(tmp_path: Path):
         RAY, "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
         f"--temp-dir={temp}", "--disable-usage-stats",
+        # every listening port explicit: the defaults (e.g. the agent's 52365) clash with the session's own Ray
+        *(f"--{flag}={free_port()}" for flag in (
+            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+            "runtime-env-agent-port", "node-manager-port", "object-manager-port",
+        )),
     ]
     # --block keeps `ray start` in the foreground as the parent of the head's processes; killing its process
     # group tears down this head only (`ray stop` would also kill the test session's own Ray).
