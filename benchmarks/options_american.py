@@ -28,14 +28,14 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+import argparse
+import platform
+import time
+from dataclasses import dataclass
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from tradesys.quant.options.american import binomial_price, fd_price, lsm_price  # noqa: E402
+from tradesys.quant.options.american import binomial_price, fd_price, lsm_price
 
 
 @dataclass

@@ -21,15 +21,15 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from tradesys.quant.options.european import GREEK_NAMES, bsm_greeks  # noqa: E402
+from tradesys.quant.options.european import GREEK_NAMES, bsm_greeks
 
 
 def make_options(n: int, seed: int) -> dict[str, np.ndarray]:

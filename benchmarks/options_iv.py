@@ -22,17 +22,17 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
-import math  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
+import argparse
+import math
+import statistics
+import time
+import warnings
 
-import numpy as np  # noqa: E402
-from scipy.special import ndtr  # noqa: E402
+import numpy as np
+from scipy.special import ndtr
 
-from tradesys.quant.options.errors import OptionError  # noqa: E402
-from tradesys.quant.options.implied_vol import implied_vol, normalised_black  # noqa: E402
+from tradesys.quant.options.errors import OptionError
+from tradesys.quant.options.implied_vol import implied_vol, normalised_black
 
 EPS = float(np.finfo(np.float64).eps)
 
