@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,7 @@ def connect_ray(cfg: TradesysConfig) -> str | None:
     import ray
 
     if ray.is_initialized():
-        ctx = ray.get_runtime_context()
-        return ctx.gcs_address and _dashboard_url()
+        return _dashboard_url()
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"log_to_driver": False}
     if address is None:
@@ -124,7 +122,6 @@ def run_live(
         console.print(summary_table(summary))
         console.print(f"Ledger written to {redact(ledger_url)}")
     ray.kill(sup)
-    time.sleep(0)  # let Ray flush the kill before the driver exits
     return summary
 
 

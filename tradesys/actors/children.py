@@ -19,6 +19,7 @@ from tradesys.actors.proxy import ActorProxy
 from tradesys.config import BrokerConfig, DataConfig, RiskConfig, StrategyConfig
 from tradesys.core.orders import Fill, Order, OrderEvent, OrderState
 from tradesys.core.portfolio import PortfolioSnapshot
+from tradesys.core.schemas import batch_ts
 from tradesys.execution.service import ExecutionService, StepReport
 from tradesys.ledger.base import AuditEntry
 from tradesys.ledger.book import BookKeeper
@@ -31,9 +32,8 @@ class MarketDataActor:
 
     def __init__(self, cfg: DataConfig) -> None:
         from tradesys.data import make_source
-        from tradesys.data.replay import Replay, batch_ts
+        from tradesys.data.replay import Replay
 
-        self._batch_ts = batch_ts
         self.source = make_source(cfg)
         self.replay = Replay(self.source, cfg.speed)
         self._iter = iter(self.replay)
@@ -53,7 +53,7 @@ class MarketDataActor:
         batch = next(self._iter, None)
         if batch is None:
             return -1, None
-        return self._batch_ts(batch), batch
+        return batch_ts(batch), batch
 
 
 @ray.remote(num_cpus=0)

@@ -25,6 +25,7 @@ from tradesys.actors.children import (
 from tradesys.actors.proxy import ActorProxy
 from tradesys.backtest.metrics import summarize
 from tradesys.config import TradesysConfig
+from tradesys.data import bars_per_year
 from tradesys.engine.step import TradingComponents, run_step
 from tradesys.ledger.base import AuditEntry
 
@@ -37,6 +38,7 @@ class Supervisor:
     ) -> None:
         self.cfg, self.ledger_url, self.run_id = cfg, ledger_url, run_id
         self._stop = threading.Event()
+        self._stop_reason = "stopped"
         self._lock = threading.Lock()
         self.restarts: list[dict[str, Any]] = []
         self._progress: dict[str, Any] = {"step": 0, "total": 0, "equity": cfg.initial_cash, "state": "starting"}
@@ -44,11 +46,10 @@ class Supervisor:
         self.md = MarketDataActor.options(name=f"{run_id}:market_data", **opts).remote(cfg.data)
         info = ray.get(self.md.info.remote())
         self.symbols: list[str] = info["symbols"]
-        bars_per_year = 252.0 if cfg.data.source != "synthetic" else 252.0 * 6.5 * 3600 / cfg.data.synthetic_bar_seconds
         self.ledger = LedgerActor.options(name=f"{run_id}:ledger", **opts).remote(ledger_url, cfg.initial_cash)
         self.broker = BrokerActor.options(name=f"{run_id}:broker", **opts).remote(cfg.broker)
         self.strategy = StrategyActor.options(name=f"{run_id}:strategy", **opts).remote(
-            cfg.strategy, len(self.symbols), bars_per_year
+            cfg.strategy, len(self.symbols), bars_per_year(cfg.data)
         )
         self.risk = RiskActor.options(name=f"{run_id}:risk", **opts).remote(cfg.risk)
         self.execution = ExecutionActor.options(name=f"{run_id}:execution", **opts).remote(
@@ -90,7 +91,7 @@ class Supervisor:
         self._stop_reason = reason
         self._stop.set()
 
-    def _next_batch(self, last_ts: int) -> tuple[Any, Any]:
+    def _next_batch(self) -> tuple[Any, Any]:
         return self.md.next_batch.options(num_returns=2).remote()
 
     def _get_ts(self, refs: tuple[Any, Any], last_ts: int) -> tuple[int, Any]:
@@ -103,7 +104,7 @@ class Supervisor:
                 self._record_restart("market_data", "next_batch", exc)
                 time.sleep(0.2 * 2**attempt)
                 ray.get(self.md.resume_after.remote(last_ts))
-                refs = self._next_batch(last_ts)
+                refs = self._next_batch()
         raise AssertionError("unreachable")
 
     def run(self) -> dict[str, Any]:
@@ -116,16 +117,16 @@ class Supervisor:
         latencies: list[int] = []
         reason = "completed"
         self.ledger_proxy.audit([AuditEntry(last_ts, "start", f"run {self.run_id} started", payload={"steps": total})])
-        pending = self._next_batch(last_ts)
+        pending = self._next_batch()
         step = 0
         while True:
             if self._stop.is_set():
-                reason = getattr(self, "_stop_reason", "stopped")
+                reason = self._stop_reason
                 break
             ts, bars = self._get_ts(pending, last_ts)
             if ts < 0:
                 break
-            pending = self._next_batch(ts)  # prefetch while this step runs
+            pending = self._next_batch()  # prefetch while this step runs
             result = run_step(bars, ts, self.components)
             latencies += result.latencies_ns
             last_ts = ts

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pyarrow as pa
-
 from tradesys.backtest.metrics import RunSummary, summarize
 from tradesys.config import TradesysConfig
+from tradesys.core.schemas import batch_ts
 from tradesys.engine.step import StepResult, TradingComponents, run_step
 from tradesys.execution.service import ExecutionService
 from tradesys.ledger.base import AuditEntry
@@ -28,15 +27,14 @@ def run_backtest(
 ) -> tuple[RunSummary, Any]:
     """Run the configured strategy over the configured data; return (summary, the ledger)."""
     from tradesys.broker.sim import SimBroker
-    from tradesys.data import make_source
+    from tradesys.data import bars_per_year, make_source
     from tradesys.ledger import open_ledger
 
     source = make_source(cfg.data)
     ledger = open_ledger(ledger_url)
     book = BookKeeper(ledger, cfg.initial_cash)
-    bars_per_year = 252.0 if cfg.data.source != "synthetic" else 252.0 * 6.5 * 3600 / cfg.data.synthetic_bar_seconds
     components = TradingComponents(
-        strategy=make_strategy(cfg.strategy, len(source.symbols), bars_per_year),
+        strategy=make_strategy(cfg.strategy, len(source.symbols), bars_per_year(cfg.data)),
         risk=PreTradeRisk(cfg.risk),
         execution=ExecutionService(SimBroker(cfg.broker), book),
     )
@@ -44,7 +42,7 @@ def run_backtest(
     total = len(source)
     last_ts = 0
     for i, bars in enumerate(source.batches()):
-        ts = int(bars.column("ts").cast(pa.int64())[0].as_py())
+        ts = batch_ts(bars)
         result = run_step(bars, ts, components)
         latencies += result.latencies_ns
         last_ts = ts

@@ -48,6 +48,11 @@ TRADE_SCHEMA = pa.schema(
 )
 
 
+def batch_ts(batch: pa.RecordBatch) -> int:
+    """The timestamp (int ns UTC) of a bar batch; every row of a batch shares it."""
+    return int(batch.column("ts")[0].value)
+
+
 def empty_bars() -> pa.RecordBatch:
     """A zero-row bar batch with the canonical schema."""
     return pa.RecordBatch.from_pylist([], schema=BAR_SCHEMA)

@@ -28,10 +28,18 @@ __all__ = [
     "TableSource",
     "UsIndicesSource",
     "bars_from_closes",
+    "bars_per_year",
     "bars_table",
     "batch_ts",
     "make_source",
 ]
+
+
+def bars_per_year(cfg: DataConfig) -> float:
+    """Bars in a trading year for the configured source: 252 daily bars, or intraday bars per 6.5-hour session."""
+    if cfg.source == "synthetic":
+        return 252.0 * 6.5 * 3600 / cfg.synthetic_bar_seconds
+    return 252.0
 
 
 def make_source(cfg: DataConfig) -> DataSource:

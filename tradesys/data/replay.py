@@ -19,12 +19,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from tradesys.core.schemas import batch_ts
 from tradesys.data.source import DataSource
 
-
-def batch_ts(batch: pa.RecordBatch) -> int:
-    """The timestamp (int ns UTC) of a bar batch; every row of a batch shares it."""
-    return int(batch.column("ts")[0].value)
+__all__ = ["Replay", "ReplayCursor", "batch_ts"]
 
 
 def _batches_after(source: DataSource, after_ns: int | None) -> Iterator[pa.RecordBatch]:

@@ -18,6 +18,7 @@ import pyarrow as pa
 from tradesys.broker.base import Broker
 from tradesys.core.orders import EventKind, Fill, Order, OrderEvent
 from tradesys.core.portfolio import PortfolioSnapshot
+from tradesys.core.schemas import batch_ts
 from tradesys.execution.oms import OrderManager
 from tradesys.ledger.base import AuditEntry, OrderUpdate, WriteResult
 
@@ -57,8 +58,7 @@ def bar_marks(bars: pa.RecordBatch) -> tuple[int, dict[str, float]]:
     """(timestamp ns, {symbol: close}) of a bar batch."""
     if bars.num_rows == 0:
         return 0, {}
-    ts = bars.column("ts").cast(pa.int64())[0].as_py()
-    return int(ts), dict(zip(bars.column("symbol").to_pylist(), bars.column("close").to_pylist(), strict=True))
+    return batch_ts(bars), dict(zip(bars.column("symbol").to_pylist(), bars.column("close").to_pylist(), strict=True))
 
 
 def _audit_for(events: Sequence[OrderEvent], kind: str) -> list[AuditEntry]:

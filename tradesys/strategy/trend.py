@@ -22,6 +22,7 @@ import pyarrow as pa
 from tradesys.config import StrategyConfig
 from tradesys.core.orders import Order, OrderType, Side, TimeInForce
 from tradesys.core.portfolio import PortfolioSnapshot
+from tradesys.core.schemas import batch_ts
 
 
 class TrendStrategy:
@@ -63,7 +64,7 @@ class TrendStrategy:
     ) -> list[Order]:
         if bars.num_rows == 0:
             return []
-        ts = int(bars.column("ts").cast(pa.int64())[0].as_py())
+        ts = batch_ts(bars)
         symbols = bars.column("symbol").to_pylist()
         closes = bars.column("close").to_pylist()
         maxlen = max(self.cfg.slow, self.cfg.vol_lookback + 1)
