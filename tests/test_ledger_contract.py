@@ -519,3 +519,54 @@ def test_sqlite_durability_option(tmp_path: Path, query: str, pragma: int) -> No
     led.close()
     with pytest.raises(ValueError, match="unknown option 'bogus'"):
         SqliteLedger(f"sqlite:///{tmp_path}/d.db?bogus=1")
+
+
+# --- change data capture: the transactional outbox ---------------------------------------------------------------
+
+
+def test_every_committed_change_has_one_outbox_event_in_write_order(ledger: Ledger) -> None:
+    ledger.write(first_batch())
+    events = ledger.outbox()
+    assert [(e["entity"], e["entity_key"], e["event"]) for e in events] == [
+        ("order", "o1", "created"),
+        ("order", "o2", "created"),
+        ("order", "o1", "updated"),
+        ("order", "o2", "updated"),
+        ("fill", "f1", "created"),
+        ("position", "AAPL", "upserted"),
+        ("account", "account", "upserted"),
+    ]
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events)
+    # the payloads are the rows as written: replaying them rebuilds what the ledger shows
+    orders: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e["entity"] == "order":
+            orders.setdefault(e["entity_key"], {}).update(e["payload"])
+    for cid, row in orders.items():
+        assert row == ledger.get_order(cid)
+    assert next(e for e in events if e["entity"] == "fill")["payload"] == ledger.fills()[0]
+    assert next(e for e in events if e["entity"] == "account")["payload"] == ledger.account()
+    # a replayed batch adds no order or fill events (duplicates are not changes)
+    ledger.write(LedgerBatch(orders=[order("o1", 1_000)], fills=[fill("f1", "o1", 3_000)]))
+    assert len(ledger.outbox()) == len(events)
+
+
+def test_a_failed_write_leaves_no_event(ledger: Ledger) -> None:
+    ledger.write(first_batch())
+    n = len(ledger.outbox())
+    with pytest.raises(DB_INTEGRITY_ERRORS):
+        ledger.write(LedgerBatch(orders=[order("o9", 5_000)], fills=[fill("f-ghost", "no-such-order", 5_000)],
+                                 account=account(5_000)))
+    assert len(ledger.outbox()) == n
+
+
+def test_outbox_paging_cursor_and_prune(ledger: Ledger) -> None:
+    ledger.write(first_batch())
+    events = ledger.outbox()
+    assert ledger.outbox(events[2]["id"], limit=2) == events[3:5]
+    assert ledger.outbox_cursor("r1") == 0
+    ledger.advance_outbox_cursor("r1", events[4]["id"])
+    ledger.advance_outbox_cursor("r1", events[1]["id"])  # never backwards
+    assert ledger.outbox_cursor("r1") == events[4]["id"] and ledger.outbox_cursor("r2") == 0
+    assert ledger.prune_outbox(events[4]["id"]) == 5
+    assert ledger.outbox() == events[5:]

@@ -154,6 +154,18 @@ def test_stop_mid_run_leaves_a_consistent_ledger_and_resumes(ray_session: None, 
     assert [a["kind"] for a in resumed.audit_log(kind="start")] == ["start", "start"]
 
 
+def _booked_steps(db: Path) -> int:
+    """Equity rows the running job has booked; 0 while its ledger file is still being created and migrated."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        return len(open_ledger(f"sqlite:///{db}").equity_curve())
+    except sqlite3.OperationalError:  # the file exists before the job's migrations have created the tables
+        return 0
+
+
 @pytest.mark.slow
 def test_sigterm_stops_the_driver_cleanly(tmp_path: Path) -> None:
     """SIGTERM (what `ray job stop` sends) to a running jobs/live.py: exit 0, shutdown recorded, books exact."""
@@ -176,7 +188,7 @@ def test_sigterm_stops_the_driver_cleanly(tmp_path: Path) -> None:
     try:
         deadline = time.time() + 120
         while time.time() < deadline:  # wait until the loop has booked some steps
-            if db.exists() and len(open_ledger(f"sqlite:///{db}").equity_curve()) > 20:
+            if _booked_steps(db) > 20:
                 break
             time.sleep(0.5)
         else:

@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import free_port
 from tradesys.core.orders import Fill, Order, OrderStatus, OrderType, RejectReason, Side
 from tradesys.ledger import LATEST_VERSION, AccountRow, LedgerBatch, OrderUpdate, PositionRow, SqliteLedger
+from tradesys.quant.options.errors import OptionError
 from tradesys.serve import build_app, create_api, run_serve
+from tradesys.serve.columnar import ARROW_STREAM, arrow_stream, read_arrow_stream
 
 KEY = "s3cret-test-key-9f2c"
 V1_ROUTES = ["/v1/portfolio", "/v1/orders", "/v1/orders/o1", "/v1/fills"]
@@ -249,7 +252,9 @@ def test_openapi_lists_routes_and_the_key_scheme(client: TestClient) -> None:
     r = client.get("/openapi.json")  # no key needed
     assert r.status_code == 200
     spec = r.json()
-    assert set(spec["paths"]) == {"/health", "/v1/portfolio", "/v1/orders", "/v1/orders/{client_order_id}", "/v1/fills"}
+    ledger_paths = {"/health", "/v1/portfolio", "/v1/orders", "/v1/orders/{client_order_id}", "/v1/fills"}
+    assert ledger_paths <= set(spec["paths"])
+    assert {"/v1/options/price", "/v1/options/iv", "/v1/options/american"} <= set(spec["paths"])
     assert spec["components"]["securitySchemes"]["ApiKeyAuth"] == {
         "type": "apiKey",
         "in": "header",
@@ -257,7 +262,7 @@ def test_openapi_lists_routes_and_the_key_scheme(client: TestClient) -> None:
         "description": spec["components"]["securitySchemes"]["ApiKeyAuth"]["description"],
     }
     for path in spec["paths"]:
-        op = spec["paths"][path]["get"]
+        op = next(iter(spec["paths"][path].values()))
         if path == "/health":
             assert "security" not in op
         else:
@@ -310,6 +315,17 @@ def test_ray_serve_http(ray_session: None, ledger_url: str, api_key: str) -> Non
         r = httpx.get(f"{base}/v1/orders", params={"limit": 0}, headers={"X-API-Key": KEY}, timeout=10)
         assert (r.status_code, r.json()["detail"][0]["field"]) == (422, "limit")
         assert httpx.get(f"{base}/openapi.json", timeout=10).status_code == 200
+
+        # an analytics route through the same proxy, with an Arrow IPC body and response
+        body_bytes = arrow_stream({"S": [100.0, 100.0], "K": [100.0, 100.0], "T": 1.0, "r": 0.05, "q": 0.0,
+                                   "sigma": [0.2, -1.0], "is_call": True})
+        r = httpx.post(f"{base}/v1/options/price", params={"greeks": "delta"}, content=body_bytes, timeout=30,
+                       headers={"X-API-Key": KEY, "Content-Type": ARROW_STREAM, "Accept": ARROW_STREAM})
+        assert r.status_code == 200 and r.headers["content-type"] == ARROW_STREAM
+        cols, meta = read_arrow_stream(r.content)
+        assert cols["price"][0] == pytest.approx(10.450583572185565, abs=1e-12)  # Hull's textbook BSM value
+        assert np.isnan(cols["price"][1]) and cols["code"][1] == OptionError.NEGATIVE_VOL
+        assert str(int(OptionError.NEGATIVE_VOL)) in meta["reasons"]
     finally:
         serve.shutdown()
 

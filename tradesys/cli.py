@@ -15,6 +15,19 @@ from tradesys.config import ConfigError, TradesysConfig, load_config
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="tradesys: Ray-native quantitative trading.")
 console = Console()
 
+
+def _register_subcommands() -> None:
+    from tradesys.commands.data import app as data_app
+    from tradesys.commands.price import app as price_app
+    from tradesys.commands.risk import app as risk_app
+
+    app.add_typer(price_app, name="price")
+    app.add_typer(risk_app, name="risk")
+    app.add_typer(data_app, name="data")
+
+
+_register_subcommands()
+
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override: section.field=value")]
 
@@ -75,11 +88,12 @@ def backtest(
 
 @app.command()
 def serve(
-    ledger: Annotated[str, typer.Option(help="ledger URL to expose (read-only)")],
+    ledger: Annotated[str | None, typer.Option(help="ledger URL to expose read-only (omit: analytics only)")] = None,
     host: str = "127.0.0.1",
     port: int = 8000,
+    replicas: Annotated[int, typer.Option(min=1, help="Serve replicas of the API")] = 1,
 ) -> None:
-    """Serve /health, /v1/portfolio and /v1/orders over a ledger. Needs TRADESYS_API_KEY in the environment."""
+    """Serve the HTTP API (analytics routes, plus ledger views with --ledger). Needs TRADESYS_API_KEY set."""
     import time
 
     from tradesys.serve import run_serve
@@ -87,7 +101,7 @@ def serve(
     if not os.environ.get("TRADESYS_API_KEY"):
         console.print("[red]TRADESYS_API_KEY is not set[/red]: the API refuses to start without a key")
         raise typer.Exit(2)
-    run_serve(ledger, host=host, port=port)
+    run_serve(ledger, host=host, port=port, replicas=replicas)
     console.print(f"Serving on http://{host}:{port} (OpenAPI at /openapi.json); Ctrl-C to stop")
     try:
         while True:

@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -33,6 +33,22 @@ class DataConfig(_Section):
     seed: int = 7
     synthetic_days: int = Field(5, gt=0)
     synthetic_bar_seconds: int = Field(60, gt=0)
+    # the bus between the data and the loop: "direct" (the MarketDataActor reads the source) or "kafka"
+    bus: Literal["direct", "kafka"] = "direct"
+    kafka_bootstrap: str | None = Field(None, description="host:port,...; None: $TRADESYS_KAFKA_BOOTSTRAP")
+    topic: str = Field("tradesys.bars", min_length=1)
+    consumer_group: str = Field("tradesys-live", min_length=1)
+    publish: bool = Field(True, description="kafka: this run publishes the source to the topic (False: a feed does)")
+    idle_timeout_s: float = Field(60.0, gt=0, description="kafka: end the run after this long without data")
+
+    def bootstrap(self) -> str:
+        """The Kafka bootstrap servers, from the config or the environment; ConfigError if neither."""
+        import os
+
+        value = self.kafka_bootstrap or os.environ.get("TRADESYS_KAFKA_BOOTSTRAP", "")
+        if not value.strip():
+            raise ConfigError("data.kafka_bootstrap: required for data.bus = kafka (or set TRADESYS_KAFKA_BOOTSTRAP)")
+        return value
 
     @model_validator(mode="after")
     def _dates_ordered(self) -> DataConfig:
@@ -72,6 +88,20 @@ class RiskConfig(_Section):
     max_orders_per_window: int = Field(200, gt=0)
     order_window_seconds: float = Field(86_400, gt=0, description="order-rate window, in market-clock time")
     daily_loss_limit_pct: float = Field(0.05, gt=0, lt=1, description="kill switch: loss vs. start-of-day equity")
+    # portfolio limits, checked on the book as it would be after each order (risk-reducing orders always pass)
+    max_gross_leverage: float | None = Field(2.0, gt=0, description="gross exposure / equity; None: off")
+    max_net_leverage: float | None = Field(1.5, gt=0, description="|net exposure| / equity; None: off")
+    var_limit_pct: float | None = Field(0.06, gt=0, lt=1, description="one-bar VaR / equity; None: off")
+    var_confidence: float = Field(0.99, gt=0.5, lt=1)
+    var_method: Literal["historical", "ewma"] = "historical"
+    var_window: int = Field(250, ge=2, description="returns kept for the VaR (bars)")
+    var_min_obs: int = Field(20, ge=2, description="VaR limit enforced once this many returns are seen")
+
+    @field_validator("max_gross_leverage", "max_net_leverage", "var_limit_pct", mode="before")
+    @classmethod
+    def _off(cls, v: Any) -> Any:
+        """TOML has no null: `false` (or "off"/"none") switches a portfolio limit off."""
+        return None if v is False or (isinstance(v, str) and v.strip().lower() in {"off", "none", "null"}) else v
 
 
 class BrokerConfig(_Section):
@@ -114,9 +144,22 @@ class RayConfig(_Section):
     max_restarts: int = Field(3, ge=0, description="restarts of each child actor before the run fails")
 
 
+class FeaturesConfig(_Section):
+    """Streaming features computed beside the loop (FeatureActor) and kept current in the online store."""
+
+    enabled: bool = False
+    name: str = Field("live_technical", min_length=1, description="feature name in the online store")
+    version: int = Field(1, ge=1)
+    online: Literal["memory", "redis"] = "memory"
+    redis_url: str | None = Field(None, description="redis://...; None: $TRADESYS_REDIS_URL or 127.0.0.1:6379")
+    ttl_s: float | None = Field(None, gt=0, description="online values expire after this long")
+    max_in_flight: int = Field(8, ge=1, description="backpressure: bar batches queued at the FeatureActor")
+
+
 class TradesysConfig(_Section):
     initial_cash: float = Field(1_000_000.0, gt=0)
     data: DataConfig = DataConfig()
+    features: FeaturesConfig = FeaturesConfig()
     strategy: StrategyConfig = StrategyConfig()
     risk: RiskConfig = RiskConfig()
     broker: BrokerConfig = BrokerConfig()

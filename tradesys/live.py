@@ -75,6 +75,8 @@ def run_live(
 
     console = console or Console()
     run_id = run_id or new_run_id()
+    if cfg.data.bus == "kafka":
+        cfg.data.bootstrap()  # fail here, naming the setting, before any actor starts
     dashboard = connect_ray(cfg)
     ledger_url = resolve_ledger_url(cfg, run_id)
     if dashboard:
@@ -152,6 +154,14 @@ def summary_table(s: dict[str, Any]) -> Table:
         ("decision-to-fill p99", f"{s['latency_p99_ms']:.2f} ms"),
         ("child restarts", f"{s.get('restarts', 0)}"),
     ]
+    risk = s.get("risk") or {}
+    metrics = risk.get("metrics") or {}
+    if metrics.get("var") == metrics.get("var"):  # not NaN: the VaR window had filled
+        rows.append(("VaR (last step, % of equity)", f"{metrics['var']:,.2f} ({metrics['var_pct']:.2%})"))
+    if metrics:
+        rows.append(("gross / net leverage", f"{metrics['gross_leverage']:.2f} / {metrics['net_leverage']:.2f}"))
+    if risk.get("rejects_by_reason"):
+        rows.append(("rejects by reason", ", ".join(f"{k} {v}" for k, v in sorted(risk["rejects_by_reason"].items()))))
     for k, v in rows:
         t.add_row(k, v)
     return t

@@ -28,32 +28,92 @@ from tradesys.risk.pretrade import PreTradeRisk, RiskDecision
 
 @ray.remote(num_cpus=0)
 class MarketDataActor:
-    """Owns the data source and the replay cursor; hands out one bar batch per time step."""
+    """Owns the data feed: the source and replay cursor, or (data.bus = "kafka") a consumer of the bars topic.
+
+    Either way it hands out one bar batch per time step. On the bus, a step's offset is committed only when the
+    Supervisor acknowledges the booked step (`ack`), so a restart re-reads it and the ledger-based resume skips it.
+    """
 
     def __init__(self, cfg: DataConfig) -> None:
         from tradesys.data import make_source
         from tradesys.data.replay import Replay
 
+        self.cfg = cfg
         self.source = make_source(cfg)
         self.replay = Replay(self.source, cfg.speed)
         self._iter = iter(self.replay)
         self._after_ns = -1
+        self.reader: Any = None
+        if cfg.bus == "kafka":
+            from tradesys.bus.kafka import KafkaBus
+            from tradesys.data.busfeed import BusBarReader
+
+            bus = KafkaBus(cfg.bootstrap())
+            bus.create_topic(cfg.topic)
+            self.reader = BusBarReader(bus.consumer([cfg.topic], cfg.consumer_group),
+                                       idle_timeout_s=cfg.idle_timeout_s)
+            from ray.util.metrics import Gauge
+
+            # on the Ray dashboard / Prometheus: how far the loop is behind the feed
+            self._lag_gauge = Gauge("tradesys_market_data_lag", "bars-topic messages not yet booked", ("topic",))
+            self._acks = 0
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.source.name, "symbols": list(self.source.symbols), "steps": len(self.source)}
+        return {"name": self.source.name, "symbols": list(self.source.symbols), "steps": len(self.source),
+                "bus": self.cfg.bus}
 
     def resume_after(self, ts_ns: int) -> int:
         """Skip batches at or before `ts_ns` (after a restart); return how many steps remain."""
         self._after_ns = ts_ns
-        self._iter = iter(self.replay.resume_after(ts_ns))
+        if self.reader is not None:
+            self.reader.resume_after(ts_ns)
+        else:
+            self._iter = iter(self.replay.resume_after(ts_ns))
         return self.replay.remaining_after(ts_ns)
 
     def next_batch(self) -> tuple[int, pa.RecordBatch | None]:
         """(timestamp ns, bar batch), or (-1, None) at the end of the data."""
+        if self.reader is not None:
+            return self.reader.next_batch()
         batch = next(self._iter, None)
         if batch is None:
             return -1, None
         return batch_ts(batch), batch
+
+    def ack(self, ts_ns: int) -> int:
+        """Every step up to `ts_ns` is booked: commit its offset (bus mode; a no-op when reading directly)."""
+        if self.reader is None:
+            return 0
+        n = self.reader.ack(ts_ns)
+        self._acks += 1
+        if self._acks % 50 == 1:  # a lag query costs a broker round trip: sample it
+            self._lag_gauge.set(float(sum(self.reader.lag().values())), tags={"topic": self.cfg.topic})
+        return n
+
+    def lag(self) -> dict[str, int]:
+        """Consumer lag per partition (bus mode), for the dashboard and the run summary."""
+        if self.reader is None:
+            return {}
+        return {f"{t}[{p}]": n for (t, p), n in self.reader.lag().items()}
+
+
+@ray.remote(num_cpus=0)
+def publish_feed(cfg: DataConfig, after_ns: int) -> int:
+    """Publish the configured source (paced at data.speed) to the bars topic, steps after `after_ns`, then the end
+    marker: the feed side of data.bus = "kafka" when the run publishes its own data."""
+    from tradesys.bus.kafka import KafkaBus
+    from tradesys.data import make_source
+    from tradesys.data.busfeed import publish_batches
+    from tradesys.data.replay import Replay
+
+    bus = KafkaBus(cfg.bootstrap())
+    bus.create_topic(cfg.topic)
+    producer = bus.producer()
+    try:
+        return publish_batches(producer, cfg.topic, Replay(make_source(cfg), cfg.speed).resume_after(after_ns))
+    finally:
+        producer.close()
+        bus.close()
 
 
 @ray.remote(num_cpus=0)
@@ -78,7 +138,12 @@ class RiskActor:
         return self.gate.check(orders, book, now_ns, working)
 
     def stats(self) -> dict[str, Any]:
-        return {"rejects_by_reason": dict(self.gate.rejects_by_reason), "kill_switch": self.gate.kill_switch_active}
+        """Rejects by reason, the kill switch, and the book's risk as of the last step (VaR, exposures)."""
+        return {
+            "rejects_by_reason": dict(self.gate.rejects_by_reason),
+            "kill_switch": self.gate.kill_switch_active,
+            "metrics": dict(self.gate.metrics),
+        }
 
 
 @ray.remote(num_cpus=0)

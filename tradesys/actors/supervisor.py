@@ -62,6 +62,20 @@ class Supervisor:
             execution=self._proxy(self.execution, "execution"),
         )
         self.ledger_proxy = self._proxy(self.ledger, "ledger")
+        self.features: Any = None
+        self._feature_refs: list[Any] = []
+        if cfg.features.enabled:
+            from tradesys.actors.features import FeatureActor
+
+            self.features = FeatureActor.options(name=f"{run_id}:features", **opts).remote(cfg.features, self.symbols)
+
+    def _feed_features(self, bars: Any) -> None:
+        """Hand the batch to the FeatureActor without waiting, but with at most max_in_flight outstanding."""
+        self._feature_refs.append(self.features.on_bars.remote(bars))
+        limit = self.cfg.features.max_in_flight
+        if len(self._feature_refs) > limit:
+            done, self._feature_refs = ray.wait(self._feature_refs, num_returns=len(self._feature_refs) - limit)
+            ray.get(done)  # surface a failure in the feature path
 
     def _proxy(self, handle: Any, name: str) -> ActorProxy:
         return ActorProxy(handle, name, retries=self.cfg.ray.max_restarts, on_restart=self._record_restart)
@@ -80,6 +94,7 @@ class Supervisor:
             "strategy": self.strategy,
             "risk": self.risk,
             "execution": self.execution,
+            **({"features": self.features} if self.features is not None else {}),
         }
 
     def progress(self) -> dict[str, Any]:
@@ -117,6 +132,11 @@ class Supervisor:
         latencies: list[int] = []
         reason = "completed"
         self.ledger_proxy.audit([AuditEntry(last_ts, "start", f"run {self.run_id} started", payload={"steps": total})])
+        bus_mode = self.cfg.data.bus != "direct"
+        if bus_mode and self.cfg.data.publish:
+            from tradesys.actors.children import publish_feed
+
+            self._feed = publish_feed.remote(self.cfg.data, last_ts)
         pending = self._next_batch()
         step = 0
         while True:
@@ -127,12 +147,19 @@ class Supervisor:
             if ts < 0:
                 break
             pending = self._next_batch()  # prefetch while this step runs
+            if self.features is not None:
+                self._feed_features(bars)
             result = run_step(bars, ts, self.components)
+            if bus_mode:
+                self.md.ack.remote(ts)  # booked: commit the step's offset (fire and forget; a lost ack re-reads)
             latencies += result.latencies_ns
             last_ts = ts
             step += 1
             with self._lock:
                 self._progress.update(step=step, equity=result.snapshot.equity, ts_ns=ts)
+        if self._feature_refs:
+            ray.get(self._feature_refs)  # the online store is current as of the last booked step
+            self._feature_refs = []
         with self._lock:
             restarts = list(self.restarts)
             self._progress["state"] = "finishing"
@@ -159,4 +186,6 @@ class Supervisor:
             "symbols": self.symbols,
             "broker": ray.get(self.broker.stats.remote()),
             "risk": ray.get(self.risk.stats.remote()),
+            **({"features": ray.get(self.features.stats.remote())} if self.features is not None else {}),
+            **({"market_data_lag": ray.get(self.md.lag.remote())} if self.cfg.data.bus != "direct" else {}),
         }

@@ -123,6 +123,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ix_audit_log_ts ON audit_log (ts_ns)",
         ),
     ),
+    Migration(
+        3,
+        "transactional outbox for change data capture, and the relays' cursors",
+        (
+            """CREATE TABLE outbox (
+                id {serial_pk},
+                ts_ns BIGINT NOT NULL,
+                entity TEXT NOT NULL,
+                entity_key TEXT NOT NULL,
+                event TEXT NOT NULL,
+                payload TEXT NOT NULL
+            )""",
+            """CREATE TABLE outbox_cursor (
+                relay TEXT PRIMARY KEY,
+                last_id BIGINT NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

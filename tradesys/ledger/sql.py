@@ -76,6 +76,41 @@ _UPSERT_ACCOUNT = (
 )
 _INSERT_EQUITY = f"INSERT INTO equity_curve ({_cols(ACCOUNT_COLUMNS)}) VALUES ({_marks(len(ACCOUNT_COLUMNS))})"
 _INSERT_AUDIT = "INSERT INTO audit_log (ts_ns, kind, client_order_id, message, payload) VALUES (?, ?, ?, ?, ?)"
+_INSERT_OUTBOX = "INSERT INTO outbox (ts_ns, entity, entity_key, event, payload) VALUES (?, ?, ?, ?, ?)"
+OUTBOX_COLUMNS: tuple[str, ...] = ("id", "ts_ns", "entity", "entity_key", "event", "payload")
+UPDATE_COLUMNS: tuple[str, ...] = (
+    "status", "filled_qty", "avg_fill_price", "reason", "detail", "updated_ts_ns", "client_order_id",
+)  # fmt: skip
+
+
+def outbox_rows(
+    new_orders: Sequence[tuple[Any, ...]],
+    updates: Sequence[tuple[Any, ...]],
+    new_fills: Sequence[tuple[Any, ...]],
+    positions: Sequence[tuple[Any, ...]],
+    account: tuple[Any, ...] | None,
+) -> list[tuple[Any, ...]]:
+    """One change event per row written, in the order the transaction applies them (the relay keeps it).
+
+    entity/entity_key say what changed (order by client order id, fill by fill id, position by symbol, the
+    account); event is created/updated/upserted; payload is the written row as JSON.
+    """
+    rows: list[tuple[Any, ...]] = []
+
+    def add(ts: int, entity: str, key: str, event: str, cols: Sequence[str], values: Sequence[Any]) -> None:
+        rows.append((int(ts), entity, key, event, json.dumps(dict(zip(cols, values, strict=True)), allow_nan=False)))
+
+    for r in new_orders:
+        add(r[ORDER_COLUMNS.index("ts_ns")], "order", r[0], "created", ORDER_COLUMNS[: len(r)], r)
+    for r in updates:
+        add(r[5], "order", r[-1], "updated", UPDATE_COLUMNS, r)
+    for r in new_fills:
+        add(r[FILL_COLUMNS.index("ts_ns")], "fill", r[0], "created", FILL_COLUMNS, r)
+    for r in positions:
+        add(r[-1], "position", r[0], "upserted", POSITION_COLUMNS, r)
+    if account is not None:
+        add(account[0], "account", "account", "upserted", ACCOUNT_COLUMNS, account)
+    return rows
 
 _SELECT_ORDERS = f"SELECT {_cols(ORDER_COLUMNS)} FROM orders"
 _NEWEST_FIRST = " ORDER BY ts_ns DESC, client_order_id DESC"
@@ -427,11 +462,14 @@ class SqlLedger(abc.ABC):
             new_f, dup_f = self._split_new(cur, "fills", "fill_id", fill_rows)
             self._executemany(cur, _INSERT_FILL, new_f)
             self._executemany(cur, _UPSERT_POSITION, position_rows)
+            account = None
             if batch.account is not None:
-                params = account_params(batch.account)
-                self._exec(cur, _UPSERT_ACCOUNT, params)
-                self._exec(cur, _INSERT_EQUITY, params)
+                account = account_params(batch.account)
+                self._exec(cur, _UPSERT_ACCOUNT, account)
+                self._exec(cur, _INSERT_EQUITY, account)
             self._executemany(cur, _INSERT_AUDIT, audit_rows)
+            # change data capture: the events commit (or roll back) with the rows they describe
+            self._executemany(cur, _INSERT_OUTBOX, outbox_rows(new_o, update_rows, new_f, position_rows, account))
         return WriteResult(
             tuple(r[0] for r in new_o), tuple(dup_o), tuple(r[0] for r in new_f), tuple(dup_f)
         )
@@ -486,6 +524,38 @@ class SqlLedger(abc.ABC):
         for r in rows:
             r["payload"] = json.loads(r["payload"]) if r["payload"] else {}
         return rows
+
+    # -- change data capture --
+    def outbox(self, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """Outbox events with id > after_id, oldest first (payload decoded). Ids follow commit order: the ledger
+        has one writer (the LedgerActor), so a later id is never committed before an earlier one."""
+        rows = self._query(
+            f"SELECT {_cols(OUTBOX_COLUMNS)} FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (int(after_id), int(limit))
+        )
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
+    def outbox_cursor(self, relay: str) -> int:
+        """The last outbox id `relay` has published and acknowledged (0: none)."""
+        rows = self._query("SELECT last_id FROM outbox_cursor WHERE relay = ?", (relay,))
+        return int(rows[0]["last_id"]) if rows else 0
+
+    def advance_outbox_cursor(self, relay: str, last_id: int) -> None:
+        """Record that `relay` has published everything up to `last_id`; never moves a cursor backwards."""
+        with self._transaction() as cur:
+            self._exec(
+                cur,
+                "INSERT INTO outbox_cursor (relay, last_id) VALUES (?, ?) ON CONFLICT (relay) DO UPDATE SET "
+                "last_id = CASE WHEN excluded.last_id > outbox_cursor.last_id THEN excluded.last_id "
+                "ELSE outbox_cursor.last_id END",
+                (relay, int(last_id)),
+            )
+
+    def prune_outbox(self, upto_id: int) -> int:
+        """Delete published events up to `upto_id` (call with the smallest cursor of all relays)."""
+        with self._transaction() as cur:
+            return self._exec(cur, "DELETE FROM outbox WHERE id <= ?", (int(upto_id),))
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:

@@ -1,8 +1,11 @@
-"""Pre-trade risk checks: max order quantity and notional, max position, price collar, order rate, and a
-daily-loss kill switch. Every reject carries a reason code and a human-readable detail.
+"""Pre-trade risk checks: max order quantity and notional, max position, price collar, portfolio exposure
+(gross and net leverage), portfolio VaR, order rate, and a daily-loss kill switch. Every reject carries a reason
+code and a human-readable detail (the ledger's audit log records both).
 
 The checks run in the order listed in `PreTradeRisk.check`; the first breach decides the reason. Orders that
-reduce an existing position are never refused for position size, so risk can always be cut.
+reduce an existing position, exposure or VaR are never refused for it, so risk can always be cut. The
+portfolio checks look at the book as it would be after the order, counting working orders and the orders
+accepted earlier in the same batch; the VaR comes from `MarketRiskModel`, fed the marks of every step.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from tradesys.config import RiskConfig
 from tradesys.core.orders import EventKind, Order, OrderEvent, OrderType, RejectReason
 from tradesys.core.portfolio import PortfolioSnapshot
+from tradesys.risk.market import MarketRiskModel
 
 
 @dataclass(slots=True)
@@ -34,6 +38,13 @@ class PreTradeRisk:
         self._accepted_ts: deque[int] = deque()
         self._killed_day: int | None = None
         self.rejects_by_reason: dict[str, int] = {}
+        self.market = MarketRiskModel(
+            limits.var_window,
+            limits.var_confidence,
+            limits.var_method,
+            min_obs=min(limits.var_min_obs, limits.var_window),
+        )
+        self.metrics: dict[str, float] = {}
 
     @property
     def kill_switch_active(self) -> bool:
@@ -64,8 +75,14 @@ class PreTradeRisk:
         while self._accepted_ts and self._accepted_ts[0] <= now_ns - window_ns:
             self._accepted_ts.popleft()
         pending = dict(working or {})
+        self.market.observe(book.ts_ns or now_ns, book.marks)
+        exposures = {s: (book.qty(s) + pending.get(s, 0.0)) * m for s, m in book.marks.items() if m > 0}
+        x = self.market.exposure_vector(exposures)
+        self._update_metrics(book, exposures, x)
         for order in orders:
             reason, detail = self._check_one(order, book, pending)
+            if reason is None:
+                reason, detail = self._check_portfolio(order, book, exposures, x)
             if reason is None and len(self._accepted_ts) >= self.limits.max_orders_per_window:
                 reason = RejectReason.ORDER_RATE
                 detail = (
@@ -76,6 +93,9 @@ class PreTradeRisk:
                 decision.accepted.append(order)
                 self._accepted_ts.append(now_ns)
                 pending[order.symbol] = pending.get(order.symbol, 0.0) + order.signed_qty
+                change = order.signed_qty * book.marks[order.symbol]
+                exposures[order.symbol] = exposures.get(order.symbol, 0.0) + change
+                x = self.market.exposure_vector(exposures)
             else:
                 self.rejects_by_reason[reason.value] = self.rejects_by_reason.get(reason.value, 0) + 1
                 decision.rejected.append(
@@ -119,4 +139,55 @@ class PreTradeRisk:
                 f"position after order {after:g} x {mark:g} = {abs(after) * mark:,.2f} "
                 f"> max_position_notional {lim.max_position_notional:,.2f}"
             )
+        return None, ""
+
+    def _update_metrics(self, book: PortfolioSnapshot, exposures: Mapping[str, float], x: object) -> None:
+        """The book's risk as of this step (after its fills), counting working orders: what `stats` reports."""
+        gross = sum(abs(v) for v in exposures.values())
+        net = sum(exposures.values())
+        var = self.market.var(x)  # type: ignore[arg-type]
+        eq = book.equity
+        self.metrics = {
+            "ts_ns": float(book.ts_ns),
+            "equity": eq,
+            "gross_exposure": gross,
+            "net_exposure": net,
+            "gross_leverage": gross / eq if eq > 0 else float("inf"),
+            "net_leverage": net / eq if eq > 0 else float("inf"),
+            "var": var,
+            "var_pct": var / eq if eq > 0 else float("nan"),
+            "var_obs": float(self.market.n_obs),
+        }
+
+    def _check_portfolio(
+        self, order: Order, book: PortfolioSnapshot, exposures: Mapping[str, float], x: object
+    ) -> tuple[RejectReason | None, str]:
+        lim = self.limits
+        eq = book.equity
+        mark = book.marks[order.symbol]
+        before = exposures.get(order.symbol, 0.0)
+        after = before + order.signed_qty * mark
+        gross = sum(abs(v) for v in exposures.values())
+        gross_after = gross - abs(before) + abs(after)
+        net = sum(exposures.values())
+        net_after = net - before + after
+        if lim.max_gross_leverage is not None and gross_after > gross and gross_after > lim.max_gross_leverage * eq:
+            return RejectReason.EXPOSURE_LIMIT, (
+                f"gross exposure after order {gross_after:,.2f} > {lim.max_gross_leverage:g} x equity {eq:,.2f}"
+            )
+        net_cap = None if lim.max_net_leverage is None else lim.max_net_leverage * eq
+        if net_cap is not None and abs(net_after) > abs(net) and abs(net_after) > net_cap:
+            return RejectReason.EXPOSURE_LIMIT, (
+                f"net exposure after order {net_after:,.2f} exceeds {lim.max_net_leverage:g} x equity {eq:,.2f}"
+            )
+        if lim.var_limit_pct is not None and self.market.ready:
+            var_before = self.market.var(x)  # type: ignore[arg-type]
+            var_after = self.market.var_after(x, order.symbol, order.signed_qty * mark)  # type: ignore[arg-type]
+            limit = lim.var_limit_pct * max(eq, 0.0)
+            if var_after > limit and var_after > var_before * (1 + 1e-12):
+                return RejectReason.VAR_LIMIT, (
+                    f"{lim.var_confidence:.0%} one-bar VaR ({lim.var_method}, {self.market.n_obs} obs) after order "
+                    f"{var_after:,.2f} > limit {limit:,.2f} ({lim.var_limit_pct:.2%} of equity {eq:,.2f}); "
+                    f"before {var_before:,.2f}"
+                )
         return None, ""

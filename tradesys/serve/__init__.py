@@ -1,8 +1,8 @@
-"""HTTP views of the ledger, served by Ray Serve (`run_serve`) or any ASGI server (`create_api`)."""
+"""The HTTP API (ledger views and analytics), served by Ray Serve (`run_serve`) or any ASGI server (`create_api`)."""
 
 from __future__ import annotations
 
-from tradesys.serve.app import LedgerViews, build_app, create_api, run_serve
+from tradesys.serve.app import TradesysAPI, build_app, create_api, run_serve
 from tradesys.serve.auth import API_KEY_ENV, API_KEY_HEADER, load_api_key
 
-__all__ = ["API_KEY_ENV", "API_KEY_HEADER", "LedgerViews", "build_app", "create_api", "load_api_key", "run_serve"]
+__all__ = ["API_KEY_ENV", "API_KEY_HEADER", "TradesysAPI", "build_app", "create_api", "load_api_key", "run_serve"]

@@ -1,8 +1,9 @@
-"""Read-only HTTP views of the ledger: a plain FastAPI app, and the Ray Serve deployment that hosts it.
+"""The HTTP API: a plain FastAPI app (ledger views + analytics routes), and the Ray Serve deployment hosting it.
 
 `create_api` builds the whole app (routes, auth, error shapes) without Ray, so it is tested in-process; the
 Serve deployment only builds the same app inside its replica (`__serve_build_asgi_app__`, Serve's late-bound
-ingress), because the app needs the ledger url, which is a constructor argument.
+ingress), because the app needs the ledger url, which is a constructor argument. The analytics routes live in
+their own modules (`options`, `risk`) and call the pure `tradesys.quant` libraries; this module composes them.
 
 Every error body is `{"error": <code>, "detail": <message, or a list of {field, reason}>}`; an unexpected
 exception is logged server-side and answered with a bare 500, never a traceback.
@@ -14,12 +15,9 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI, Query
 from pydantic import BaseModel, SecretStr
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -29,6 +27,7 @@ from tradesys.core.orders import OrderStatus, OrderType, RejectReason, Side, Tim
 from tradesys.ledger import Ledger, open_ledger
 from tradesys.ledger.sqlite import absolute_sqlite_url
 from tradesys.serve.auth import API_KEY_ENV, api_key_dependency, load_api_key
+from tradesys.serve.errors import ErrorBody, install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +40,9 @@ MAX_ORDER_LIMIT = 1000
 # --- response shapes (they also document the API in /openapi.json) -----------------------------------------------
 
 
-class FieldError(BaseModel):
-    field: str
-    reason: str
-
-
-class ErrorBody(BaseModel):
-    error: str
-    detail: str | list[FieldError]
-
-
 class Health(BaseModel):
     status: Literal["ok"]
-    schema_version: int
+    schema_version: int | None
 
 
 class AccountOut(BaseModel):
@@ -131,60 +120,19 @@ def is_consistent(account: dict[str, Any] | None) -> bool:
     return abs(equity - (float(account["cash"]) + float(account["market_value"]))) < 1e-6 * max(1.0, abs(equity))
 
 
-# --- errors ----------------------------------------------------------------------------------------------------------
-
-_ERROR_CODES = {401: "unauthorized", 404: "not_found", 422: "validation_error", 500: "internal"}
-
-
-def error_code(status_code: int) -> str:
-    """A short snake_case code per status: 404 -> not_found, 405 -> method_not_allowed."""
-    if status_code in _ERROR_CODES:
-        return _ERROR_CODES[status_code]
-    try:
-        return HTTPStatus(status_code).phrase.lower().replace(" ", "_").replace("-", "_")
-    except ValueError:
-        return "error"
-
-
-def error_response(status_code: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": error_code(status_code), "detail": detail}, status_code, headers=headers)
-
-
-def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = list(loc)
-    if parts and parts[0] in ("query", "path", "header", "body", "cookie"):
-        parts = parts[1:]
-    return ".".join(str(p) for p in parts) or "request"
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Route every error through one JSON shape; see the module docstring."""
-
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, exc.detail, getattr(exc, "headers", None))
-
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [
-            {"field": _field_name(e.get("loc", ())), "reason": str(e.get("msg", "invalid"))} for e in exc.errors()
-        ]
-        return error_response(422, fields)
-
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "internal server error")
-
-    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, internal_error)
-
-
 # --- the app ---------------------------------------------------------------------------------------------------------
 
 
 def create_api(
-    ledger_url: str, *, api_key: str | SecretStr | None = None, api_key_env: str = API_KEY_ENV
+    ledger_url: str | None = None,
+    *,
+    api_key: str | SecretStr | None = None,
+    api_key_env: str = API_KEY_ENV,
+    analytics: bool = True,
 ) -> FastAPI:
-    """Build the ledger API. The key is read from `api_key_env` unless given; without one this raises RuntimeError.
+    """Build the API: ledger views when `ledger_url` is given, the analytics routes (options, vol, risk,
+    portfolio) unless `analytics=False`. The key is read from `api_key_env` unless given; without one this raises
+    RuntimeError, so the API is never served open.
 
     The ledger is opened (and migrated, so a fresh database answers too) here, and closed at app shutdown.
     """
@@ -197,18 +145,25 @@ def create_api(
     if not key.get_secret_value().strip():
         raise RuntimeError(f"{api_key_env}: the API key is empty")
 
-    ledger: Ledger = open_ledger(ledger_url)
-    ledger.migrate()
+    ledger: Ledger | None = None
+    if ledger_url is not None:
+        ledger = open_ledger(ledger_url)
+        ledger.migrate()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        ledger.close()
+        if ledger is not None:
+            ledger.close()
 
     app = FastAPI(
         title=API_TITLE,
         version=API_VERSION,
-        description="Read-only views of the tradesys ledger. `/v1` routes need the `X-API-Key` header.",
+        description=(
+            "tradesys: ledger views (orders, fills, portfolio) and analytics (option pricing, implied vol, American "
+            "exercise, vol surfaces, risk, portfolio optimisation). `/v1` routes need the `X-API-Key` header. "
+            "Batch routes take JSON columns or an Arrow IPC stream (`application/vnd.apache.arrow.stream`)."
+        ),
         lifespan=lifespan,
     )
     app.state.ledger = ledger
@@ -221,8 +176,24 @@ def create_api(
 
     @app.get("/health", response_model=Health, tags=["health"])
     def health() -> dict[str, Any]:
-        """Liveness, and the schema version the ledger is at. No key needed."""
-        return {"status": "ok", "schema_version": ledger.schema_version()}
+        """Liveness, and the schema version the ledger is at (null without a ledger). No key needed."""
+        return {"status": "ok", "schema_version": None if ledger is None else ledger.schema_version()}
+
+    if ledger is not None:
+        app.include_router(ledger_router(ledger, auth, errors))
+    if analytics:
+        from tradesys.serve.options import options_router
+        from tradesys.serve.risk import risk_router
+
+        app.include_router(options_router(auth, errors))
+        app.include_router(risk_router(auth, errors))
+    return app
+
+
+def ledger_router(ledger: Ledger, dependencies: list[Any], errors: dict[int | str, dict[str, Any]]) -> APIRouter:
+    """Read-only views of the ledger: portfolio, orders, fills."""
+    auth = dependencies
+    app = APIRouter(tags=["ledger"])
 
     @app.get("/v1/portfolio", response_model=Portfolio, dependencies=auth, responses=errors, tags=["ledger"])
     def portfolio() -> dict[str, Any]:
@@ -270,16 +241,19 @@ def create_api(
 # --- Ray Serve -------------------------------------------------------------------------------------------------------
 
 
-@serve.deployment(name="LedgerViews", num_replicas=1, ray_actor_options={"num_cpus": 0})
+@serve.deployment(name="TradesysAPI", num_replicas=1, max_ongoing_requests=32, ray_actor_options={"num_cpus": 0})
 @serve.ingress()
-class LedgerViews:
-    """The API as a Serve deployment. It reads only, so it takes no CPU reservation from the trading actors.
+class TradesysAPI:
+    """The API as a Serve deployment. It reserves no CPU, so it never starves the trading actors of theirs;
+    scale the analytics load with `num_replicas` (`run_serve(..., replicas=N)`).
 
     The key is handed over as a SecretStr argument (read from the driver's environment by `build_app`),
     because the replica's environment is the Ray cluster's, not the driver's. None: read `api_key_env` there.
     """
 
-    def __init__(self, ledger_url: str, api_key: SecretStr | None = None, api_key_env: str = API_KEY_ENV) -> None:
+    def __init__(
+        self, ledger_url: str | None, api_key: SecretStr | None = None, api_key_env: str = API_KEY_ENV
+    ) -> None:
         self.ledger_url = ledger_url
         self._api_key = api_key
         self._api_key_env = api_key_env
@@ -288,26 +262,30 @@ class LedgerViews:
         return create_api(self.ledger_url, api_key=self._api_key, api_key_env=self._api_key_env)
 
 
-def build_app(ledger_url: str, *, api_key_env: str = API_KEY_ENV) -> serve.Application:
+def build_app(
+    ledger_url: str | None = None, *, api_key_env: str = API_KEY_ENV, replicas: int = 1
+) -> serve.Application:
     """The bound Serve application; fails here, in the driver, if the API key is not set.
 
     A relative SQLite path is made absolute first: the replica's working directory need not be ours.
     """
     key = load_api_key(api_key_env)
-    return LedgerViews.bind(absolute_sqlite_url(ledger_url), key, api_key_env)
+    url = None if ledger_url is None else absolute_sqlite_url(ledger_url)
+    return TradesysAPI.options(num_replicas=replicas).bind(url, key, api_key_env)
 
 
 def run_serve(
-    ledger_url: str,
+    ledger_url: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     route_prefix: str = "/",
     *,
     name: str = "tradesys",
     api_key_env: str = API_KEY_ENV,
+    replicas: int = 1,
 ) -> DeploymentHandle:
-    """Start Serve's HTTP proxy on host:port and deploy the views; returns once the replica is ready."""
-    app = build_app(ledger_url, api_key_env=api_key_env)  # before starting anything: fail fast without a key
+    """Start Serve's HTTP proxy on host:port and deploy the API; returns once the replicas are ready."""
+    app = build_app(ledger_url, api_key_env=api_key_env, replicas=replicas)  # fail fast without a key
     serve.start(http_options={"host": host, "port": port})
-    log.info("serving ledger views on http://%s:%d%s (pid %d)", host, port, route_prefix, os.getpid())
+    log.info("serving the tradesys API on http://%s:%d%s (pid %d)", host, port, route_prefix, os.getpid())
     return serve.run(app, name=name, route_prefix=route_prefix)

@@ -16,6 +16,7 @@ class OptionError(IntEnum):
     PRICE_ABOVE_MAX = 7
     NOT_CONVERGED = 8
     ZERO_EXPIRY = 9
+    BAD_CORRELATION = 10
 
     @property
     def message(self) -> str:
@@ -33,4 +34,5 @@ _MESSAGES = {
     OptionError.PRICE_ABOVE_MAX: "price is at or above the no-arbitrage upper bound (no implied vol exists)",
     OptionError.NOT_CONVERGED: "the solver did not converge",
     OptionError.ZERO_EXPIRY: "time to expiry is zero: implied volatility is undefined",
+    OptionError.BAD_CORRELATION: "correlation must be within [-1, 1]",
 }

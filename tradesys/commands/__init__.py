@@ -1,0 +1,1 @@
+"""Sub-commands of the `tradesys` CLI, one module per area (price, risk, ...)."""

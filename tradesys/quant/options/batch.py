@@ -1,0 +1,204 @@
+"""Column-in, column-out entry points shared by the HTTP routes and the CLI.
+
+A request (a JSON object, an Arrow record batch, a CSV file, command-line lists) arrives as named columns;
+`coerce_columns` turns it into float64/bool arrays of one length (scalars broadcast) or raises ValueError naming
+the field and the reason. The pricing functions then return named output columns with an `OptionError` code per
+row: one bad row is NaN plus its code, never a failure of the batch. Keeping this layer here, pure, means the
+HTTP API and the command line cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from tradesys.quant.options.american import METHODS as AMERICAN_METHODS
+from tradesys.quant.options.american import american_price
+from tradesys.quant.options.errors import OptionError
+from tradesys.quant.options.european import GREEK_NAMES, black76_greeks, bsm_greeks
+from tradesys.quant.options.implied_vol import implied_vol, implied_vol_black76
+
+Model = Literal["bsm", "black76"]
+MODELS: tuple[str, ...] = ("bsm", "black76")
+
+_CALL_WORDS = {"c": True, "call": True, "p": False, "put": False}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input column: its name, whether it is a float or the call/put flag, and a default if optional."""
+
+    name: str
+    kind: Literal["float", "flag"] = "float"
+    default: float | None = None
+    doc: str = ""
+
+
+# spot-like first column depends on the model: S for BSM, F for Black-76
+def option_columns(model: Model, *, price: bool = False, vol: bool = True) -> list[Column]:
+    """The input columns of a pricing (vol=True) or implied-vol (price=True) request for `model`."""
+    underlying = Column("S", doc="spot") if model == "bsm" else Column("F", doc="forward or futures price")
+    cols = [Column("price", doc="option price")] if price else []
+    cols += [underlying, Column("K", doc="strike"), Column("T", doc="years to expiry (ACT/365)")]
+    cols += [Column("r", default=0.0, doc="continuously compounded rate")]
+    if model == "bsm":
+        cols += [Column("q", default=0.0, doc="continuous dividend yield")]
+    if vol:
+        cols += [Column("sigma", doc="volatility, 0.2 = 20%")]
+    cols += [Column("is_call", kind="flag", doc="true/false, or type C/P/call/put")]
+    return cols
+
+
+def _as_flag(name: str, values: np.ndarray) -> np.ndarray:
+    if values.dtype == bool:
+        return values
+    if values.dtype.kind in "iu":
+        if not np.isin(values, (0, 1)).all():
+            raise ValueError(f"{name}: must be true/false (or 1/0)")
+        return values.astype(bool)
+    if values.dtype.kind in "OUS":
+        words = [str(v).strip().lower() for v in values.tolist()]
+        bad = sorted({w for w in words if w not in _CALL_WORDS})
+        if bad:
+            raise ValueError(f"{name}: {bad[0]!r} is not one of C, P, call, put")
+        return np.array([_CALL_WORDS[w] for w in words], dtype=bool)
+    raise ValueError(f"{name}: must be a boolean or C/P")
+
+
+def _as_float(name: str, values: np.ndarray) -> np.ndarray:
+    if values.dtype == bool or values.dtype.kind not in "iuf":
+        try:
+            values = np.asarray(values.tolist(), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: must be numbers") from None
+    return values.astype(np.float64, copy=False)
+
+
+def coerce_columns(raw: Mapping[str, Any], spec: Iterable[Column], *, max_rows: int | None = None) -> dict[str, Any]:
+    """Named inputs -> equal-length arrays (length-1 and scalar inputs broadcast), or ValueError 'field: reason'.
+
+    `type` (C/P/call/put) is accepted in place of `is_call`. Unknown fields are refused, so a typo such as
+    `sigam` is an error instead of a silently ignored default. NaN values are not refused here: they come back
+    as NaN rows with the NAN_INPUT code.
+    """
+    spec = list(spec)
+    raw = dict(raw)
+    if "type" in raw and any(c.kind == "flag" for c in spec):
+        if "is_call" in raw:
+            raise ValueError("type: give either is_call or type, not both")
+        raw["is_call"] = raw.pop("type")
+    known = {c.name for c in spec}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown field (expected {', '.join(sorted(known))})")
+    arrays: dict[str, np.ndarray] = {}
+    for col in spec:
+        if col.name not in raw or raw[col.name] is None:
+            if col.default is None:
+                raise ValueError(f"{col.name}: required ({col.doc})" if col.doc else f"{col.name}: required")
+            arrays[col.name] = np.array([col.default])
+            continue
+        values = np.asarray(raw[col.name])
+        if values.ndim > 1:
+            raise ValueError(f"{col.name}: must be a number or a flat list")
+        values = values.reshape(-1)
+        if values.size == 0:
+            raise ValueError(f"{col.name}: empty")
+        arrays[col.name] = _as_flag(col.name, values) if col.kind == "flag" else _as_float(col.name, values)
+    n = max(a.size for a in arrays.values())
+    for name, a in arrays.items():
+        if a.size not in (1, n):
+            longest = next(k for k, v in arrays.items() if v.size == n)
+            raise ValueError(f"{name}: has {a.size} values but {longest} has {n} (lengths must match, or be 1)")
+    if max_rows is not None and n > max_rows:
+        raise ValueError(f"rows: {n} rows exceed the limit of {max_rows} for this encoding")
+    return {k: np.broadcast_to(v, (n,)) if v.size == 1 else v for k, v in arrays.items()}
+
+
+def _with_codes(out: dict[str, Any], codes: Any) -> dict[str, Any]:
+    out["code"] = np.asarray(codes, dtype=np.int8)
+    return out
+
+
+def price_columns(cols: Mapping[str, np.ndarray], model: Model = "bsm", greeks: Iterable[str] = ()) -> dict[str, Any]:
+    """Price (and the named Greeks, or every one with 'all') of each row; output columns price, <greeks>, code."""
+    wanted = list(greeks)
+    if wanted == ["all"]:
+        wanted = [g for g in GREEK_NAMES if g != "price" and not (model == "black76" and g == "rho_q")]
+    bad = [g for g in wanted if g not in GREEK_NAMES or g == "price"]
+    if bad:
+        raise ValueError(f"greeks: unknown Greek {bad[0]!r} (choose from {', '.join(GREEK_NAMES[1:])} or all)")
+    which = ["price", *wanted]
+    if model == "bsm":
+        g = bsm_greeks(cols["S"], cols["K"], cols["T"], cols["r"], cols["q"], cols["sigma"], cols["is_call"],
+                       which=which)
+    elif model == "black76":
+        g = black76_greeks(cols["F"], cols["K"], cols["T"], cols["r"], cols["sigma"], cols["is_call"], which=which)
+    else:
+        raise ValueError(f"model: must be one of {', '.join(MODELS)}")
+    return _with_codes({name: np.asarray(g[name]) for name in which}, g.codes)
+
+
+def iv_columns(cols: Mapping[str, np.ndarray], model: Model = "bsm") -> dict[str, Any]:
+    """Implied vol of each row; output columns iv, code."""
+    if model == "bsm":
+        iv, codes = implied_vol(cols["price"], cols["S"], cols["K"], cols["T"], cols["r"], cols["q"], cols["is_call"])
+    elif model == "black76":
+        iv, codes = implied_vol_black76(cols["price"], cols["F"], cols["K"], cols["T"], cols["r"], cols["is_call"])
+    else:
+        raise ValueError(f"model: must be one of {', '.join(MODELS)}")
+    return _with_codes({"iv": np.asarray(iv)}, codes)
+
+
+# per-method knobs a caller may set, with sane ceilings so one request cannot occupy a replica for minutes
+AMERICAN_LIMITS: dict[str, tuple[str, int, int]] = {
+    "lr": ("steps", 201, 5_001),
+    "crr": ("steps", 201, 5_001),
+    "fd": ("space_steps", 400, 4_001),
+    "lsm": ("paths", 50_000, 1_000_000),
+}
+
+
+def american_columns(
+    cols: Mapping[str, np.ndarray],
+    method: str = "lr",
+    *,
+    resolution: int | None = None,
+    style: Literal["american", "bermudan", "european"] = "american",
+    exercise_per_year: float | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """American (or Bermudan) price per row, plus delta/gamma where the method gives them and LSM's standard error.
+
+    `resolution` is the method's size knob (tree steps, FD space steps, LSM paths; see AMERICAN_LIMITS).
+    """
+    if method not in AMERICAN_METHODS:
+        raise ValueError(f"method: must be one of {', '.join(AMERICAN_METHODS)}")
+    knob, default, ceiling = AMERICAN_LIMITS[method]
+    size = default if resolution is None else int(resolution)
+    if not 2 <= size <= ceiling:
+        raise ValueError(f"resolution: {knob} must be between 2 and {ceiling} for method {method}")
+    if style == "bermudan" and exercise_per_year is None:
+        raise ValueError("exercise_per_year: required for bermudan style")
+    if exercise_per_year is not None and not exercise_per_year > 0:
+        raise ValueError("exercise_per_year: must be > 0")
+    kw: dict[str, Any] = {knob: size}
+    if method == "lsm":
+        kw["seed"] = seed
+    res = american_price(cols["S"], cols["K"], cols["T"], cols["r"], cols["q"], cols["sigma"], cols["is_call"],
+                         method=method, style=style, exercise_per_year=exercise_per_year, **kw)  # type: ignore[arg-type]
+    out: dict[str, Any] = {"price": np.asarray(res.price)}
+    for name in ("delta", "gamma", "stderr"):
+        value = getattr(res, name)
+        if value is not None:
+            out[name] = np.asarray(value, dtype=np.float64)
+    return _with_codes(out, res.codes)
+
+
+def reasons(codes: np.ndarray) -> dict[str, str]:
+    """{code: message} for each non-OK code present: the legend a client needs for the `code` column."""
+    present = sorted({int(c) for c in np.unique(codes)} - {int(OptionError.OK)})
+    return {str(c): f"{OptionError(c).name}: {OptionError(c).message}" for c in present}

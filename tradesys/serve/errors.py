@@ -1,0 +1,95 @@
+"""One JSON error shape for every route: `{"error": <code>, "detail": <message, or a list of {field, reason}>}`.
+
+Library code raises `ValueError("field: reason")` for bad input; `BadRequest.from_value_error` turns that into a 422
+naming the field, so the message a notebook user sees and the one an HTTP client sees are the same. An unexpected
+exception is logged server-side and answered with a bare 500, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str | list[FieldError]
+
+
+class BadRequest(Exception):
+    """Invalid input: answered 422 (or `status`) with the offending fields and reasons."""
+
+    def __init__(self, fields: list[tuple[str, str]], status: int = 422) -> None:
+        super().__init__("; ".join(f"{f}: {r}" for f, r in fields))
+        self.fields = fields
+        self.status = status
+
+    @classmethod
+    def from_value_error(cls, exc: ValueError, status: int = 422) -> BadRequest:
+        field, sep, reason = str(exc).partition(": ")
+        if not sep or " " in field.strip():
+            return cls([("request", str(exc))], status)
+        return cls([(field.strip(), reason)], status)
+
+
+_ERROR_CODES = {401: "unauthorized", 404: "not_found", 422: "validation_error", 500: "internal"}
+
+
+def error_code(status_code: int) -> str:
+    """A short snake_case code per status: 404 -> not_found, 405 -> method_not_allowed."""
+    if status_code in _ERROR_CODES:
+        return _ERROR_CODES[status_code]
+    try:
+        return HTTPStatus(status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "error"
+
+
+def error_response(status_code: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error_code(status_code), "detail": detail}, status_code, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in ("query", "path", "header", "body", "cookie"):
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts) or "request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error through one JSON shape; see the module docstring."""
+
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, exc.detail, getattr(exc, "headers", None))
+
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [
+            {"field": _field_name(e.get("loc", ())), "reason": str(e.get("msg", "invalid"))} for e in exc.errors()
+        ]
+        return error_response(422, fields)
+
+    async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
+        return error_response(exc.status, [{"field": f, "reason": r} for f, r in exc.fields])
+
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal server error")
+
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(BadRequest, bad_request)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, internal_error)

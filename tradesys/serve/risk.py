@@ -1,0 +1,403 @@
+"""Risk and allocation routes: /v1/risk/var, /v1/risk/stress, /v1/portfolio/optimize, /v1/risk/attribution.
+
+Thin, like the options routes: pydantic validates the shape of the request, the pure libraries
+(`tradesys.quant.risk`, `tradesys.quant.portfolio`) validate the numbers and raise `ValueError("field: reason")`,
+which becomes a 422 naming the field (non-PSD covariance, mismatched lengths, NaNs, infeasible constraints).
+Time series travel as `{name: [values...]}` columns of equal length, with optional `dates`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from tradesys.serve.errors import BadRequest
+
+Series = dict[str, list[float | None]]  # None stands for a missing value (JSON has no NaN): refused by the library
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _frame(columns: Series, dates: list[str] | None, field: str) -> pd.DataFrame:
+    if not columns:
+        raise BadRequest([(field, "at least one column is required")])
+    lengths = {k: len(v) for k, v in columns.items()}
+    n = next(iter(lengths.values()))
+    bad = next((k for k, v in lengths.items() if v != n), None)
+    if bad is not None:
+        raise BadRequest([(f"{field}.{bad}", f"has {lengths[bad]} values but the first column has {n}")])
+    frame = pd.DataFrame({k: np.array([np.nan if x is None else x for x in v], dtype=float)
+                          for k, v in columns.items()})
+    if dates is not None:
+        if len(dates) != n:
+            raise BadRequest([("dates", f"has {len(dates)} values but {field} has {n} rows")])
+        try:
+            frame.index = pd.DatetimeIndex(pd.to_datetime(dates))
+        except (ValueError, TypeError) as exc:
+            raise BadRequest([("dates", f"not dates ({exc})")]) from None
+    return frame
+
+
+def _jsonable(x: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python, recursively: JSON has no NaN."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+async def _compute(fn: Callable[[], Any]) -> Any:
+    try:
+        return _jsonable(await run_in_threadpool(fn))
+    except ValueError as exc:
+        raise BadRequest.from_value_error(exc) from None
+
+
+# --- /v1/portfolio/optimize ------------------------------------------------------------------------------------------
+
+
+class ConstraintsIn(_Strict):
+    long_only: bool = True
+    budget: float | None = 1.0
+    lower: float | list[float] | dict[str, float] | None = None
+    upper: float | list[float] | dict[str, float] | None = None
+    groups: dict[str, list[str]] | dict[str, str] | None = None
+    group_bounds: dict[str, tuple[float | None, float | None]] | None = None
+    current_weights: list[float] | dict[str, float] | None = None
+    max_turnover: float | None = Field(None, ge=0)
+    transaction_costs: float | list[float] | dict[str, float] | None = None
+
+
+class ViewsIn(_Strict):
+    P: list[dict[str, float]] | list[list[float]] = Field(description="one row per view: {asset: weight}")
+    Q: list[float]
+    market_weights: dict[str, float] | list[float] | None = None
+    market_caps: dict[str, float] | list[float] | None = None
+    risk_aversion: float = 2.5
+    tau: float = 0.05
+    omega: Literal["he_litterman", "idzorek"] = "he_litterman"
+    confidences: list[float] | None = None
+
+
+class OptimizeRequest(_Strict):
+    returns: Series | None = Field(None, description="periodic returns per asset (annualised by periods_per_year)")
+    dates: list[str] | None = None
+    mu: dict[str, float] | list[float] | None = Field(None, description="annual expected returns, with cov")
+    cov: list[list[float]] | None = Field(None, description="annual covariance matrix, with assets")
+    assets: list[str] | None = None
+    objective: Literal["min_variance", "max_sharpe", "target_return", "target_risk", "max_utility", "risk_parity",
+                       "hrp", "black_litterman"] = "min_variance"
+    constraints: ConstraintsIn = Field(default_factory=ConstraintsIn)
+    risk_free_rate: float = 0.0
+    target_return: float | None = None
+    target_risk: float | None = None
+    risk_aversion: float = 1.0
+    periods_per_year: float = Field(252.0, gt=0)
+    covariance: Literal["sample", "ledoit_wolf"] = "sample"
+    risk_budget: dict[str, float] | list[float] | None = None
+    hrp_linkage: Literal["single", "complete", "average", "ward"] = "single"
+    black_litterman: ViewsIn | None = None
+    frontier_points: int = Field(0, ge=0, le=200, description="also return an efficient frontier of this many points")
+
+
+def _optimize(req: OptimizeRequest) -> dict[str, Any]:
+    from tradesys.quant.portfolio import (
+        BlackLittermanViews,
+        PortfolioConstraints,
+        efficient_frontier,
+        optimize_portfolio,
+    )
+
+    if req.returns is not None and (req.mu is not None or req.cov is not None):
+        raise ValueError("returns: give either returns, or mu and cov, not both")
+    if req.returns is not None:
+        data: Any = _frame(req.returns, req.dates, "returns")
+        names = None
+    else:
+        if req.cov is None:
+            raise ValueError("cov: required when returns are not given")
+        names = req.assets or (list(req.mu) if isinstance(req.mu, dict) else None)
+        if names is None:
+            raise ValueError("assets: required with cov (or give mu as {asset: value})")
+        mu = None
+        if req.mu is not None:
+            mu = pd.Series(req.mu).reindex(names) if isinstance(req.mu, dict) else req.mu
+        data = (mu, np.asarray(req.cov, dtype=float))
+    c = req.constraints
+    constraints = PortfolioConstraints(**c.model_dump())
+    views = None
+    if req.black_litterman is not None:
+        v = req.black_litterman
+        views = BlackLittermanViews(P=v.P, Q=v.Q, market_weights=v.market_weights, market_caps=v.market_caps,
+                                    risk_aversion=v.risk_aversion, tau=v.tau, omega=v.omega,
+                                    confidences=v.confidences)
+    kw = dict(constraints=constraints, asset_names=names, risk_free_rate=req.risk_free_rate,
+              periods_per_year=req.periods_per_year, covariance=req.covariance)
+    result = optimize_portfolio(data, req.objective, target_return=req.target_return, target_risk=req.target_risk,
+                                risk_aversion=req.risk_aversion, risk_budget=req.risk_budget,
+                                hrp_linkage=req.hrp_linkage, black_litterman=views, **kw)  # type: ignore[arg-type]
+    out = result.to_dict()
+    if req.frontier_points:
+        frontier = efficient_frontier(data, n_points=req.frontier_points, **kw)  # type: ignore[arg-type]
+        out["frontier"] = frontier.to_dict(orient="records")
+    return out
+
+
+# --- /v1/risk/attribution --------------------------------------------------------------------------------------------
+
+
+class FactorAttributionRequest(_Strict):
+    kind: Literal["factor"] = "factor"
+    portfolio_returns: list[float | None]
+    factor_returns: Series
+    dates: list[str] | None = None
+    rf: float | list[float | None] | str | None = Field(None, description="number, series, or a factor column name")
+    hac_lags: int | None = Field(None, ge=0)
+
+
+class BrinsonRequest(_Strict):
+    kind: Literal["brinson"]
+    portfolio_weights: dict[str, float] | Series
+    benchmark_weights: dict[str, float] | Series
+    portfolio_returns: dict[str, float] | Series
+    benchmark_returns: dict[str, float] | Series
+    dates: list[str] | None = Field(None, description="one per period when the inputs are per-period lists")
+    method: Literal["brinson_fachler", "bhb"] = "brinson_fachler"
+    linking: Literal["carino", "menchero"] = "carino"
+
+
+def _by_sector(x: dict[str, Any], dates: list[str] | None, field: str) -> pd.Series | pd.DataFrame:
+    values = list(x.values())
+    if values and all(isinstance(v, list) for v in values):
+        return _frame(x, dates, field)
+    if any(isinstance(v, list) for v in values):
+        raise BadRequest([(field, "mix of numbers and lists: give one number per sector, or a list per sector")])
+    return pd.Series({k: np.nan if v is None else float(v) for k, v in x.items()}, dtype=float)
+
+
+def _attribution(req: FactorAttributionRequest | BrinsonRequest) -> dict[str, Any]:
+    from tradesys.quant.risk.attribution import brinson_attribution, factor_attribution
+
+    if isinstance(req, BrinsonRequest):
+        parts = [_by_sector(getattr(req, f), req.dates, f)
+                 for f in ("portfolio_weights", "benchmark_weights", "portfolio_returns", "benchmark_returns")]
+        return brinson_attribution(*parts, method=req.method, linking=req.linking).to_dict()
+    factors = _frame(req.factor_returns, req.dates, "factor_returns")
+    if len(req.portfolio_returns) != len(factors):
+        raise ValueError(
+            f"portfolio_returns: has {len(req.portfolio_returns)} values but factor_returns has {len(factors)} rows"
+        )
+    port = pd.Series([np.nan if v is None else v for v in req.portfolio_returns], index=factors.index, dtype=float)
+    rf: Any = req.rf
+    if isinstance(rf, list):
+        if len(rf) != len(factors):
+            raise ValueError(f"rf: has {len(rf)} values but factor_returns has {len(factors)} rows")
+        rf = pd.Series([np.nan if v is None else v for v in rf], index=factors.index, dtype=float)
+    return factor_attribution(port, factors, rf=rf, hac_lags=req.hac_lags).to_dict()
+
+
+# --- /v1/risk/var ---------------------------------------------------------------------------------------------------
+
+
+class BookIn(_Strict):
+    """Positions for full revaluation (`tradesys.quant.risk.book.RiskBook.from_records`)."""
+
+    linear: list[dict[str, Any]] = Field(default_factory=list, description="{symbol, quantity, price, ...}")
+    options: list[dict[str, Any]] = Field(
+        default_factory=list, description="{symbol, strike, T, is_call, quantity, implied_vol, style, multiplier}"
+    )
+    spots: dict[str, float] | None = None
+    dividend_yields: dict[str, float] | float = 0.0
+    rate: float = 0.0
+    american_steps: int = Field(101, ge=3, le=2001)
+
+
+class VarRequest(_Strict):
+    returns: Series | None = Field(None, description="daily simple returns per asset (or per book symbol)")
+    dates: list[str] | None = None
+    weights: dict[str, float] | list[float] | None = Field(None, description="with returns: exposures per asset")
+    value: float = Field(1.0, gt=0, description="portfolio value the weights are fractions of")
+    pnl: list[float | None] | None = Field(None, description="a P&L scenario vector instead of returns")
+    book: BookIn | None = Field(None, description="positions revalued in full under each row of returns")
+    alpha: float = 0.99
+    horizon_days: int = Field(1, ge=1, le=250)
+    method: str = "historical"
+    options: dict[str, Any] = Field(default_factory=dict, description="method options (see estimate_var)")
+
+
+def _var(req: VarRequest) -> dict[str, Any]:
+    from tradesys.quant.risk.book import RiskBook, scenario_pnl
+    from tradesys.quant.risk.var import estimate_var, var_from_pnl
+
+    given = [name for name in ("pnl", "book", "weights") if getattr(req, name) is not None]
+    if len(given) != 1:
+        raise ValueError("request: give exactly one of pnl, book (with returns) or weights (with returns)")
+    if req.pnl is not None:
+        pnl = np.array([np.nan if v is None else v for v in req.pnl], dtype=float)
+        return var_from_pnl(pnl, req.alpha, req.method, horizon_days=req.horizon_days, **req.options).to_dict()
+    if req.returns is None:
+        raise ValueError("returns: required with book or weights")
+    frame = _frame(req.returns, req.dates, "returns")
+    if req.book is not None:
+        b = req.book
+        book = RiskBook.from_records(b.linear, b.options, spots=b.spots, dividend_yields=b.dividend_yields,
+                                     rate=b.rate, american_steps=b.american_steps)
+        missing = [s for s in book.symbols if s not in frame.columns]
+        if missing:
+            raise ValueError(f"returns: no column for book symbol {missing[0]!r}")
+        if frame[list(book.symbols)].isna().any().any():
+            raise ValueError("returns: missing values (null) in a column the book needs")
+        h = req.horizon_days
+        r = frame[list(book.symbols)].to_numpy()
+        if h > 1:  # overlapping h-day compounded returns: the horizon's scenarios, revalued in full
+            growth = np.cumprod(1.0 + r, axis=0)
+            growth = np.vstack([np.ones((1, r.shape[1])), growth])
+            r = growth[h:] / growth[:-h] - 1.0
+        pnl = scenario_pnl(book, r, horizon_days=float(h))
+        out = var_from_pnl(pnl, req.alpha, req.method, horizon_days=h, **req.options).to_dict()
+        out["details"] = {**out.get("details", {}), "revaluation": "full", "scenarios": len(pnl)}
+        return out
+    weights = req.weights
+    if isinstance(weights, dict):
+        unknown = sorted(set(weights) - set(frame.columns))
+        if unknown:
+            raise ValueError(f"weights: {unknown[0]!r} has no returns column")
+        weights = [float(weights.get(c, 0.0)) for c in frame.columns]
+    return estimate_var(frame, weights, alpha=req.alpha, horizon_days=req.horizon_days, method=req.method,
+                        value=req.value, **req.options).to_dict()
+
+
+# --- /v1/risk/stress ------------------------------------------------------------------------------------------------
+
+
+class ShockIn(_Strict):
+    name: str = "custom"
+    equity_pct: float | dict[str, float] = 0.0
+    betas: dict[str, float] | None = None
+    vol_points: float | dict[str, float] = 0.0
+    rates_bp: float = 0.0
+    credit_spread_bp: float = 0.0
+    horizon_days: float = 0.0
+
+
+class ReverseIn(_Strict):
+    loss: float = Field(gt=0, description="loss threshold, currency (positive)")
+    method: Literal["uniform", "mahalanobis"] = "uniform"
+    betas: dict[str, float] | None = None
+
+
+class StressRequest(_Strict):
+    book: BookIn
+    historical: list[str] | Literal["all"] = Field(default_factory=list, description="scenario names, or all")
+    hypothetical: list[str | ShockIn] | Literal["all"] = Field(default_factory=list)
+    reverse: ReverseIn | None = None
+    returns: Series | None = Field(None, description="history for the mahalanobis reverse stress covariance")
+
+
+_HISTORY: list[Any] = []
+
+
+def _market_history() -> Any:
+    """The packaged data sets behind the historical scenarios, loaded once per replica."""
+    if not _HISTORY:
+        from tradesys.quant.risk.stress import load_market_history
+
+        _HISTORY.append(load_market_history())
+    return _HISTORY[0]
+
+
+def _stress(req: StressRequest) -> dict[str, Any]:
+    from tradesys.quant.risk.book import RiskBook
+    from tradesys.quant.risk.stress import (
+        HISTORICAL_SCENARIOS,
+        HYPOTHETICAL_SHOCKS,
+        FactorShock,
+        apply_factor_shock,
+        reverse_stress_mahalanobis,
+        reverse_stress_uniform,
+        run_historical,
+    )
+
+    b = req.book
+    book = RiskBook.from_records(b.linear, b.options, spots=b.spots, dividend_yields=b.dividend_yields, rate=b.rate,
+                                 american_steps=b.american_steps)
+    results = []
+    names = sorted(HISTORICAL_SCENARIOS) if req.historical == "all" else req.historical
+    for name in names:
+        if name not in HISTORICAL_SCENARIOS:
+            known = ", ".join(sorted(HISTORICAL_SCENARIOS))
+            raise ValueError(f"historical: unknown scenario {name!r} (one of {known})")
+        results.append(run_historical(book, name, _market_history()).to_dict())
+    shocks = list(HYPOTHETICAL_SHOCKS) if req.hypothetical == "all" else req.hypothetical
+    for shock in shocks:
+        if isinstance(shock, str):
+            if shock not in HYPOTHETICAL_SHOCKS:
+                raise ValueError(
+                    f"hypothetical: unknown shock {shock!r} (one of {', '.join(HYPOTHETICAL_SHOCKS)}, or an object)"
+                )
+            results.append(apply_factor_shock(book, shock).to_dict())
+        else:
+            results.append(apply_factor_shock(book, FactorShock(**shock.model_dump())).to_dict())
+    if req.reverse is not None:
+        if req.reverse.method == "uniform":
+            results.append(reverse_stress_uniform(book, req.reverse.loss, betas=req.reverse.betas).to_dict())
+        else:
+            if req.returns is None:
+                raise ValueError("returns: required for the mahalanobis reverse stress (its covariance)")
+            frame = _frame(req.returns, None, "returns")
+            missing = [s for s in book.symbols if s not in frame.columns]
+            if missing:
+                raise ValueError(f"returns: no column for book symbol {missing[0]!r}")
+            cov = frame[list(book.symbols)].cov().to_numpy()
+            results.append(reverse_stress_mahalanobis(book, cov, req.reverse.loss).to_dict())
+    if not results:
+        raise ValueError("request: ask for at least one of historical, hypothetical or reverse")
+    return {"results": results}
+
+
+def risk_router(dependencies: Sequence[Any], responses: dict[int | str, dict[str, Any]]) -> APIRouter:
+    router = APIRouter(dependencies=list(dependencies), responses=responses)
+
+    @router.post("/v1/portfolio/optimize", tags=["portfolio"])
+    async def optimize(req: OptimizeRequest) -> dict[str, Any]:
+        """Allocation: min variance, max Sharpe, target return/risk, max utility, risk parity, HRP, Black-Litterman,
+        under long-only, box, group, turnover and transaction-cost constraints (cvxpy). Infeasible constraints or a
+        covariance that is not positive semi-definite are a 422 naming the field."""
+        return await _compute(lambda: _optimize(req))
+
+    @router.post("/v1/risk/var", tags=["risk"])
+    async def var(req: VarRequest) -> dict[str, Any]:
+        """VaR and expected shortfall (positive losses) of a linear portfolio (returns + weights), of a P&L vector,
+        or of a book of stocks and options revalued in full under each historical row of returns. Methods:
+        historical, age_weighted, evt, fhs, normal, student_t, cornish_fisher, ewma, mc_normal, mc_t."""
+        return await _compute(lambda: _var(req))
+
+    @router.post("/v1/risk/stress", tags=["risk"])
+    async def stress(req: StressRequest) -> dict[str, Any]:
+        """Stress a book: historical windows replayed from real data (2008, 2010, 2020, 1987), hypothetical factor
+        shocks (named or custom), and a reverse stress test (smallest shock losing `reverse.loss`)."""
+        return await _compute(lambda: _stress(req))
+
+    @router.post("/v1/risk/attribution", tags=["risk"])
+    async def attribution(req: FactorAttributionRequest | BrinsonRequest) -> dict[str, Any]:
+        """Factor attribution (OLS with Newey-West errors; per-period contributions sum to the excess return) or
+        Brinson sector attribution (`kind: "brinson"`, Brinson-Fachler or BHB, multi-period linking)."""
+        return await _compute(lambda: _attribution(req))
+
+    return router
