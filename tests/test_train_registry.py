@@ -169,3 +169,35 @@ def test_bad_inputs_name_the_field(store: str) -> None:
     register(uri2, "fc-bad")
     with pytest.raises(ValueError, match="losses"):
         promote_if_better("fc-bad", np.array([1.0, np.nan, 1.0]), np.ones(3))
+
+
+def test_manual_champion_joins_the_history_and_library_errors_name_the_field(store: str, tmp_path: Path) -> None:
+    """`set_champion` appends to the same history as `promote_if_better`, so `rollback` undoes either; a version
+    whose run has no exports cannot be exported (nothing is written); an unknown model is a `name` error."""
+    from tradesys.train.registry import export_versions, list_models, set_champion
+
+    name = "fc-manual"
+    for seed in (1, 2, 3):
+        _, uri, _ = _log_version(seed)
+        register(uri, name)
+    with pytest.raises(ValueError, match="reason"):
+        set_champion(name, 2, " ")
+    assert set_champion(name, 2, "first champion, picked by hand") is None
+    assert promote_if_better(name, np.full(50, 0.5), np.ones(50) + np.linspace(0, 0.1, 50)).promoted  # 3 beats 2
+    assert set_champion(name, 1, "back to basics") == 3
+    assert champion_history(name) == [2, 3, 1]
+    rows = {r.version: r for r in list_models(name)}
+    assert rows[1].promotion["reason"] == "manual" and rows[1].promotion["champion_version"] == "3"
+    assert rows[3].promotion["reason"] == "significantly_better" and rows[3].aliases == ("challenger",)
+    assert rows[1].aliases == ("champion",) and rows[2].holdout == {}
+    assert MlflowClient(store).get_model_version(name, "1").tags["promotion.manual_reason"] == "back to basics"
+    assert rollback(name) == 3 and rollback(name) == 2 and alias_version(name, CHAMPION) == 2
+    with pytest.raises(ValueError, match="version: 2 is already the champion"):
+        set_champion(name, "champion", "again")
+    with pytest.raises(ValueError, match=r"versions: version 1 .* has no exports"):
+        export_versions(name, tmp_path / "out", [1])
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match=r"version: .* no version 9"):
+        export_versions(name, tmp_path / "out", [9])
+    with pytest.raises(ValueError, match="name: registered model 'missing' not found"):
+        champion_history("missing")

@@ -18,13 +18,29 @@ Conventions:
   ``promotion_mean_diff``, ``promotion_alpha``, ``promotion_promoted`` (1/0); and on the registered model the tag
   ``champion_history`` (a JSON list of the versions that have held the alias, oldest first).
 * `rollback` moves ``champion`` back to the previous entry of that history (and drops the current one from it).
+* `set_champion` is the manual override (an operator's decision, no test): it appends to the same history, so
+  `rollback` undoes it, and tags the version's run and the model version ``promotion.decision=promoted``,
+  ``promotion.reason=manual``, ``promotion.champion_version`` (the one replaced), ``promotion.manual_reason`` and
+  ``promotion.at`` (UTC, ISO 8601).
+* `list_models` / `describe_version` read the registry back (aliases, run, ``holdout_*`` metrics, the decision);
+  `export_versions` downloads the run artifacts ``exports/model.onnx``, ``exports/model.pt`` and
+  ``standardizer.json`` of each version into ``dest/<version>/``, the layout `tradesys.serve.predict` serves.
+
+Errors are ``ValueError("field: reason")`` with the field ``name``, ``version``, ``versions``, ``reason`` or
+``dest_dir``, so a command line can name its own argument.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,12 +50,21 @@ from tradesys.train.evaluate import diebold_mariano
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
+    "EXPORT_FILES",
+    "ExportFile",
     "PromotionDecision",
+    "VersionInfo",
     "alias_version",
     "champion_history",
+    "describe_version",
+    "export_versions",
+    "list_models",
+    "plan_export",
     "promote_if_better",
     "register",
+    "resolve_version",
     "rollback",
+    "set_champion",
 ]
 
 CHAMPION = "champion"
@@ -72,6 +97,24 @@ def _client(tracking_uri: str | None = None) -> Any:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def _not_found(exc: Exception) -> bool:
+    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _registered_model(client: Any, name: str) -> Any:
+    """The registered model, or ValueError naming ``name`` when it does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    if not name or not name.strip():
+        raise ValueError("name: must be a non-empty registered model name")
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if _not_found(exc):
+            raise ValueError(f"name: registered model {name!r} not found") from None
+        raise
+
+
 def alias_version(name: str, alias: str, *, tracking_uri: str | None = None) -> int | None:
     """The version number the alias points at, or None if it is not set (or the model does not exist)."""
     from mlflow.exceptions import MlflowException
@@ -84,7 +127,7 @@ def alias_version(name: str, alias: str, *, tracking_uri: str | None = None) -> 
 
 def champion_history(name: str, *, tracking_uri: str | None = None) -> list[int]:
     """Versions that have held ``champion``, oldest first (the registered model's ``champion_history`` tag)."""
-    tags = _client(tracking_uri).get_registered_model(name).tags
+    tags = _registered_model(_client(tracking_uri), name).tags
     return [int(v) for v in json.loads(tags.get(_HISTORY_TAG, "[]"))]
 
 
@@ -173,3 +216,254 @@ def rollback(name: str, *, tracking_uri: str | None = None) -> int:
     prev = history[-2]
     _set_champion(client, name, prev, history[:-1])
     return prev
+
+
+# --- reading the registry back, manual promotion, export ------------------------------------------------------------
+
+EXPORT_FILES: tuple[str, ...] = ("exports/model.onnx", "exports/model.pt", "standardizer.json")
+_MODEL_EXPORTS = EXPORT_FILES[:2]
+_MAX_REASON = 1000
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registry version as `list_models` reports it; ``holdout`` has the run's ``holdout_<loss>`` metrics under
+    ``<loss>``, ``promotion`` the ``promotion.*`` tags (run, then model version) and ``promotion_stats`` the
+    ``promotion_*`` metrics, both without their prefix."""
+
+    version: int
+    aliases: tuple[str, ...]
+    run_id: str | None
+    created: str  # UTC, ISO 8601
+    status: str
+    source: str
+    holdout: dict[str, float] = field(default_factory=dict)
+    promotion: dict[str, str] = field(default_factory=dict)
+    promotion_stats: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["aliases"] = list(self.aliases)
+        return d
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """One artifact `export_versions` will download: ``artifact_path`` of ``run_id`` -> ``<dest>/<version>/<name>``."""
+
+    version: int
+    run_id: str
+    artifact_path: str
+    size: int | None
+
+    @property
+    def filename(self) -> str:
+        return self.artifact_path.rsplit("/", 1)[-1]
+
+
+def _iso(ms: int | None) -> str:
+    return "" if ms is None else datetime.fromtimestamp(ms / 1000.0, UTC).isoformat(timespec="seconds")
+
+
+def _all_versions(client: Any, name: str) -> list[Any]:
+    quote = "'" if "'" not in name else '"'
+    if quote in name:
+        raise ValueError("name: a registered model name cannot contain both quote characters")
+    out: list[Any] = []
+    token = None
+    while True:
+        page = client.search_model_versions(f"name = {quote}{name}{quote}", page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return sorted(out, key=lambda mv: int(mv.version))
+
+
+def _aliases_by_version(rm: Any) -> dict[int, list[str]]:
+    by: dict[int, list[str]] = {}
+    for alias, v in (rm.aliases or {}).items():
+        by.setdefault(int(v), []).append(str(alias))
+    return {k: sorted(v) for k, v in by.items()}
+
+
+def _run_or_none(client: Any, run_id: str | None) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return None
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        if _not_found(exc):
+            return None  # the run was deleted; the version row still lists what the registry knows
+        raise
+
+
+def _version_info(client: Any, mv: Any, aliases: dict[int, list[str]]) -> VersionInfo:
+    run = _run_or_none(client, mv.run_id)
+    metrics = dict(run.data.metrics) if run is not None else {}
+    tags = {k: v for k, v in (run.data.tags if run is not None else {}).items() if k.startswith("promotion.")}
+    tags.update({k: v for k, v in (mv.tags or {}).items() if k.startswith("promotion.")})
+    v = int(mv.version)
+    return VersionInfo(
+        version=v, aliases=tuple(aliases.get(v, [])), run_id=mv.run_id or None, created=_iso(mv.creation_timestamp),
+        status=str(mv.status or ""), source=str(mv.source or ""),
+        holdout={k.removeprefix("holdout_"): float(x) for k, x in sorted(metrics.items())
+                 if k.startswith("holdout_")},
+        promotion={k.removeprefix("promotion."): str(x) for k, x in sorted(tags.items())},
+        promotion_stats={k.removeprefix("promotion_"): float(x) for k, x in sorted(metrics.items())
+                         if k.startswith("promotion_")},
+    )  # fmt: skip
+
+
+def list_models(name: str, *, tracking_uri: str | None = None) -> list[VersionInfo]:
+    """Every version of `name`, oldest first, with its aliases, run, holdout metrics and promotion decision."""
+    client = _client(tracking_uri)
+    rm = _registered_model(client, name)
+    aliases = _aliases_by_version(rm)
+    return [_version_info(client, mv, aliases) for mv in _all_versions(client, name)]
+
+
+def resolve_version(name: str, ref: int | str, *, tracking_uri: str | None = None) -> int:
+    """A version number from a number or an alias (``champion``, ``challenger``, ...); ValueError naming
+    ``version`` when `name` has no such version or alias."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    rm = _registered_model(client, name)
+    text = str(ref).strip()
+    if text.isdigit():
+        try:
+            return int(client.get_model_version(name, str(int(text))).version)
+        except MlflowException as exc:
+            if not _not_found(exc):
+                raise
+        have = [int(mv.version) for mv in _all_versions(client, name)]
+        raise ValueError(f"version: {name!r} has no version {int(text)} (versions: {have})")
+    aliases = dict(rm.aliases or {})
+    if text in aliases:
+        return int(aliases[text])
+    raise ValueError(f"version: {text!r} is neither a version number nor an alias of {name!r} "
+                     f"(aliases: {sorted(aliases) or 'none'})")
+
+
+def _list_artifacts(client: Any, run_id: str, path: str | None = None, limit: int = 500) -> list[tuple[str, int]]:
+    """(path, size) of the run's artifact files under `path`, recursively, at most `limit`."""
+    out: list[tuple[str, int]] = []
+    stack = [path]
+    while stack and len(out) < limit:
+        for f in client.list_artifacts(run_id, stack.pop()):
+            if f.is_dir:
+                stack.append(f.path)
+            else:
+                out.append((f.path, int(f.file_size or 0)))
+    return sorted(out)[:limit]
+
+
+def describe_version(name: str, ref: int | str, *, tracking_uri: str | None = None) -> dict[str, Any]:
+    """`list_models`'s row for one version (number or alias), plus its run's parameters, the version's tags and
+    description, and the run's artifact files (path, bytes)."""
+    client = _client(tracking_uri)
+    v = resolve_version(name, ref, tracking_uri=tracking_uri)
+    rm = _registered_model(client, name)
+    mv = client.get_model_version(name, str(v))
+    info = _version_info(client, mv, _aliases_by_version(rm))
+    run = _run_or_none(client, mv.run_id)
+    return {
+        **info.to_dict(), "name": name, "description": mv.description or "", "tags": dict(mv.tags or {}),
+        "run_name": run.info.run_name if run is not None else None,
+        "params": dict(sorted(run.data.params.items())) if run is not None else {},
+        "artifacts": [{"path": p, "bytes": n} for p, n in _list_artifacts(client, mv.run_id)] if run else [],
+    }  # fmt: skip
+
+
+def set_champion(name: str, version: int | str, reason: str, *, tracking_uri: str | None = None) -> int | None:
+    """Point ``champion`` at `version` by hand (no test); return the champion it replaced (None if none).
+
+    The history grows exactly as in `promote_if_better`, so `rollback` undoes this; the decision is tagged as
+    manual with `reason` on the version's run and on the model version (module docstring).
+    """
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValueError("reason: a manual promotion needs a non-empty reason")
+    if len(reason) > _MAX_REASON:
+        raise ValueError(f"reason: at most {_MAX_REASON} characters, got {len(reason)}")
+    client = _client(tracking_uri)
+    v = resolve_version(name, version, tracking_uri=tracking_uri)
+    current = alias_version(name, CHAMPION, tracking_uri=tracking_uri)
+    if current == v:
+        raise ValueError(f"version: {v} is already the champion of {name!r}")
+    history = champion_history(name, tracking_uri=tracking_uri)
+    _set_champion(client, name, v, [*history, v])
+    tags = {
+        "promotion.decision": "promoted", "promotion.reason": "manual",
+        "promotion.champion_version": "" if current is None else str(current),
+        "promotion.manual_reason": reason.strip(), "promotion.at": _iso(int(datetime.now(UTC).timestamp() * 1000)),
+    }  # fmt: skip
+    for k, val in tags.items():
+        client.set_model_version_tag(name, str(v), k, val)
+    run_id = client.get_model_version(name, str(v)).run_id
+    if run_id and _run_or_none(client, run_id) is not None:
+        for k, val in tags.items():
+            client.set_tag(run_id, k, val)
+        client.log_metric(run_id, "promotion_promoted", 1.0)
+    return current
+
+
+def plan_export(name: str, versions: Iterable[int | str], *, tracking_uri: str | None = None) -> list[ExportFile]:
+    """The files `export_versions` would download, checked before anything is written: each version (number or
+    alias, duplicates dropped) must exist and its run must hold ``exports/model.onnx`` or ``exports/model.pt``."""
+    client = _client(tracking_uri)
+    resolved: list[int] = []
+    for ref in versions:
+        v = resolve_version(name, ref, tracking_uri=tracking_uri)
+        if v not in resolved:
+            resolved.append(v)
+    if not resolved:
+        raise ValueError("versions: at least one version to export")
+    plan: list[ExportFile] = []
+    for v in resolved:
+        run_id = client.get_model_version(name, str(v)).run_id
+        if not run_id or _run_or_none(client, run_id) is None:
+            raise ValueError(f"versions: version {v} of {name!r} has no run, hence no exports")
+        present = dict(_list_artifacts(client, run_id, "exports"))
+        present.update((f.path, int(f.file_size or 0)) for f in client.list_artifacts(run_id) if not f.is_dir)
+        if not any(p in present for p in _MODEL_EXPORTS):
+            raise ValueError(f"versions: version {v} of {name!r} has no exports (its run {run_id} has neither "
+                             f"{' nor '.join(_MODEL_EXPORTS)})")
+        plan += [ExportFile(v, run_id, p, present[p]) for p in EXPORT_FILES if p in present]
+    return plan
+
+
+def export_versions(
+    name: str,
+    dest_dir: str | os.PathLike[str],
+    versions: Iterable[int | str],
+    *,
+    tracking_uri: str | None = None,
+    on_file: Callable[[ExportFile, Path], None] | None = None,
+) -> dict[int, list[Path]]:
+    """Download each version's exports (`EXPORT_FILES` that exist) to ``dest_dir/<version>/<file name>``; return
+    the written paths by version. Everything is checked first (`plan_export`), so a version without exports fails
+    before any file is written. Each file is downloaded to a scratch folder in `dest_dir` and moved into place;
+    `on_file(file, path)` is called after each one (progress)."""
+    plan = plan_export(name, versions, tracking_uri=tracking_uri)
+    dest = Path(dest_dir).expanduser()
+    if dest.exists() and not dest.is_dir():
+        raise ValueError(f"dest_dir: {str(dest)!r} exists and is not a directory")
+    dest.mkdir(parents=True, exist_ok=True)
+    import mlflow.artifacts
+
+    out: dict[int, list[Path]] = {}
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as scratch:
+        for i, f in enumerate(plan):
+            local = mlflow.artifacts.download_artifacts(
+                run_id=f.run_id, artifact_path=f.artifact_path, dst_path=os.path.join(scratch, str(i)),
+                tracking_uri=tracking_uri,
+            )  # fmt: skip
+            target = dest / str(f.version) / f.filename
+            target.parent.mkdir(exist_ok=True)
+            shutil.move(local, target)
+            out.setdefault(f.version, []).append(target)
+            if on_file is not None:
+                on_file(f, target)
+    return out
