@@ -58,23 +58,59 @@ class DataConfig(_Section):
 
 
 class StrategyConfig(_Section):
-    """Moving-average trend with volatility-scaled sizing (see tradesys.strategy.trend)."""
+    """The strategy (docs/strategies.md). "trend": moving-average trend (tradesys.strategy.trend); "model": trades on
+    a forecaster's predicted return and volatility (tradesys.strategy.model). Sizing and order fields are shared."""
 
-    name: Literal["trend"] = "trend"
+    name: Literal["trend", "model"] = "trend"
+    # trend
     fast: int = Field(20, gt=1)
     slow: int = Field(100, gt=2)
     vol_lookback: int = Field(20, gt=2)
+    # sizing and orders (both strategies)
     target_vol: float = Field(0.10, gt=0.0, le=2.0, description="annualised volatility target per position")
     max_weight: float = Field(0.08, gt=0.0, le=1.0, description="cap on |weight| per symbol")
     allow_short: bool = True
     rebalance_band: float = Field(0.25, ge=0.0, le=1.0, description="trade only if off target by this fraction")
     order_type: Literal["market", "limit"] = "market"
     limit_offset_bps: float = Field(10.0, ge=0.0)
+    # model: where the forecasts come from
+    forecaster: Literal["local", "serve"] = Field("local", description="local: model_path in process; serve: Serve")
+    model_path: str | None = Field(None, description="local: an exported .onnx or TorchScript .pt file")
+    model_backend: Literal["auto", "onnxruntime", "torchscript", "tensorrt"] = "auto"
+    standardizer_path: str | None = Field(None, description="the training run's standardizer.json")
+    lookback: int | None = Field(None, ge=1, description="window rows; None: the model's (required with serve_url)")
+    serve_url: str | None = Field(None, description="serve over HTTP: the full POST /v1/predict URL")
+    serve_app: str = Field("tradesys-predict", min_length=1, description="serve by handle: the Serve application")
+    serve_deployment: str = Field("ModelServerLive", min_length=1, description="serve by handle: the deployment")
+    model_version: str | None = Field(None, description="the model version (required by handle; pins over HTTP)")
+    api_key_env: str = Field("TRADESYS_API_KEY", min_length=1, description="env var holding the HTTP API key")
+    timeout_ms: float = Field(250.0, gt=0.0, le=60_000.0, description="per-bar forecast deadline; late: hold")
+    min_edge: float = Field(0.0, ge=0.0, description="flat unless |predicted ret| / predicted vol >= this")
+
+    @field_validator("model_path", "standardizer_path")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        """Absolute paths: the strategy may be built by an actor in another working directory."""
+        return None if v is None else str(Path(v).expanduser().resolve())
 
     @model_validator(mode="after")
-    def _fast_below_slow(self) -> StrategyConfig:
+    def _consistent(self) -> StrategyConfig:
         if self.fast >= self.slow:
             raise ValueError(f"fast ({self.fast}) must be smaller than slow ({self.slow})")
+        if self.name != "model":
+            return self
+        if self.standardizer_path is None:
+            raise ValueError("standardizer_path: required for name = 'model' (the training run's standardizer.json)")
+        if self.forecaster == "local" and self.model_path is None:
+            raise ValueError("model_path: required for name = 'model' with forecaster = 'local'")
+        if self.forecaster == "serve":
+            if self.serve_url is not None:
+                if not self.serve_url.startswith(("http://", "https://")):
+                    raise ValueError(f"serve_url: must start with http:// or https://, got {self.serve_url!r}")
+                if self.lookback is None:
+                    raise ValueError("lookback: required with serve_url (the HTTP API does not describe the model)")
+            elif self.model_version is None:
+                raise ValueError("model_version: required with forecaster = 'serve' by deployment handle")
         return self
 
 

@@ -126,6 +126,11 @@ class StrategyActor:
     def on_bars(self, bars: pa.RecordBatch, book: PortfolioSnapshot, working: Mapping[str, float]) -> list[Order]:
         return self.strategy.on_bars(bars, book, working)
 
+    def stats(self) -> dict[str, Any]:
+        """The strategy's counters (model strategy: forecast calls, bars held for a missing forecast)."""
+        fn = getattr(self.strategy, "stats", None)
+        return fn() if callable(fn) else {}
+
 
 @ray.remote(num_cpus=0)
 class RiskActor:

@@ -186,6 +186,7 @@ class Supervisor:
             "symbols": self.symbols,
             "broker": ray.get(self.broker.stats.remote()),
             "risk": ray.get(self.risk.stats.remote()),
+            "strategy": ray.get(self.strategy.stats.remote()),
             **({"features": ray.get(self.features.stats.remote())} if self.features is not None else {}),
             **({"market_data_lag": ray.get(self.md.lag.remote())} if self.cfg.data.bus != "direct" else {}),
         }

@@ -4,7 +4,8 @@ Per symbol: direction = sign(SMA_fast - SMA_slow) of closes; target weight = dir
 min(max_weight, target_vol / (sigma * sqrt(N))), where sigma is the annualised close-to-close volatility over
 `vol_lookback` bars and N the number of symbols, so that N uncorrelated positions run near `target_vol` in
 total. The target quantity is weight * equity / price in whole shares; the strategy trades only when the book
-(position plus working orders) is off target by more than `rebalance_band` of the target, or must exit.
+(position plus working orders) is off target by more than `rebalance_band` of the target, or must exit (the
+sizing and order rules live in `tradesys.strategy.sizing`, shared with the model strategy).
 
 It is an honest example, not an edge: the demo reports whatever it earns.
 """
@@ -20,9 +21,10 @@ import numpy as np
 import pyarrow as pa
 
 from tradesys.config import StrategyConfig
-from tradesys.core.orders import Order, OrderType, Side, TimeInForce
+from tradesys.core.orders import Order
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
+from tradesys.strategy.sizing import rebalance_order, vol_target_weight
 
 
 class TrendStrategy:
@@ -52,12 +54,8 @@ class TrendStrategy:
         slow = closes[-cfg.slow :].mean()
         rets = np.diff(np.log(closes[-(cfg.vol_lookback + 1) :]))
         sigma = rets.std(ddof=1) * math.sqrt(self.bars_per_year)
-        if not (sigma > 0):
-            return 0.0
         direction = 1.0 if fast > slow else -1.0 if fast < slow else 0.0
-        if direction < 0 and not cfg.allow_short:
-            return 0.0
-        return direction * min(cfg.max_weight, cfg.target_vol / (sigma * math.sqrt(self.n_symbols)))
+        return vol_target_weight(direction, sigma, cfg, self.n_symbols)
 
     def on_bars(
         self, bars: pa.RecordBatch, book: PortfolioSnapshot, working: Mapping[str, float]
@@ -76,36 +74,7 @@ class TrendStrategy:
             hist = self._closes.setdefault(sym, deque(maxlen=maxlen))
             hist.append(px)
             w = self.target_weight(np.fromiter(hist, float, len(hist)))
-            target = math.floor(abs(w) * book.equity / px) * (1 if w >= 0 else -1)
-            have = book.qty(sym) + working.get(sym, 0.0)
-            diff = target - have
-            if diff == 0:
-                continue
-            if target != 0 and abs(diff) < self.cfg.rebalance_band * abs(target):
-                continue
-            side = Side.BUY if diff > 0 else Side.SELL
-            limit = None
-            otype = OrderType.MARKET
-            if self.cfg.order_type == "limit":
-                otype = OrderType.LIMIT
-                off = self.cfg.limit_offset_bps / 1e4
-                limit = round(px * (1 + off) if side is Side.BUY else px * (1 - off), 2)
-            orders.append(
-                Order(
-                    client_order_id=f"{self.strategy_id}-{ts}-{sym}",
-                    symbol=sym,
-                    side=side,
-                    qty=float(abs(diff)),
-                    type=otype,
-                    tif=TimeInForce.DAY,
-                    limit_price=limit,
-                    strategy_id=self.strategy_id,
-                    ts_ns=ts,
-                    decision_wall_ns=now,
-                )
-            )
+            order = rebalance_order(self.cfg, self.strategy_id, ts, sym, px, w, book, working, now)
+            if order is not None:
+                orders.append(order)
         return orders
-
-
-def make_strategy(cfg: StrategyConfig, n_symbols: int, bars_per_year: float = 252.0) -> TrendStrategy:
-    return TrendStrategy(cfg, n_symbols, bars_per_year)
