@@ -69,6 +69,7 @@ __all__ = [
     "column_drift",
     "detect_drift",
     "evidently_column_drift",
+    "json_ready",
     "mmd_test",
     "performance_degradation",
     "psi",
@@ -352,6 +353,12 @@ def _json_ready(obj: Any) -> Any:
     if isinstance(obj, datetime):
         return obj.isoformat()
     return obj
+
+
+def json_ready(obj: Any) -> Any:
+    """`obj` with NaN/inf as None, numpy scalars as Python numbers, datetimes as ISO strings and timedeltas as
+    seconds: what `json.dumps(..., allow_nan=False)` accepts (the audit and MLflow records of the DriftMonitor)."""
+    return _json_ready(obj)
 
 
 def _as_frame(x: ArrayLike2D, name: str) -> pd.DataFrame:
