@@ -37,6 +37,7 @@ def ray_session() -> Iterator[None]:
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # always a fresh local runtime, even when another cluster runs on this machine
             num_cpus=4,
             include_dashboard=False,
             log_to_driver=False,

@@ -42,15 +42,20 @@ def test_asha_search_logs_trials_to_mlflow_and_picks_the_best(ray_session, tiny_
     space = {"kind": "lstm", "width": 8, "n_layers": 1, "lr": None}
     from ray import tune
 
-    space["lr"] = tune.grid_search([1e-5, 3e-3, 1e-2, 3e-2])  # 4 trials with clearly different learning speeds
+    # 4 trials with clearly different learning speeds, run one at a time so ASHA's asynchronous rungs see them in
+    # this order whatever the machine's load: the near-frozen lr=1e-5 trial reaches rung 1 last, behind three
+    # recorded results that all beat it, and must be stopped there.
+    space["lr"] = tune.grid_search([1e-2, 3e-3, 3e-2, 1e-5])
     out = run_search(
         tiny_train, num_samples=1, max_epochs=3, grace_period=1, param_space=space,
-        storage_path=tmp_path / "tune", tracking_uri=uri, experiment="tune-test", max_concurrent=4,
+        storage_path=tmp_path / "tune", tracking_uri=uri, experiment="tune-test", max_concurrent=1,
     )  # fmt: skip
     assert out.num_trials == 4
     # ASHA: at rung 1 only the top half of the trials that reached it continue (reduction factor 2)
     iters = sorted(int(r.metrics["training_iteration"]) for r in out.grid)
     assert iters[0] < 3 and iters[-1] == 3 and out.num_stopped_early >= 1
+    slowest = next(r for r in out.grid if r.config["lr"] == 1e-5)
+    assert int(slowest.metrics["training_iteration"]) == 1
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("tune-test")

@@ -21,11 +21,13 @@ def _register_subcommands() -> None:
     from tradesys.commands.models import app as models_app
     from tradesys.commands.price import app as price_app
     from tradesys.commands.risk import app as risk_app
+    from tradesys.commands.train import app as train_app
 
     app.add_typer(price_app, name="price")
     app.add_typer(risk_app, name="risk")
     app.add_typer(data_app, name="data")
     app.add_typer(models_app, name="models")
+    app.add_typer(train_app, name="train")
 
 
 _register_subcommands()

@@ -24,8 +24,10 @@ Conventions:
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ __all__ = [
     "default_search_space",
     "load_checkpoint_model",
     "model_kwargs",
+    "progress_callback",
     "run_search",
     "train_forecaster",
 ]
@@ -124,6 +127,59 @@ def load_checkpoint_model(path: str | os.PathLike[str]) -> tuple[nn.Module, dict
     return model, config
 
 
+PROGRESS_METRICS = ("train_loss", "val_loss")
+
+
+def progress_callback(fn: Callable[[dict[str, Any]], None]) -> Any:
+    """A ``ray.tune.Callback`` that forwards each trial's per-epoch report and its end to `fn` in the driver.
+
+    Events (plain dicts): ``{"event": "trial_result", "trial_id", "epoch", "metrics": {train_loss, val_loss}}``
+    after every report (``epoch`` = Tune's ``training_iteration``, 1-based) and ``{"event": "trial_complete",
+    "trial_id", "epochs", "status"}`` when a trial ends (``status``: "terminated", including ASHA stops, or
+    "error"). Tune runs callbacks in the driver, so `fn` may touch driver-side state such as a rich Progress.
+    The class is built on first use so importing this module does not import Ray Tune.
+    """
+    global _ProgressCallback
+    if _ProgressCallback is None:
+        from ray.tune import Callback
+
+        class ProgressCallback(Callback):
+            def __init__(self, fn: Callable[[dict[str, Any]], None] | None) -> None:
+                self.fn = fn
+
+            def __getstate__(self) -> dict[str, Any]:
+                return {**self.__dict__, "fn": None}  # Tune pickles its callbacks; a progress bar is driver-only
+
+            def _emit(self, event: dict[str, Any]) -> None:
+                if self.fn is not None:
+                    self.fn(event)
+
+            @staticmethod
+            def _epochs(trial: Any) -> int:
+                return int((trial.last_result or {}).get("training_iteration", 0) or 0)
+
+            def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                                **info: Any) -> None:  # fmt: skip
+                metrics = {k: float(result[k]) for k in PROGRESS_METRICS
+                           if k in result and math.isfinite(float(result[k]))}  # fmt: skip
+                self._emit({"event": "trial_result", "trial_id": str(trial.trial_id),
+                         "epoch": int(result.get("training_iteration", 0)), "metrics": metrics})  # fmt: skip
+
+            def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+                self._emit({"event": "trial_complete", "trial_id": str(trial.trial_id), "epochs": self._epochs(trial),
+                         "status": "terminated"})  # fmt: skip
+
+            def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+                self._emit({"event": "trial_complete", "trial_id": str(trial.trial_id), "epochs": self._epochs(trial),
+                         "status": "error"})  # fmt: skip
+
+        _ProgressCallback = ProgressCallback
+    return _ProgressCallback(fn)
+
+
+_ProgressCallback: Any = None
+
+
 @dataclass
 class SearchOutcome:
     """The best trial: its config, its best reported metrics row, its best checkpoint's model, and the whole grid."""
@@ -153,8 +209,11 @@ def run_search(
     experiment: str = "tradesys-tune",
     seed: int = 0,
     max_concurrent: int | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> SearchOutcome:
-    """Run the ASHA search on an initialised (or local auto-started) Ray; MLflow per trial when `tracking_uri`."""
+    """Run the ASHA search on an initialised (or local auto-started) Ray; MLflow per trial when `tracking_uri`.
+
+    `callbacks` are extra ``ray.tune.Callback`` objects (e.g. `progress_callback(fn)`), called in the driver."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -164,17 +223,18 @@ def run_search(
             f"{num_samples}/{max_epochs}/{grace_period}"
         )
     space = dict(param_space) if param_space is not None else default_search_space(kinds)
-    callbacks = []
+    cbs: list[Any] = []
     if tracking_uri is not None:
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
         from tradesys.train.tracking import ensure_experiment
 
         ensure_experiment(experiment, tracking_uri, runs_dir=Path(storage_path).parent)
-        callbacks.append(
+        cbs.append(
             MLflowLoggerCallback(tracking_uri=tracking_uri, registry_uri=tracking_uri, experiment_name=experiment,
                                  tags={"search": name}, save_artifact=False)
         )  # fmt: skip
+    cbs.extend(callbacks)
     scheduler = ASHAScheduler(
         time_attr="training_iteration", max_t=max_epochs, grace_period=grace_period, reduction_factor=reduction_factor
     )
@@ -191,7 +251,7 @@ def run_search(
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(Path(storage_path).expanduser().resolve()),
-            callbacks=callbacks,
+            callbacks=cbs,
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
             ),
