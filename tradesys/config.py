@@ -7,7 +7,7 @@ Configuration comes from defaults, then an optional TOML file, then `section.fie
 from __future__ import annotations
 
 import tomllib
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -192,6 +192,94 @@ class FeaturesConfig(_Section):
     max_in_flight: int = Field(8, ge=1, description="backpressure: bar batches queued at the FeatureActor")
 
 
+class DriftConfig(_Section):
+    """The DriftMonitor beside the live loop (docs/drift.md, "In the live loop"): the model strategy's per-bar feature
+    rows, forecasts and realised returns go to a `DriftMonitor` actor, whose checks can launch the training job.
+
+    Reference: "data" rebuilds the training-time feature rows (`default_features` per symbol) from `data.source`
+    over reference_start..reference_end (the period the model was trained on); otherwise a .parquet/.csv file of
+    feature rows with columns ret, abs_ret, rv5, rv22 (extra columns are ignored).
+    """
+
+    enabled: bool = False
+    reference: str = Field("data", min_length=1, description='"data", or a .parquet/.csv file of feature rows')
+    reference_start: date | None = None
+    reference_end: date | None = None
+    # hand-off and schedule
+    send_every_bars: int = Field(5, ge=1, description="the strategy buffers this many bars per observe call")
+    max_in_flight: int = Field(8, ge=1, description="observe calls outstanding before a batch is dropped")
+    poll_s: float | None = Field(30.0, gt=0, description="the monitor's own tick loop; None: tick per batch only")
+    window: int = Field(1000, ge=2, description="rows of the current window")
+    min_rows: int = Field(50, ge=2, description="drift tests skipped below this many current rows")
+    check_every_rows: int | None = Field(1000, ge=1, description="a check after this many new rows")
+    check_every_s: float | None = Field(3600.0, gt=0, description="a check after this long since the last")
+    n_permutations: int = Field(200, ge=1, description="MMD permutation test draws")
+    # thresholds and policy
+    alpha: float = Field(0.05, gt=0.0, lt=1.0, description="family-wise false-alarm level")
+    psi: float = Field(0.2, gt=0.0)
+    wasserstein: float = Field(0.1, gt=0.0, description="W1 / reference std")
+    max_age_days: float = Field(30.0, gt=0.0, description="schedule trigger: retrain a model older than this")
+    cooldown_hours: float = Field(24.0, ge=0.0, description="no drift/degradation retrain this soon after one")
+    last_trained: datetime | None = Field(None, description="when the served model was trained; None: run start")
+    holdout_error: float | None = Field(None, gt=0.0, description="the model's holdout loss; None: no degradation")
+    degradation_metric: Literal["mse", "mae"] = "mse"
+    degradation_window: int = Field(20, ge=1)
+    degradation_ratio: float = Field(1.5, gt=0.0)
+    # actions and logs
+    launcher: Literal["none", "ray_task", "job_submission"] = "none"
+    jobs_address: str | None = Field(None, description="job_submission: the dashboard address")
+    auth_token_env: str | None = Field(None, description="job_submission: env var holding the Ray token")
+    train_argv: list[str] = Field(default_factory=list, description="flags of jobs/train.py for a retraining")
+    mlflow: bool = True
+    mlflow_uri: str | None = Field(None, description="None: $MLFLOW_TRACKING_URI, else <runs_dir>/mlflow.db")
+    evidently: Literal["always", "on_drift", "never"] = "on_drift"
+    audit_path: str | None = Field(None, description="JSON-lines audit; None: <ledger.runs_dir>/<run id>/drift.jsonl")
+
+    @field_validator("poll_s", "check_every_rows", "check_every_s", "holdout_error", mode="before")
+    @classmethod
+    def _off(cls, v: Any) -> Any:
+        """TOML has no null: `false` (or "off"/"none") switches an optional schedule or trigger off."""
+        return None if v is False or (isinstance(v, str) and v.strip().lower() in {"off", "none", "null"}) else v
+
+    @field_validator("audit_path")
+    @classmethod
+    def _absolute_audit(cls, v: str | None) -> str | None:
+        return None if v is None else str(Path(v).expanduser().resolve())
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, v: str) -> str:
+        if v == "data":
+            return v
+        if Path(v).suffix.lower() not in {".parquet", ".csv"}:
+            raise ValueError(f'must be "data" or a .parquet/.csv file of feature rows, got {v!r}')
+        return str(Path(v).expanduser().resolve())  # the Supervisor may run in another working directory
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DriftConfig:
+        if self.min_rows > self.window:
+            raise ValueError(f"min_rows ({self.min_rows}) must be <= window ({self.window})")
+        if self.degradation_window > self.window:
+            raise ValueError(f"degradation_window ({self.degradation_window}) must be <= window ({self.window})")
+        if self.cooldown_hours > self.max_age_days * 24:
+            raise ValueError(f"cooldown_hours ({self.cooldown_hours}) must be <= max_age_days * 24")
+        if self.last_trained is not None and self.last_trained.tzinfo is None:
+            raise ValueError("last_trained: must carry a timezone, e.g. 2026-11-01T00:00:00Z")
+        if not self.enabled:
+            return self
+        if self.reference == "data":
+            for name in ("reference_start", "reference_end"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"{name}: required with reference = 'data' (the period the model was trained on)")
+            assert self.reference_start is not None and self.reference_end is not None
+            if self.reference_start >= self.reference_end:
+                raise ValueError(f"reference_start ({self.reference_start}) must be before reference_end "
+                                 f"({self.reference_end})")
+        if self.launcher == "job_submission" and not (self.jobs_address or "").strip():
+            raise ValueError("jobs_address: required with launcher = 'job_submission' (the dashboard address)")
+        return self
+
+
 class TradesysConfig(_Section):
     initial_cash: float = Field(1_000_000.0, gt=0)
     data: DataConfig = DataConfig()
@@ -202,6 +290,14 @@ class TradesysConfig(_Section):
     ledger: LedgerConfig = LedgerConfig()
     serve: ServeConfig = ServeConfig()
     ray: RayConfig = RayConfig()
+    drift: DriftConfig = DriftConfig()
+
+    @model_validator(mode="after")
+    def _drift_needs_model(self) -> TradesysConfig:
+        if self.drift.enabled and self.strategy.name != "model":
+            raise ValueError(f"drift.enabled: needs strategy.name = 'model' (the monitor watches the model's features "
+                             f"and forecasts), got strategy.name = {self.strategy.name!r}")
+        return self
 
 
 def _format(err: ValidationError) -> str:

@@ -77,6 +77,10 @@ def run_live(
     run_id = run_id or new_run_id()
     if cfg.data.bus == "kafka":
         cfg.data.bootstrap()  # fail here, naming the setting, before any actor starts
+    if cfg.drift.enabled and cfg.drift.reference != "data" and not Path(cfg.drift.reference).is_file():
+        from tradesys.config import ConfigError
+
+        raise ConfigError(f"drift.reference: {cfg.drift.reference!r} is not a file")
     dashboard = connect_ray(cfg)
     ledger_url = resolve_ledger_url(cfg, run_id)
     if dashboard:

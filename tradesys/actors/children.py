@@ -118,10 +118,24 @@ def publish_feed(cfg: DataConfig, after_ns: int) -> int:
 
 @ray.remote(num_cpus=0)
 class StrategyActor:
-    def __init__(self, cfg: StrategyConfig, n_symbols: int, bars_per_year: float) -> None:
+    """Owns the strategy. With a DriftMonitor handle (drift.enabled), the model strategy's per-bar observations go
+    to it through a `MonitorFeed`: buffered, `send_every_bars` bars per fire-and-forget call."""
+
+    def __init__(
+        self, cfg: StrategyConfig, n_symbols: int, bars_per_year: float, monitor: Any = None,
+        send_every_bars: int = 5, max_in_flight: int = 8,
+    ) -> None:
         from tradesys.strategy import make_strategy
 
         self.strategy = make_strategy(cfg, n_symbols, bars_per_year)
+        self.feed: Any = None
+        if monitor is not None:
+            from tradesys.actors.drift import MonitorFeed
+
+            if not hasattr(self.strategy, "observer"):
+                raise ValueError(f"drift.enabled: strategy {cfg.name!r} has no features to observe (needs 'model')")
+            self.feed = MonitorFeed(monitor, send_every_bars, max_in_flight)
+            self.strategy.observer = self.feed
 
     def on_bars(self, bars: pa.RecordBatch, book: PortfolioSnapshot, working: Mapping[str, float]) -> list[Order]:
         return self.strategy.on_bars(bars, book, working)
@@ -130,6 +144,13 @@ class StrategyActor:
         """The strategy's counters (model strategy: forecast calls, bars held for a missing forecast)."""
         fn = getattr(self.strategy, "stats", None)
         return fn() if callable(fn) else {}
+
+    def flush_drift(self, timeout_s: float = 120.0) -> dict[str, int]:
+        """End of run: hand over the last bar's forecasts, send the buffer, wait for the monitor to take it all."""
+        if self.feed is None:
+            return {}
+        self.strategy.flush()
+        return self.feed.flush(timeout_s)
 
 
 @ray.remote(num_cpus=0)

@@ -867,6 +867,15 @@ class DriftMonitor:
         st["loop_error"] = self._loop_error
         return st
 
+    async def windows(self) -> dict[str, pd.DataFrame | None]:
+        """Copies of the current windows: features, predictions, and (prediction, realised) pairs (for tests and
+        operators)."""
+        async with self._lock:
+            c = self.core
+            return {"features": c.current.frame.copy(),
+                    "predictions": c.cur_predictions.frame.copy() if c.cur_predictions is not None else None,
+                    "errors": c.errors.frame.copy()}  # fmt: skip
+
     async def wait_job(self, timeout_s: float = 600.0, poll_s: float = 0.5) -> dict[str, Any] | None:
         """Wait until no retraining is in flight (polling it); return the last finished job, None if none ran."""
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -904,3 +913,183 @@ class DriftMonitor:
             except Exception as exc:  # keep watching; the error shows in status()
                 self._loop_error = f"{type(exc).__name__}: {exc}"[:2000]
             await asyncio.sleep(poll_s)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The live loop's side: reference, construction from the config, the strategy's buffered hand-off
+# ----------------------------------------------------------------------------------------------------------------
+
+LIVE_FEATURES = ("ret", "abs_ret", "rv5", "rv22")  # tradesys.strategy.model.FEATURE_NAMES (default_features)
+LIVE_PREDICTIONS = ("ret", "vol")  # the model strategy's forecasts, in return units
+
+
+def reference_features(drift: Any, data: Any) -> pd.DataFrame:
+    """The reference feature rows for the live loop's monitor (`drift`: a DriftConfig, `data`: the DataConfig).
+
+    ``drift.reference == "data"``: per symbol of `data` (its source and symbols), the `default_features` of the
+    close-to-close returns, rows dated in reference_start..reference_end (closes from 60 days earlier warm up rv22),
+    as the model strategy computes them live. Otherwise the .parquet/.csv file named there (columns ret, abs_ret,
+    rv5, rv22; rows with a NaN dropped).
+    """
+    from datetime import timedelta
+
+    cols = list(LIVE_FEATURES)
+    if drift.reference != "data":
+        path = Path(drift.reference)
+        if not path.is_file():
+            raise ValueError(f"drift.reference: {str(path)!r} is not a file")
+        try:
+            frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+        except Exception as exc:
+            raise ValueError(f"drift.reference: cannot read {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise ValueError(f"drift.reference: {str(path)!r} lacks column {missing[0]!r} (needs {', '.join(cols)})")
+        out = frame[cols].astype(float).dropna().reset_index(drop=True)
+    else:
+        from tradesys.data import make_source
+        from tradesys.train.data import default_features
+
+        start, end = drift.reference_start, drift.reference_end
+        src = make_source(data.model_copy(update={"start": start - timedelta(days=60), "end": end}))
+        bars = pd.concat([b.select(["ts", "symbol", "close"]).to_pandas() for b in src.batches()])
+        closes = bars.pivot(index="ts", columns="symbol", values="close")
+        lo, hi = pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
+        parts = []
+        for sym in closes.columns:
+            c = closes[sym].dropna()
+            c = c[c > 0]
+            f = default_features(c.pct_change().iloc[1:]).dropna()
+            parts.append(f[(f.index >= lo) & (f.index < hi)])
+        out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+    if len(out) < 2:
+        raise ValueError(f"drift.reference: only {len(out)} feature rows (check reference_start/reference_end)")
+    return out
+
+
+def monitor_kwargs(cfg: Any, run_id: str) -> dict[str, Any]:
+    """`DriftMonitor` constructor arguments from a TradesysConfig's ``drift`` section (used by the Supervisor)."""
+    from datetime import timedelta
+
+    from tradesys.train.drift import DriftPolicy, DriftThresholds
+
+    d = cfg.drift
+    ref = reference_features(d, cfg.data)
+    mc = MonitorConfig(
+        window=d.window, min_rows=min(d.min_rows, len(ref)), check_every_n=d.check_every_rows,
+        check_every_s=d.check_every_s, n_permutations=d.n_permutations,
+        thresholds=DriftThresholds(alpha=d.alpha, psi=d.psi, wasserstein=d.wasserstein),
+        policy=DriftPolicy(max_age=timedelta(days=d.max_age_days), cooldown=timedelta(hours=d.cooldown_hours)),
+        holdout_error=d.holdout_error, degradation_metric=d.degradation_metric,
+        degradation_window=d.degradation_window, degradation_ratio=d.degradation_ratio, degradation_column="ret",
+    )  # fmt: skip
+    launcher: RetrainLauncher | None = None
+    if d.launcher == "ray_task":
+        launcher = RayTaskLauncher()
+    elif d.launcher == "job_submission":
+        launcher = JobSubmissionLauncher(d.jobs_address, working_dir=default_train_script().parents[1],
+                                         auth_token_env=d.auth_token_env)  # fmt: skip
+    runs = Path(cfg.ledger.runs_dir).expanduser().resolve()
+    return {
+        "reference_features": ref,
+        "config": mc,
+        "launcher": launcher,
+        "train_argv": list(d.train_argv),
+        "last_trained": d.last_trained,
+        "tracking_uri": d.mlflow_uri,
+        "runs_dir": str(runs),
+        "evidently": d.evidently,
+        "audit_path": d.audit_path or str(runs / run_id / "drift.jsonl"),
+        "log_to_mlflow": d.mlflow,
+    }
+
+
+def compact_status(status: dict[str, Any], feed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run summary's ``drift`` entry: counters, the last decision, actions taken, jobs (no full history)."""
+    actions: dict[str, int] = {}
+    for h in status.get("history", []):
+        actions[h["action"]] = actions.get(h["action"], 0) + 1
+    keep = ("checks", "launches", "rows_seen", "last_decision", "in_flight", "loop_error")
+    jobs = [{k: j.get(k) for k in ("job_id", "state", "reasons", "error", "result")} for j in status.get("jobs", [])]
+    return {**{k: status.get(k) for k in keep}, "actions": actions, "jobs": jobs, **({"feed": feed} if feed else {})}
+
+
+class MonitorFeed:
+    """The model strategy's observer in the live loop: buffers `BarObservation`s and forwards them to a
+    `DriftMonitor` every `every_bars` bars as ONE ``observe`` call (then a ``tick``), without waiting.
+
+    Backpressure without blocking the trading step: with `max_in_flight` calls still outstanding (a slow check
+    holds the monitor), the buffered bars are dropped and counted instead of queued. `flush` sends the rest and
+    waits for what is in flight (end of run).
+    """
+
+    def __init__(self, monitor: Any, every_bars: int = 5, max_in_flight: int = 8, tick: bool = True) -> None:
+        if every_bars < 1:
+            raise ValueError(f"drift.send_every_bars: must be >= 1, got {every_bars}")
+        if max_in_flight < 1:
+            raise ValueError(f"drift.max_in_flight: must be >= 1, got {max_in_flight}")
+        self.monitor = monitor
+        self.every_bars = every_bars
+        self.max_in_flight = max_in_flight
+        self.tick = tick
+        self._buffer: list[Any] = []
+        self._refs: list[Any] = []
+        self.sent_batches = 0
+        self.sent_rows = 0
+        self.dropped_batches = 0
+        self.dropped_rows = 0
+        self.errors = 0
+
+    def __call__(self, obs: Any) -> None:
+        if len(obs.symbols):
+            self._buffer.append(obs)
+        if len(self._buffer) >= self.every_bars:
+            self.send()
+
+    @staticmethod
+    def frames(observations: Sequence[Any]) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+        """(features with ts and symbol columns, predictions, realised) of a list of `BarObservation`s, in order."""
+        feats = pd.DataFrame(np.concatenate([o.features for o in observations]), columns=list(LIVE_FEATURES))
+        feats.insert(0, "symbol", [s for o in observations for s in o.symbols])
+        feats.insert(0, "ts", np.concatenate([np.full(len(o.symbols), o.ts, dtype=np.int64) for o in observations]))
+        preds = pd.DataFrame(np.concatenate([o.predictions for o in observations]), columns=list(LIVE_PREDICTIONS))
+        return feats, preds, np.concatenate([o.realised for o in observations])
+
+    def _prune(self) -> None:
+        if not self._refs:
+            return
+        done, self._refs = ray.wait(self._refs, num_returns=len(self._refs), timeout=0)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except Exception:  # a failed observe/tick: counted; the monitor's status shows its own errors
+                self.errors += 1
+
+    def send(self) -> None:
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        rows = sum(len(o.symbols) for o in batch)
+        self._prune()
+        if len(self._refs) >= self.max_in_flight * (2 if self.tick else 1):  # observe (+ tick) per batch
+            self.dropped_batches += 1
+            self.dropped_rows += rows
+            return
+        feats, preds, realised = self.frames(batch)
+        self._refs.append(self.monitor.observe.remote(feats, preds, realised))
+        if self.tick:
+            self._refs.append(self.monitor.tick.remote())
+        self.sent_batches += 1
+        self.sent_rows += rows
+
+    def flush(self, timeout_s: float = 120.0) -> dict[str, int]:
+        """Send the buffered bars and wait (up to `timeout_s`) for every call in flight; return `stats`."""
+        self.send()
+        if self._refs:
+            ray.wait(self._refs, num_returns=len(self._refs), timeout=timeout_s)
+            self._prune()
+        return self.stats()
+
+    def stats(self) -> dict[str, int]:
+        return {"sent_batches": self.sent_batches, "sent_rows": self.sent_rows, "dropped_batches": self.dropped_batches,
+                "dropped_rows": self.dropped_rows, "errors": self.errors, "in_flight": len(self._refs)}

@@ -48,8 +48,16 @@ class Supervisor:
         self.symbols: list[str] = info["symbols"]
         self.ledger = LedgerActor.options(name=f"{run_id}:ledger", **opts).remote(ledger_url, cfg.initial_cash)
         self.broker = BrokerActor.options(name=f"{run_id}:broker", **opts).remote(cfg.broker)
+        self.drift: Any = None
+        if cfg.drift.enabled:  # the model strategy feeds it (docs/drift.md, "In the live loop")
+            from tradesys.actors.drift import DriftMonitor, monitor_kwargs
+
+            self.drift = DriftMonitor.options(name=f"{run_id}:drift", **opts).remote(**monitor_kwargs(cfg, run_id))
+            if cfg.drift.poll_s is not None:
+                self.drift.start.remote(cfg.drift.poll_s)
         self.strategy = StrategyActor.options(name=f"{run_id}:strategy", **opts).remote(
-            cfg.strategy, len(self.symbols), bars_per_year(cfg.data)
+            cfg.strategy, len(self.symbols), bars_per_year(cfg.data), self.drift, cfg.drift.send_every_bars,
+            cfg.drift.max_in_flight,
         )
         self.risk = RiskActor.options(name=f"{run_id}:risk", **opts).remote(cfg.risk)
         self.execution = ExecutionActor.options(name=f"{run_id}:execution", **opts).remote(
@@ -95,7 +103,23 @@ class Supervisor:
             "risk": self.risk,
             "execution": self.execution,
             **({"features": self.features} if self.features is not None else {}),
+            **({"drift": self.drift} if self.drift is not None else {}),
         }
+
+    def _finish_drift(self) -> dict[str, Any]:
+        """Hand the monitor the last observations, stop its loop, and return its compact status for the summary."""
+        from tradesys.actors.drift import compact_status
+
+        feed: dict[str, Any] = {}
+        try:
+            feed = ray.get(self.strategy.flush_drift.remote())
+        except Exception as exc:  # a lost tail of observations must not cost the run its summary
+            feed = {"flush_error": f"{type(exc).__name__}: {exc}"[:500]}
+        try:
+            ray.get(self.drift.stop.remote())
+            return compact_status(ray.get(self.drift.status.remote()), feed)
+        except Exception as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"[:500], "feed": feed}
 
     def progress(self) -> dict[str, Any]:
         with self._lock:
@@ -160,6 +184,7 @@ class Supervisor:
         if self._feature_refs:
             ray.get(self._feature_refs)  # the online store is current as of the last booked step
             self._feature_refs = []
+        drift = self._finish_drift() if self.drift is not None else None
         with self._lock:
             restarts = list(self.restarts)
             self._progress["state"] = "finishing"
@@ -188,5 +213,6 @@ class Supervisor:
             "risk": ray.get(self.risk.stats.remote()),
             "strategy": ray.get(self.strategy.stats.remote()),
             **({"features": ray.get(self.features.stats.remote())} if self.features is not None else {}),
+            **({"drift": drift} if drift is not None else {}),
             **({"market_data_lag": ray.get(self.md.lag.remote())} if self.cfg.data.bus != "direct" else {}),
         }

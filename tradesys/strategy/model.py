@@ -20,6 +20,12 @@ volatility. Orders follow the shared band/rebalance rule (`tradesys.strategy.siz
 Failures: a forecast that does not arrive (timeout, transport or server error: `ForecastUnavailable`) makes the
 strategy hold every position for that bar (no orders) and count the miss by reason (`stats`); the loop goes on.
 A non-finite forecast for one symbol holds that symbol only.
+
+Drift hand-off: an optional ``observer`` gets, once per bar, a `BarObservation` of the previous bar's forecasts: the
+raw feature row each was made from (the last row of its window, before standardising), the forecast in return units
+and the return realised since (the close-to-close return over the bar that followed). The row is complete only one
+bar later, so it is handed over then (`flush` hands over the last one with realised NaN). The strategy never waits
+on the observer; the live loop's StrategyActor passes one that buffers and forwards to the DriftMonitor.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -45,8 +52,10 @@ from tradesys.strategy.sizing import rebalance_order, vol_target_weight
 from tradesys.train.data import Standardizer, default_features
 
 __all__ = [
+    "FEATURE_NAMES",
     "N_FEATURES",
     "WARMUP_RETURNS",
+    "BarObservation",
     "ForecastUnavailable",
     "Forecaster",
     "LocalForecaster",
@@ -59,6 +68,24 @@ log = logging.getLogger(__name__)
 
 N_FEATURES = 4  # the columns of default_features
 WARMUP_RETURNS = 22  # the longest trailing window of default_features (rv22)
+FEATURE_NAMES = ("ret", "abs_ret", "rv5", "rv22")  # the columns of default_features, in order
+
+
+@dataclass(frozen=True)
+class BarObservation:
+    """One bar's forecasts for the drift monitor: row i is symbol ``symbols[i]`` at bar ``ts``.
+
+    ``features`` (n, 4): the raw `default_features` row (FEATURE_NAMES) the forecast was made from; ``predictions``
+    (n, 2): predicted next-bar return and volatility in return units (``ret * ret_scale``, ``vol * vol_scale``; NaN
+    when the bar's forecast did not arrive); ``realised`` (n,): the return over the next bar, ``close[next] /
+    close[ts] - 1`` (NaN when the symbol had no next bar).
+    """
+
+    ts: int
+    symbols: tuple[str, ...]
+    features: np.ndarray
+    predictions: np.ndarray
+    realised: np.ndarray
 
 
 class ForecastUnavailable(RuntimeError):
@@ -257,6 +284,7 @@ class ModelStrategy:
         bars_per_year: float = 252.0,
         strategy_id: str = "model",
         wall_clock: Callable[[], int] = time.time_ns,
+        observer: Callable[[BarObservation], None] | None = None,
     ) -> None:
         if n_symbols <= 0:
             raise ValueError(f"n_symbols: must be > 0, got {n_symbols}")
@@ -287,6 +315,8 @@ class ModelStrategy:
         self.misses: Counter[str] = Counter()
         self.non_finite = 0
         self.last_weights: dict[str, float] = {}  # the targets of the last bar (symbols in warm-up: 0)
+        self.observer = observer  # drift hand-off (module docstring); None: nothing is kept
+        self._pending: tuple[int, list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_config(cls, cfg: StrategyConfig, n_symbols: int, bars_per_year: float = 252.0) -> ModelStrategy:
@@ -309,11 +339,29 @@ class ModelStrategy:
 
     def window(self, closes: np.ndarray) -> np.ndarray:
         """The standardised (lookback, n_features) float32 window at the last of `closes` (oldest first)."""
+        return self._standardise(self._raw_window(closes))
+
+    def _raw_window(self, closes: np.ndarray) -> np.ndarray:
         c = np.asarray(closes, dtype=np.float64)[-self.history :]
         if c.shape[0] < self.history:
             raise ValueError(f"closes: need {self.history} closes (lookback + {WARMUP_RETURNS}), got {c.shape[0]}")
-        feats = default_features(c[1:] / c[:-1] - 1.0).to_numpy()[-self.lookback :]
+        return default_features(c[1:] / c[:-1] - 1.0).to_numpy()[-self.lookback :]
+
+    def _standardise(self, feats: np.ndarray) -> np.ndarray:
         return ((feats.astype(np.float32) - self._mean32) / self._std32).astype(np.float32)
+
+    def _hand_over(self, next_close: Mapping[str, float]) -> None:
+        """Complete the pending bar's rows with the returns realised since and give them to the observer."""
+        if self._pending is None or self.observer is None:
+            return
+        ts, syms, feats, preds, px = self._pending
+        self._pending = None
+        nxt = np.array([next_close.get(s, math.nan) for s in syms], dtype=np.float64)
+        self.observer(BarObservation(ts, tuple(syms), feats, preds, nxt / px - 1.0))
+
+    def flush(self) -> None:
+        """Hand over the last bar's forecasts (realised NaN: its next bar has not come); call at the end of a run."""
+        self._hand_over({})
 
     def weights_from_forecast(self, ret: np.ndarray, vol: np.ndarray) -> np.ndarray:
         """Target weights for model outputs in the model's scaled units; NaN where the forecast is not finite."""
@@ -346,10 +394,16 @@ class ModelStrategy:
             self._closes.setdefault(sym, deque(maxlen=self.history)).append(px)
             rows.append((sym, px))
         weights = {sym: 0.0 for sym, _ in rows}  # warm-up: flat
+        if self.observer is not None:
+            self._hand_over(dict(rows))
         ready = [sym for sym, _ in rows if len(self._closes[sym]) == self.history]
         if ready:
-            x = np.stack([self.window(np.fromiter(self._closes[s], float, self.history)) for s in ready])
+            raw = [self._raw_window(np.fromiter(self._closes[s], float, self.history)) for s in ready]
+            x = np.stack([self._standardise(f) for f in raw])
             self.forecast_calls += 1
+            if self.observer is not None:  # completed (realised) at the next bar; NaN forecasts unless one arrives
+                px = np.array([self._closes[s][-1] for s in ready], dtype=np.float64)
+                self._pending = (ts, ready, np.stack([f[-1] for f in raw]), np.full((len(ready), 2), np.nan), px)
             try:
                 out = self.forecaster.forecast(x, f"{self.strategy_id}-{ts}")
             except ForecastUnavailable as exc:
@@ -360,6 +414,9 @@ class ModelStrategy:
                     log.warning("%s: holding positions at %d: %s (%d bars held so far)", self.strategy_id, ts, exc, n)
                 return []
             w = self.weights_from_forecast(out["ret"], out["vol"])
+            if self._pending is not None:
+                self._pending[3][:, 0] = np.asarray(out["ret"], dtype=np.float64) * self.standardizer.ret_scale
+                self._pending[3][:, 1] = np.asarray(out["vol"], dtype=np.float64) * self.standardizer.vol_scale
             for sym, wi in zip(ready, w, strict=True):
                 weights[sym] = float(wi)
         self.last_weights = weights
