@@ -10,7 +10,6 @@ standardised here, the realised returns from the next bar's close; the in-proces
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 import ray
 import torch
 
+from tests.test_strategy_model import _bars, _closes
 from tradesys.actors.drift import LIVE_FEATURES, MonitorFeed, monitor_kwargs, reference_features
 from tradesys.backtest.runner import run_backtest
 from tradesys.config import ConfigError, TradesysConfig, load_config
@@ -49,14 +49,6 @@ REFERENCE_2017 = {"drift.reference_start": "2017-01-01", "drift.reference_end": 
 class Artefacts:
     model_path: Path
     scaler_path: Path
-
-
-def _bars(overrides: Mapping[str, object]) -> list[pa.RecordBatch]:
-    return list(make_source(load_config(overrides=dict(overrides)).data).batches())
-
-
-def _closes(batches: list[pa.RecordBatch]) -> pd.DataFrame:
-    return pd.concat([b.to_pandas() for b in batches]).pivot(index="ts", columns="symbol", values="close")
 
 
 @pytest.fixture(scope="module")
