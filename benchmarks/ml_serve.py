@@ -8,8 +8,10 @@ requests back to back over keep-alive HTTP connections (httpx), for ``--seconds`
 
 The reference, in the same run and the same process as the driver: the predictor the replicas load
 (`load_predictor(model.onnx)`, ONNX Runtime, one thread) called directly at batch 1, p50/p99 over ``--calls`` calls.
-Printed: p50/p99 latency and requests/s per concurrency level, and the ratio of Serve p50 (concurrency 1) to the
-direct p50: what Serve, HTTP and the router add on top of the model. Medians of ``--repeats`` repeats.
+Also timed: sequential batch-1 calls from the driver through a `DeploymentHandle` to ``ModelServerLive``, the path
+the live loop's model strategy takes (no HTTP proxy, no router). Printed: p50/p99 latency and requests/s per
+concurrency level and for the handle, and the ratios of Serve p50 (concurrency 1, and the handle) to the direct
+p50: what Serve, HTTP and the router add on top of the model. Medians of ``--repeats`` repeats.
 
     .venv/bin/python benchmarks/ml_serve.py [--concurrency 1,8,32] [--seconds 5] [--repeats 3]
         [--priority live|research] [--batch-wait-ms 2] [--max-batch-size 32]
@@ -109,6 +111,22 @@ def _direct(model_path: Path, calls: int) -> dict[str, float]:
             "rps": float(calls / t.sum())}
 
 
+def _handle(handle: Any, calls: int) -> dict[str, float]:
+    """Batch-1 calls through a DeploymentHandle to the live lane from the driver: the model strategy's path
+    (no HTTP proxy, no router)."""
+    x = np.random.default_rng(2).standard_normal((1, LOOKBACK, N_FEATURES)).astype(np.float32)
+    h = handle.options(multiplexed_model_id="1")
+    for _ in range(50):
+        h.predict.remote("1", x).result()
+    t = np.empty(calls)
+    for i in range(calls):
+        t0 = time.perf_counter()
+        h.predict.remote("1", x).result()
+        t[i] = time.perf_counter() - t0
+    return {"p50_ms": float(np.percentile(t, 50) * 1e3), "p99_ms": float(np.percentile(t, 99) * 1e3),
+            "rps": float(calls / t.sum())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--concurrency", default="1,8,32")
@@ -154,12 +172,15 @@ def main() -> None:
               name="ml_serve_bench", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     rows: dict[int, list[dict[str, Any]]] = {c: [] for c in levels}
+    handle_rows: list[dict[str, float]] = []
     for _ in range(args.repeats):
         for c in levels:
             cmd = [sys.executable, __file__, "--client", "--url", url, "--client-concurrency", str(c),
                    "--seconds", str(args.seconds), "--priority", args.priority]
             res = subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ.copy())
             rows[c].append(json.loads(res.stdout.strip().splitlines()[-1]))
+        handle_rows.append(_handle(serve.get_deployment_handle("ModelServerLive", app_name="ml_serve_bench"),
+                                   min(args.calls, 500)))
     serve.shutdown()
     ray.shutdown()
 
@@ -177,7 +198,10 @@ def main() -> None:
         errs = sum(r["errors"] for r in rows[c])
         base50 = p50 if base50 is None else base50
         print(f"{f'/v1/predict HTTP, concurrency {c}':<34}{p50:>10.3f}{p99:>10.3f}{rps:>10.0f}{errs:>8}")
-    print(f"Serve p50 at concurrency {levels[0]} / direct p50: {base50 / d50:.1f}x")
+    h50, h99, hrps = (med(r[k] for r in handle_rows) for k in ("p50_ms", "p99_ms", "rps"))
+    print(f"{'ModelServerLive handle, sequential':<34}{h50:>10.3f}{h99:>10.3f}{hrps:>10.0f}{0:>8}")
+    print(f"Serve p50 at concurrency {levels[0]} / direct p50: {base50 / d50:.1f}x; "
+          f"handle p50 / direct p50: {h50 / d50:.1f}x")
 
 
 if __name__ == "__main__":
