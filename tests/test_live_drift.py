@@ -23,7 +23,13 @@ import ray
 import torch
 
 from tests.test_strategy_model import _bars, _closes
-from tradesys.actors.drift import LIVE_FEATURES, MonitorFeed, monitor_kwargs, reference_features
+from tradesys.actors.drift import (
+    LIVE_FEATURES,
+    MonitorFeed,
+    monitor_kwargs,
+    reference_features,
+    reference_predictions,
+)
 from tradesys.backtest.runner import run_backtest
 from tradesys.config import ConfigError, TradesysConfig, load_config
 from tradesys.core.portfolio import Portfolio
@@ -206,6 +212,8 @@ def test_covid_window_drifts_from_calm_2017(ray_session: None, art: Artefacts, t
     cols = {c["name"]: c for c in rec["features"]["columns"]}
     assert {"abs_ret", "rv5", "rv22"} <= set(rec["features"]["drifted_columns"])
     assert cols["rv22"]["wasserstein"] > 1.0 and cols["rv22"]["ks_pvalue"] < 1e-10
+    # the forecasts are watched against the model's own 2017 forecasts (reference_predictions, on by default)
+    assert {c["name"] for c in rec["predictions"]["columns"]} == {"ret", "vol"}
     # and the same decision is in MLflow
     from mlflow import MlflowClient
 
@@ -271,3 +279,28 @@ def test_config_and_reference_errors_name_the_field(art: Artefacts, tmp_path: Pa
     thin = model_cfg(art, **{"drift.enabled": True, "drift.reference": str(tmp_path / "thin.csv")})
     with pytest.raises(ValueError, match="lacks column 'abs_ret'"):
         reference_features(thin.drift, thin.data)
+
+
+def test_reference_predictions_are_the_model_on_the_reference_windows(art: Artefacts) -> None:
+    """With reference "data" the monitor also gets the model's forecasts over 2017, so prediction drift is watched:
+    they equal `load_predictor` on windows built and standardised here from each symbol's whole close history."""
+    cfg = model_cfg(art, **{"drift.enabled": True, **REFERENCE_2017})
+    got = reference_predictions(cfg.drift, cfg.data, cfg.strategy, bars_per_year(cfg.data))
+    closes = _closes(_bars({"data.start": "2016-11-02", "data.end": "2017-12-31"}))  # the 60-day warm-up
+    scaler = json.loads(art.scaler_path.read_text())
+    mean32, std32 = np.asarray(scaler["mean"], np.float32), np.asarray(scaler["std"], np.float32)
+    predictor = load_predictor(art.model_path)
+    want = []
+    for sym in closes.columns:
+        f = default_features(closes[sym].pct_change().iloc[1:])
+        for ts in f.loc["2017"].index:
+            win = f.loc[:ts].to_numpy()[-LOOKBACK:]
+            if len(win) == LOOKBACK and np.isfinite(win).all():
+                out = predictor.predict(((win.astype(np.float32) - mean32) / std32)[None].astype(np.float32))
+                want.append([out["ret"][0] * scaler["ret_scale"], out["vol"][0] * scaler["vol_scale"]])
+    assert list(got.columns) == ["ret", "vol"] and len(got) == len(want) == 20 * 251
+    np.testing.assert_allclose(got.to_numpy(), np.asarray(want), rtol=1e-4, atol=1e-7)
+    kw = monitor_kwargs(cfg, "r3")
+    pd.testing.assert_frame_equal(kw["reference_predictions"], got)
+    off = model_cfg(art, **{"drift.enabled": True, **REFERENCE_2017, "drift.reference_predictions": False})
+    assert monitor_kwargs(off, "r4")["reference_predictions"] is None

@@ -198,13 +198,17 @@ class DriftConfig(_Section):
 
     Reference: "data" rebuilds the training-time feature rows (`default_features` per symbol) from `data.source`
     over reference_start..reference_end (the period the model was trained on); otherwise a .parquet/.csv file of
-    feature rows with columns ret, abs_ret, rv5, rv22 (extra columns are ignored).
+    feature rows with columns ret, abs_ret, rv5, rv22 (extra columns are ignored). With "data" the reference
+    windows are also scored by the strategy's forecaster (`reference_predictions`), so the forecasts are watched too.
     """
 
     enabled: bool = False
     reference: str = Field("data", min_length=1, description='"data", or a .parquet/.csv file of feature rows')
     reference_start: date | None = None
     reference_end: date | None = None
+    reference_predictions: bool = Field(
+        True, description='with reference "data": score the reference windows with the strategy\'s forecaster, so '
+                          "prediction drift is watched too")
     # hand-off and schedule
     send_every_bars: int = Field(5, ge=1, description="the strategy buffers this many bars per observe call")
     max_in_flight: int = Field(8, ge=1, description="observe calls outstanding before a batch is dropped")

@@ -931,8 +931,6 @@ def reference_features(drift: Any, data: Any) -> pd.DataFrame:
     as the model strategy computes them live. Otherwise the .parquet/.csv file named there (columns ret, abs_ret,
     rv5, rv22; rows with a NaN dropped).
     """
-    from datetime import timedelta
-
     cols = list(LIVE_FEATURES)
     if drift.reference != "data":
         path = Path(drift.reference)
@@ -947,13 +945,10 @@ def reference_features(drift: Any, data: Any) -> pd.DataFrame:
             raise ValueError(f"drift.reference: {str(path)!r} lacks column {missing[0]!r} (needs {', '.join(cols)})")
         out = frame[cols].astype(float).dropna().reset_index(drop=True)
     else:
-        from tradesys.data import make_source
         from tradesys.train.data import default_features
 
         start, end = drift.reference_start, drift.reference_end
-        src = make_source(data.model_copy(update={"start": start - timedelta(days=60), "end": end}))
-        bars = pd.concat([b.select(["ts", "symbol", "close"]).to_pandas() for b in src.batches()])
-        closes = bars.pivot(index="ts", columns="symbol", values="close")
+        closes = _reference_closes(drift, data)
         lo, hi = pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
         parts = []
         for sym in closes.columns:
@@ -965,6 +960,61 @@ def reference_features(drift: Any, data: Any) -> pd.DataFrame:
     if len(out) < 2:
         raise ValueError(f"drift.reference: only {len(out)} feature rows (check reference_start/reference_end)")
     return out
+
+
+def _reference_closes(drift: Any, data: Any) -> pd.DataFrame:
+    """Closes (ts x symbol) of `data`'s source from 60 days before reference_start to reference_end."""
+    from datetime import timedelta
+
+    from tradesys.data import make_source
+
+    src = make_source(data.model_copy(update={"start": drift.reference_start - timedelta(days=60),
+                                              "end": drift.reference_end}))
+    bars = pd.concat([b.select(["ts", "symbol", "close"]).to_pandas() for b in src.batches()])
+    return bars.pivot(index="ts", columns="symbol", values="close")
+
+
+def reference_predictions(drift: Any, data: Any, strategy: Any, bars_per_year: float = 252.0) -> pd.DataFrame:
+    """The model's forecasts over the reference period (``drift.reference == "data"``), in return units, with the
+    columns the live feed sends (`LIVE_PREDICTIONS`): the reference that prediction drift is measured against.
+
+    Per symbol, the model strategy's standardised window at each reference bar (the same `ModelStrategy.window`
+    the strategy trades on), scored by the strategy's own forecaster (the local model file or the served model) in
+    batches of `_REFERENCE_BATCH` windows, then scaled by the standardizer's ret/vol scales as the strategy does.
+    """
+    from tradesys.strategy.model import ModelStrategy
+
+    closes = _reference_closes(drift, data)
+    strat = ModelStrategy.from_config(strategy, max(1, closes.shape[1]), bars_per_year)
+    lo = pd.Timestamp(drift.reference_start, tz="UTC")
+    hi = pd.Timestamp(drift.reference_end, tz="UTC") + pd.Timedelta(days=1)
+    windows: list[np.ndarray] = []
+    for sym in closes.columns:
+        c = closes[sym].dropna()
+        c = c[c > 0]
+        values = c.to_numpy()
+        for i in np.flatnonzero((c.index >= lo) & (c.index < hi)):
+            if i + 1 >= strat.history:
+                windows.append(strat.window(values[: i + 1]))
+    if not windows:
+        raise ValueError("drift.reference: no reference bar has a full model window (check reference_start/end)")
+    x = np.stack(windows)
+    ret, vol = [], []
+    for k in range(0, len(x), _REFERENCE_BATCH):
+        out = strat.forecaster.forecast(x[k : k + _REFERENCE_BATCH], f"drift-reference-{k}")
+        ret.append(np.asarray(out["ret"], dtype=np.float64).reshape(-1))
+        vol.append(np.asarray(out["vol"], dtype=np.float64).reshape(-1))
+    frame = pd.DataFrame({
+        "ret": np.concatenate(ret) * strat.standardizer.ret_scale,
+        "vol": np.concatenate(vol) * strat.standardizer.vol_scale,
+    })  # fmt: skip
+    close = getattr(strat.forecaster, "close", None)
+    if callable(close):
+        close()
+    return frame[list(LIVE_PREDICTIONS)].dropna().reset_index(drop=True)
+
+
+_REFERENCE_BATCH = 1024
 
 
 def monitor_kwargs(cfg: Any, run_id: str) -> dict[str, Any]:
@@ -990,8 +1040,14 @@ def monitor_kwargs(cfg: Any, run_id: str) -> dict[str, Any]:
         launcher = JobSubmissionLauncher(d.jobs_address, working_dir=default_train_script().parents[1],
                                          auth_token_env=d.auth_token_env)  # fmt: skip
     runs = Path(cfg.ledger.runs_dir).expanduser().resolve()
+    preds = None
+    if d.reference == "data" and d.reference_predictions:
+        from tradesys.data import bars_per_year
+
+        preds = reference_predictions(d, cfg.data, cfg.strategy, bars_per_year(cfg.data))
     return {
         "reference_features": ref,
+        "reference_predictions": preds,
         "config": mc,
         "launcher": launcher,
         "train_argv": list(d.train_argv),
