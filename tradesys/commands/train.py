@@ -26,6 +26,14 @@ def _group() -> None:
     """Train forecasters (see docs/training.md)."""
 
 
+_STAGE_TEXT = {
+    "data": "building samples and the leak-free holdout split",
+    "holdout": "scoring the best model, the naive and the GARCH forecasts on the holdout",
+    "register": "logging the MLflow run and registering the model as challenger",
+    "promote": "Diebold-Mariano test against the champion",
+}
+
+
 class ProgressView:
     """Turns pipeline progress events into one rich progress bar (trials x epochs) and stage lines."""
 
@@ -48,7 +56,7 @@ class ProgressView:
                 label = "search" if stage == "search" else f"ray-train x{ev.get('num_workers', 1)}"
                 self.task = self.progress.add_task(label, total=total, best="")
             elif stage != "done":
-                self.progress.console.print(f"[bold]{stage}[/bold]")
+                self.progress.console.print(f"[bold]{stage}[/bold]: {_STAGE_TEXT.get(stage, '')}".rstrip(": "))
         elif kind == "trial_result" and self.task is not None:
             tid, epoch = str(ev["trial_id"]), int(ev["epoch"])
             step = max(0, epoch - self.seen.get(tid, 0))
