@@ -131,23 +131,25 @@ def test_canary_over_http_answers_with_the_assigned_version(server: Any, model_d
 
 
 def test_shadow_returns_champion_and_records_challenger(server: Any, model_dir: Path) -> None:
-    c = _client(server, challenger="2", canary_percent=100.0, shadow=True)
-    x = _windows(3, seed=4)
-    for i in range(3):
-        r = c.post("/v1/predict", json={"windows": x.tolist(), "request_id": f"s{i}"}, headers=H)
-        assert (r.status_code, r.json()["version"], r.json()["role"]) == (200, "1", "champion")
-        _assert_matches(r.json(), _direct(model_dir, "1", x))
-    deadline = time.monotonic() + 10
-    while len(c.get("/v1/predict/status", headers=H).json()["shadow_recent"]) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    status = c.get("/v1/predict/status", headers=H).json()
-    recs = status["shadow_recent"]
-    assert [rec["request_id"] for rec in recs] == ["s0", "s1", "s2"] and all(rec["ok"] for rec in recs)
-    a, b = _direct(model_dir, "1", x), _direct(model_dir, "2", x)
-    for k in a:
-        want = float(np.max(np.abs(a[k].astype(np.float64) - b[k])))
-        assert recs[0]["max_abs_diff"][k] == pytest.approx(want, rel=1e-4, abs=1e-6)
-    assert status["shadow"] is True and status["counts"]["2:ok"] == 3
+    # one event loop for the client's life (the context manager): the shadow calls run in the background and
+    # would be cancelled with a per-request loop before they finish
+    with _client(server, challenger="2", canary_percent=100.0, shadow=True) as c:
+        x = _windows(3, seed=4)
+        for i in range(3):
+            r = c.post("/v1/predict", json={"windows": x.tolist(), "request_id": f"s{i}"}, headers=H)
+            assert (r.status_code, r.json()["version"], r.json()["role"]) == (200, "1", "champion")
+            _assert_matches(r.json(), _direct(model_dir, "1", x))
+        deadline = time.monotonic() + 10
+        while len(c.get("/v1/predict/status", headers=H).json()["shadow_recent"]) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = c.get("/v1/predict/status", headers=H).json()
+        recs = status["shadow_recent"]
+        assert [rec["request_id"] for rec in recs] == ["s0", "s1", "s2"] and all(rec["ok"] for rec in recs)
+        a, b = _direct(model_dir, "1", x), _direct(model_dir, "2", x)
+        for k in a:
+            want = float(np.max(np.abs(a[k].astype(np.float64) - b[k])))
+            assert recs[0]["max_abs_diff"][k] == pytest.approx(want, rel=1e-4, abs=1e-6)
+        assert status["shadow"] is True and status["counts"]["2:ok"] == 3
 
 
 def test_faulty_challenger_triggers_rollback(server: Any, model_dir: Path) -> None:
@@ -167,20 +169,22 @@ def test_faulty_challenger_triggers_rollback(server: Any, model_dir: Path) -> No
 
 
 def test_faulty_shadow_challenger_is_recorded_and_rolled_back(server: Any, model_dir: Path) -> None:
-    c = _client(server, challenger="3", shadow=True, window_size=10, min_requests=3, max_error_rate=0.5)
-    x = _windows(2, seed=6)
-    for i in range(3):
-        r = c.post("/v1/predict", json={"windows": x.tolist()}, headers={**H, "X-Request-ID": f"sh{i}"})
-        assert (r.status_code, r.json()["version"]) == (200, "1")
-        _assert_matches(r.json(), _direct(model_dir, "1", x))
-    deadline = time.monotonic() + 10
-    while not c.get("/v1/predict/status", headers=H).json()["rolled_back"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    status = c.get("/v1/predict/status", headers=H).json()
-    assert status["rolled_back"] is True and status["shadow"] is False
-    assert "error rate 1.000" in status["rollback_reason"]
-    assert [rec["ok"] for rec in status["shadow_recent"]] == [False] * 3
-    assert "features" in status["shadow_recent"][0]["error"] or "shape" in status["shadow_recent"][0]["error"]
+    # one event loop for the client's life (the context manager): the shadow calls run in the background and
+    # would be cancelled with a per-request loop before they finish
+    with _client(server, challenger="3", shadow=True, window_size=10, min_requests=3, max_error_rate=0.5) as c:
+        x = _windows(2, seed=6)
+        for i in range(3):
+            r = c.post("/v1/predict", json={"windows": x.tolist()}, headers={**H, "X-Request-ID": f"sh{i}"})
+            assert (r.status_code, r.json()["version"]) == (200, "1")
+            _assert_matches(r.json(), _direct(model_dir, "1", x))
+        deadline = time.monotonic() + 10
+        while not c.get("/v1/predict/status", headers=H).json()["rolled_back"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = c.get("/v1/predict/status", headers=H).json()
+        assert status["rolled_back"] is True and status["shadow"] is False
+        assert "error rate 1.000" in status["rollback_reason"]
+        assert [rec["ok"] for rec in status["shadow_recent"]] == [False] * 3
+        assert "features" in status["shadow_recent"][0]["error"] or "shape" in status["shadow_recent"][0]["error"]
 
 
 def test_rollback_on_p99_latency() -> None:
