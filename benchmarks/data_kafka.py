@@ -29,7 +29,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from tests.conftest import free_port
 from tests.tansu import _wait_listening, tansu_binary
 from tradesys.bus import decode_records, encode_batch, publish_batch
-from tradesys.bus.kafka import KafkaBus
+from tradesys.bus.kafka import DEFAULT_CONSUMER_CONFIG, KafkaBus
 from tradesys.core.schemas import TRADE_SCHEMA
 
 N_BATCHES, ROWS, SYMBOLS = 400, 2000, 20
@@ -91,7 +91,9 @@ def bare(bootstrap: str, values: list[tuple[bytes, bytes]], compression: str) ->
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, compression_type=compression,
         linger_ms=5, batch_size=256 * 1024, max_request_size=16 * 1024 * 1024,
     )  # fmt: skip
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+    # the broker-facing fetch setting our consumer uses, so the ratio measures our code, not a different fetch wait
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                      fetch_max_wait_ms=DEFAULT_CONSUMER_CONFIG["fetch_max_wait_ms"])
     tps = [TopicPartition(topic, i) for i in range(4)]
     c.assign(tps)
     c.seek_to_beginning()
