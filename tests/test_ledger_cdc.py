@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from tests.tansu import tansu_broker  # noqa: F401  (fixture)
 from tradesys.backtest.runner import run_backtest
 from tradesys.bus import Bus, MemoryBus
 from tradesys.config import load_config

@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.tansu import tansu_broker  # noqa: F401  (fixture)
 from tradesys.backtest.runner import run_backtest
 from tradesys.bus import MemoryBus
 from tradesys.bus.kafka import KafkaBus
@@ -56,7 +55,7 @@ def test_kafka_mode_needs_a_bootstrap(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_live_loop_over_kafka_matches_backtest(ray_session: None, tansu_broker: str, tmp_path: Path) -> None:  # noqa: F811
+def test_live_loop_over_kafka_matches_backtest(ray_session: None, tansu_broker: str, tmp_path: Path) -> None:
     topic = f"bars-{uuid.uuid4().hex[:8]}"
     cfg = load_config(None, ["data.end=2016-09-30", "data.bus=kafka", f"data.kafka_bootstrap={tansu_broker!r}",
                              f"data.topic={topic!r}", f"data.consumer_group={topic!r}",
