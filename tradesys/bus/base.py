@@ -95,6 +95,18 @@ def check_topic_name(name: str) -> None:
         raise ValueError(f"topic: {name!r} is not a valid topic name ([A-Za-z0-9._-], 1-249 chars)")
 
 
+def check_consumer_args(topics: Sequence[str] | str, group: str, auto_offset_reset: str) -> list[str]:
+    """The contract's checks on `Bus.consumer` arguments, shared by every adapter; returns the topics as a list."""
+    names = [topics] if isinstance(topics, str) else list(topics)
+    for t in names:
+        check_topic_name(t)
+    if not group:
+        raise ValueError("group: must be a non-empty string")
+    if auto_offset_reset not in ("earliest", "latest"):
+        raise ValueError(f"auto_offset_reset: must be 'earliest' or 'latest', got {auto_offset_reset!r}")
+    return names
+
+
 def check_partitions(partitions: int) -> None:
     if not isinstance(partitions, int) or partitions < 1:
         raise ValueError(f"partitions: must be a positive int, got {partitions!r}")

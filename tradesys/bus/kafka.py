@@ -26,7 +26,14 @@ from kafka.errors import CommitFailedError as _KafkaCommitFailed
 from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from tradesys.bus.base import CommitFailedError, OffsetReset, Record, check_partitions, check_topic_name
+from tradesys.bus.base import (
+    CommitFailedError,
+    OffsetReset,
+    Record,
+    check_consumer_args,
+    check_partitions,
+    check_topic_name,
+)
 
 DEFAULT_CONSUMER_CONFIG: dict[str, Any] = {
     # Tansu completes a group join after about session_timeout_ms / 2: keep it short.
@@ -98,15 +105,8 @@ class KafkaBus:
     def consumer(
         self, topics: Sequence[str], group: str, *, auto_offset_reset: OffsetReset = "earliest"
     ) -> KafkaBusConsumer:
-        if isinstance(topics, str):
-            topics = [topics]
-        for t in topics:
-            check_topic_name(t)
-        if not group:
-            raise ValueError("group: must be a non-empty string")
-        if auto_offset_reset not in ("earliest", "latest"):
-            raise ValueError(f"auto_offset_reset: must be 'earliest' or 'latest', got {auto_offset_reset!r}")
-        return KafkaBusConsumer(self, list(topics), group, auto_offset_reset)
+        names = check_consumer_args(topics, group, auto_offset_reset)
+        return KafkaBusConsumer(self, names, group, auto_offset_reset)
 
     def close(self) -> None:
         if self._admin is not None:

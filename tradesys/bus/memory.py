@@ -18,6 +18,7 @@ from tradesys.bus.base import (
     CommitFailedError,
     OffsetReset,
     Record,
+    check_consumer_args,
     check_partitions,
     check_topic_name,
     default_partition,
@@ -94,15 +95,8 @@ class MemoryBus:
     def consumer(
         self, topics: Sequence[str], group: str, *, auto_offset_reset: OffsetReset = "earliest"
     ) -> MemoryConsumer:
-        if isinstance(topics, str):
-            topics = [topics]
-        for t in topics:
-            check_topic_name(t)
-        if not group:
-            raise ValueError("group: must be a non-empty string")
-        if auto_offset_reset not in ("earliest", "latest"):
-            raise ValueError(f"auto_offset_reset: must be 'earliest' or 'latest', got {auto_offset_reset!r}")
-        c = MemoryConsumer(self, tuple(topics), group, auto_offset_reset)
+        names = check_consumer_args(topics, group, auto_offset_reset)
+        c = MemoryConsumer(self, tuple(names), group, auto_offset_reset)
         with self._cond:
             self._groups.setdefault(group, []).append(c)
             self._rebalance(group)
