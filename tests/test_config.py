@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tradesys.config import ConfigError, load_config, parse_override
+from tradesys.config import ConfigError, load_config, parse_override, redact_url
 
 
 def test_defaults_are_valid() -> None:
@@ -66,3 +66,27 @@ def test_parse_override_types() -> None:
     assert parse_override("a.b=hello") == ("a.b", "hello")
     with pytest.raises(ConfigError, match=r"expected section\.field=value"):
         parse_override("nonsense")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://user:s3cret@host:5432/db", "postgresql://user:***@host:5432/db"),
+        ("postgres://u:p/x@h/db", "postgres://u:***@h/db"),
+        ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("postgresql://u@h/db?password=s3cret&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
+        ("postgresql://user@host/db", "postgresql://user@host/db"),
+        ("sqlite:///runs/a:b@c.db", "sqlite:///runs/a:b@c.db"),
+        ("http://host:8080/v1/predict", "http://host:8080/v1/predict"),
+    ],
+)
+def test_redact_url(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+def test_bad_ledger_url_error_masks_the_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=['ledger.url="mysql://admin:s3cret@h/db"'])
+    msg = str(info.value)
+    assert msg.startswith("ledger"), msg
+    assert "s3cret" not in msg and "admin:***@h/db" in msg

@@ -6,6 +6,7 @@ Configuration comes from defaults, then an optional TOML file, then `section.fie
 
 from __future__ import annotations
 
+import re
 import tomllib
 from datetime import date, datetime
 from pathlib import Path
@@ -16,6 +17,32 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the reason."""
+
+
+# userinfo "user:password@" right after "scheme://"; the password runs to the first "@" (RFC 3986 forbids a raw
+# "@" there), so a stray "/" in a password is still masked rather than leaked
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s'\"]*):[^@\s'\"]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd)=)[^&#\s'\"]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """Mask passwords in a URL (or in any text holding URLs) before it is printed or logged.
+
+    `postgresql://user:s3cret@host/db` -> `postgresql://user:***@host/db`; a `?password=` query value is masked
+    too. Text without credentials comes back unchanged.
+    """
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", url))
+
+
+def redact_tree(value: Any) -> Any:
+    """`redact_url` applied to every string in a JSON-like tree (the dumped config), so no secret is printed."""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, dict):
+        return {k: redact_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_tree(v) for v in value]
+    return value
 
 
 class _Section(BaseModel):
@@ -163,7 +190,7 @@ class LedgerConfig(_Section):
     @model_validator(mode="after")
     def _known_scheme(self) -> LedgerConfig:
         if self.url is not None and not self.url.startswith(("sqlite://", "postgresql://", "postgres://")):
-            raise ValueError(f"url must start with sqlite:// or postgresql://, got {self.url!r}")
+            raise ValueError(f"url must start with sqlite:// or postgresql://, got {redact_url(self.url)!r}")
         return self
 
 
@@ -311,7 +338,7 @@ def _format(err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         show_input = "input" in e and e["type"] != "value_error"
         parts.append(f"{loc}: {msg} (got {e['input']!r})" if show_input else f"{loc}: {msg}")
-    return "; ".join(parts)
+    return redact_url("; ".join(parts))  # an echoed input may be a URL with a password
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -7,6 +7,7 @@ satisfies `DataSource` and yields one Arrow batch in `BAR_SCHEMA` per timestamp.
 from __future__ import annotations
 
 from tradesys.config import DataConfig
+from tradesys.data.check import available_symbols, check_data
 from tradesys.data.historical import (
     Sp500StocksSource,
     TableSource,
@@ -27,10 +28,12 @@ __all__ = [
     "SyntheticParams",
     "TableSource",
     "UsIndicesSource",
+    "available_symbols",
     "bars_from_closes",
     "bars_per_year",
     "bars_table",
     "batch_ts",
+    "check_data",
     "make_source",
 ]
 
