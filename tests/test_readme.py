@@ -60,7 +60,7 @@ EXPECT: dict[str, str] = {
     "tradesys risk var": r"VaR 99\.0% 1d",
     "tradesys risk stress": r"(?i)stress",
     "tradesys data generate": r"wrote [\d,]+ trades rows",
-    "tradesys train run": r"registry\s.*\bv1\b",
+    "tradesys train run": r"registry\s+tradesys-forecaster v\d+ ",
     "tradesys models list": r"version\(s\)",
 }
 
@@ -69,6 +69,7 @@ SHORTEN: dict[str, list[str]] = {
     "tradesys demo": ["-s", "data.start=2022-07-01"],
     "tradesys live": ["-s", "data.start=2022-07-01"],
     "tradesys backtest": ["-s", "data.start=2022-07-01"],
+    "tradesys train run": ["--max-epochs", "2", "--max-samples", "600", "--holdout", "100"],
 }
 
 # commands that serve until stopped: the test picks the port, waits for the key line, then sends Ctrl-C
@@ -144,6 +145,7 @@ def is_runnable(cmd: str) -> bool:
 
 
 def key_line(cmd: str) -> str:
+    cmd = _bare(cmd)
     matches = [p for p in EXPECT if cmd == p or cmd.startswith(p + " ")]
     assert matches, f"README command {cmd!r} has no expected output line in EXPECT (tests/test_readme.py): add one"
     return EXPECT[max(matches, key=len)]
@@ -183,16 +185,20 @@ class Tour:
         else:
             cmd_part = cmd
         words = shlex.split(cmd_part)
+        env = dict(self.env)
+        while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):  # VAR=value prefixes, as a shell does
+            name, value = words.pop(0).split("=", 1)
+            env[name] = value
         assert words[0] == "tradesys", cmd
         argv = [TRADESYS, *words[1:]]
         for prefix, extra in SHORTEN.items():
-            if self._from_table(cmd) and cmd.startswith(prefix) and "data.start=" not in cmd:
+            if self._from_table(cmd) and _bare(cmd).startswith(prefix):
                 argv += extra
         t0 = time.monotonic()
-        if cmd.startswith(SERVERS):
-            rc, out = self._serve(argv)
+        if _bare(cmd).startswith(SERVERS):
+            rc, out = self._serve(argv, env)
         else:
-            proc = subprocess.run(argv, cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=TIMEOUT_S)
+            proc = subprocess.run(argv, cwd=self.cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
             rc, out = proc.returncode, proc.stdout + proc.stderr
             if redirect:
                 (self.cwd / redirect).write_text(proc.stdout)
@@ -201,12 +207,12 @@ class Tour:
     def _from_table(self, cmd: str) -> bool:
         return cmd in table_commands() and cmd not in bash_commands()
 
-    def _serve(self, argv: list[str]) -> tuple[int, str]:
+    def _serve(self, argv: list[str], env: dict[str, str]) -> tuple[int, str]:
         """Start the server on a free port, wait for its key line, check /health and the OpenAPI doc, Ctrl-C it."""
         port = free_port()
         log = self.cwd / f"serve-{port}.log"
         with open(log, "wb") as fh:
-            proc = subprocess.Popen([*argv, "--port", str(port)], cwd=self.cwd, env=self.env, stdout=fh,
+            proc = subprocess.Popen([*argv, "--port", str(port)], cwd=self.cwd, env=env, stdout=fh,
                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         try:
             deadline = time.monotonic() + TIMEOUT_S
@@ -228,11 +234,16 @@ class Tour:
                 proc.wait(timeout=30)
 
 
+def _bare(cmd: str) -> str:
+    """The command without leading VAR=value assignments."""
+    return re.sub(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)+", "", cmd)
+
+
 def tour_commands() -> list[str]:
     """Runnable `tradesys` commands: the bash blocks in order, then the table's own (deduplicated)."""
     seen: list[str] = []
     for cmd in [*bash_commands(), *table_commands()]:
-        if cmd.startswith("tradesys") and is_runnable(cmd) and cmd not in seen:
+        if _bare(cmd).startswith("tradesys") and is_runnable(cmd) and cmd not in seen:
             seen.append(cmd)
     return seen
 
