@@ -26,7 +26,7 @@ def test_defaults_are_valid() -> None:
         ('data.source="bloomberg"', "data.source"),
         ("data.speed=-2", "data.speed"),
         ("strategy.fast=300", "strategy"),
-        ('ledger.url="mysql://x/y"', "ledger"),
+        ('ledger.url="mysql://x/y"', "ledger.url"),
         ("risk.not_a_limit=3", "risk.not_a_limit"),
     ],
 )
@@ -88,5 +88,5 @@ def test_bad_ledger_url_error_masks_the_password() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(overrides=['ledger.url="mysql://admin:s3cret@h/db"'])
     msg = str(info.value)
-    assert msg.startswith("ledger"), msg
+    assert msg.startswith("ledger.url: must start with sqlite://"), msg
     assert "s3cret" not in msg and "admin:***@h/db" in msg

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -34,14 +34,43 @@ _register_subcommands()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override: section.field=value")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="print the summary as JSON on stdout (NaN -> null); progress goes to stderr")
+]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="also write the summary as JSON to this file")]
 
 
-def _config(config: Path | None, overrides: list[str] | None) -> TradesysConfig:
+def _fail(kind: str, message: str) -> NoReturn:
+    """One line on stderr (no wrapping, no traceback), exit code 2: the user-facing error contract."""
+    typer.echo(f"{kind} error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(2)
+
+
+def _config(config: Path | None, overrides: list[str] | None, *, check_data: bool = True) -> TradesysConfig:
+    """Load and validate the configuration, data-dependent settings included, before anything starts."""
+    from tradesys.data import check_data as _check_data
+
     try:
-        return load_config(config, overrides or [])
+        cfg = load_config(config, overrides or [])
+        if check_data:
+            _check_data(cfg.data)
     except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        _fail("config", str(exc))
+    return cfg
+
+
+def _console(json_stdout: bool) -> Console:
+    """Progress and tables go to stderr when stdout carries JSON, so `... --json | jq` works."""
+    return Console(stderr=True) if json_stdout else console
+
+
+def _emit(summary: dict[str, object], json_stdout: bool, out: Path | None) -> None:
+    from tradesys.commands.output import dumps, write_json
+
+    if out is not None:
+        write_json(out, summary)
+    if json_stdout:
+        typer.echo(dumps(summary))
 
 
 @app.command()
@@ -54,21 +83,23 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None) -> None:
         f"[bold]tradesys demo[/bold]: {cfg.data.source} {cfg.data.start} .. {cfg.data.end}, "
         f"strategy {cfg.strategy.name}, simulated broker, initial cash {cfg.initial_cash:,.0f}"
     )
-    run_live(cfg, console=console)
+    try:
+        run_live(cfg, console=console)
+    except ConfigError as exc:
+        _fail("config", str(exc))
 
 
 @app.command()
-def live(
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="also write the summary as JSON")] = None,
-) -> None:
+def live(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False, out: OutOpt = None) -> None:
     """Run the live loop under a Supervisor actor (joins RAY_ADDRESS or ray.address if set)."""
     from tradesys.live import run_live
 
-    summary = run_live(_config(config, set_), console=console)
-    if json_out:
-        json_out.write_text(json.dumps(summary, indent=2, default=str))
+    cfg = _config(config, set_)
+    try:
+        summary = run_live(cfg, console=_console(json_))
+    except ConfigError as exc:
+        _fail("config", str(exc))
+    _emit(summary, json_, out)
 
 
 @app.command()
@@ -76,18 +107,31 @@ def backtest(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     ledger: Annotated[str, typer.Option(help="ledger URL")] = "sqlite:///:memory:",
+    json_: JsonOpt = False,
+    out: OutOpt = None,
 ) -> None:
     """Run the same strategy, risk and execution in-process over the replayed data (no actors)."""
     from rich.progress import Progress
 
     from tradesys.backtest.runner import run_backtest
+    from tradesys.config import DataError, redact_url
     from tradesys.live import summary_table
 
     cfg = _config(config, set_)
-    with Progress(console=console) as bar:
-        task = bar.add_task("backtest", total=None)
-        summary, _ = run_backtest(cfg, ledger, on_step=lambda i, n, _r: bar.update(task, completed=i, total=n))
-    console.print(summary_table({**summary.as_dict(), "run_id": "backtest", "reason": "completed"}))
+    if not ledger.startswith(("sqlite://", "postgresql://", "postgres://")):
+        _fail("config", f"--ledger: must start with sqlite:// or postgresql://, got {redact_url(ledger)!r}")
+    shown = _console(json_)
+    try:
+        with Progress(console=shown, transient=True) as bar:
+            task = bar.add_task("backtest", total=None)
+            summary, _ = run_backtest(cfg, ledger, on_step=lambda i, n, _r: bar.update(task, completed=i, total=n))
+    except DataError as exc:
+        _fail("data", str(exc))
+    except ConfigError as exc:
+        _fail("config", str(exc))
+    result = {**summary.as_dict(), "run_id": "backtest", "reason": "completed", "ledger_url": redact_url(ledger)}
+    shown.print(summary_table(result))
+    _emit(result, json_, out)
 
 
 @app.command()
@@ -115,9 +159,19 @@ def serve(
 
 
 @app.command("config")
-def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Print the effective configuration as JSON (after file and overrides, validated)."""
-    console.print_json(_config(config, set_).model_dump_json())
+def show_config(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    toml: Annotated[bool, typer.Option("--toml", help="print a commented TOML template of every setting")] = False,
+) -> None:
+    """Print the effective configuration as JSON (after file and overrides, validated; passwords masked)."""
+    from tradesys.config import config_template, redact_tree
+
+    if toml:
+        typer.echo(config_template(), nl=False)
+        return
+    cfg = _config(config, set_)
+    typer.echo(json.dumps(redact_tree(cfg.model_dump(mode="json")), indent=2))
 
 
 if __name__ == "__main__":

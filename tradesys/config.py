@@ -19,6 +19,10 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the reason."""
 
 
+class DataError(ConfigError):
+    """A data source failed during a run; the message names the data setting behind it (`data.source: ...`)."""
+
+
 # userinfo "user:password@" right after "scheme://"; the password runs to the first "@" (RFC 3986 forbids a raw
 # "@" there), so a stray "/" in a password is still masked rather than leaked
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s'\"]*):[^@\s'\"]*@")
@@ -52,19 +56,23 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where market data comes from and how fast it is replayed."""
 
-    source: Literal["sp500_stocks", "us_indices", "synthetic"] = "sp500_stocks"
-    symbols: list[str] | None = None  # None: every symbol the source has
-    start: date | None = date(2016, 1, 1)
-    end: date | None = date(2022, 12, 31)
+    source: Literal["sp500_stocks", "us_indices", "synthetic"] = Field("sp500_stocks",
+        description="sp500_stocks: 20 stocks 1990-2022; us_indices: SP500, NASDAQ 1999-2018; synthetic: GBM")
+    symbols: list[str] | None = Field(None,
+        description='symbols to trade, e.g. ["AAPL", "JPM"]; unset: every symbol the source has')
+    start: date | None = Field(date(2016, 1, 1), description="first bar date (synthetic: first session date)")
+    end: date | None = Field(date(2022, 12, 31),
+        description="last bar date, inclusive (synthetic: only truncates the sessions)")
     speed: float = Field(0.0, ge=0.0, description="replay speed in bars per second; 0 = as fast as possible")
-    seed: int = 7
-    synthetic_days: int = Field(5, gt=0)
-    synthetic_bar_seconds: int = Field(60, gt=0)
+    seed: int = Field(7, description="synthetic: random seed")
+    synthetic_days: int = Field(5, gt=0, description="synthetic: trading sessions generated")
+    synthetic_bar_seconds: int = Field(60, gt=0, description="synthetic: bar length in seconds")
     # the bus between the data and the loop: "direct" (the MarketDataActor reads the source) or "kafka"
-    bus: Literal["direct", "kafka"] = "direct"
+    bus: Literal["direct", "kafka"] = Field("direct",
+        description="direct: the MarketDataActor reads the source; kafka: bars travel through a Kafka topic")
     kafka_bootstrap: str | None = Field(None, description="host:port,...; None: $TRADESYS_KAFKA_BOOTSTRAP")
-    topic: str = Field("tradesys.bars", min_length=1)
-    consumer_group: str = Field("tradesys-live", min_length=1)
+    topic: str = Field("tradesys.bars", min_length=1, description="kafka: the bar topic")
+    consumer_group: str = Field("tradesys-live", min_length=1, description="kafka: the loop's consumer group")
     publish: bool = Field(True, description="kafka: this run publishes the source to the topic (False: a feed does)")
     idle_timeout_s: float = Field(60.0, gt=0, description="kafka: end the run after this long without data")
 
@@ -88,22 +96,25 @@ class StrategyConfig(_Section):
     """The strategy (docs/strategies.md). "trend": moving-average trend (tradesys.strategy.trend); "model": trades on
     a forecaster's predicted return and volatility (tradesys.strategy.model). Sizing and order fields are shared."""
 
-    name: Literal["trend", "model"] = "trend"
+    name: Literal["trend", "model"] = Field("trend",
+        description="trend: moving-average trend; model: trades on a forecaster")
     # trend
-    fast: int = Field(20, gt=1)
-    slow: int = Field(100, gt=2)
-    vol_lookback: int = Field(20, gt=2)
+    fast: int = Field(20, gt=1, description="trend: fast moving-average window (bars)")
+    slow: int = Field(100, gt=2, description="trend: slow moving-average window (bars)")
+    vol_lookback: int = Field(20, gt=2, description="volatility estimate window for sizing (bars)")
     # sizing and orders (both strategies)
     target_vol: float = Field(0.10, gt=0.0, le=2.0, description="annualised volatility target per position")
     max_weight: float = Field(0.08, gt=0.0, le=1.0, description="cap on |weight| per symbol")
-    allow_short: bool = True
+    allow_short: bool = Field(True, description="allow negative target weights")
     rebalance_band: float = Field(0.25, ge=0.0, le=1.0, description="trade only if off target by this fraction")
-    order_type: Literal["market", "limit"] = "market"
-    limit_offset_bps: float = Field(10.0, ge=0.0)
+    order_type: Literal["market", "limit"] = Field("market", description="order type the strategy sends")
+    limit_offset_bps: float = Field(10.0, ge=0.0,
+        description="limit orders: price this many bps through the last close")
     # model: where the forecasts come from
     forecaster: Literal["local", "serve"] = Field("local", description="local: model_path in process; serve: Serve")
     model_path: str | None = Field(None, description="local: an exported .onnx or TorchScript .pt file")
-    model_backend: Literal["auto", "onnxruntime", "torchscript", "tensorrt"] = "auto"
+    model_backend: Literal["auto", "onnxruntime", "torchscript", "tensorrt"] = Field("auto",
+        description="local: runtime for model_path (auto picks by file type)")
     standardizer_path: str | None = Field(None, description="the training run's standardizer.json")
     lookback: int | None = Field(None, ge=1, description="window rows; None: the model's (required with serve_url)")
     serve_url: str | None = Field(None, description="serve over HTTP: the full POST /v1/predict URL")
@@ -144,19 +155,20 @@ class StrategyConfig(_Section):
 class RiskConfig(_Section):
     """Pre-trade limits. Each breach rejects the order with its own reason."""
 
-    max_order_qty: float = Field(50_000, gt=0)
-    max_order_notional: float = Field(250_000, gt=0)
-    max_position_notional: float = Field(400_000, gt=0)
+    max_order_qty: float = Field(50_000, gt=0, description="largest quantity of one order")
+    max_order_notional: float = Field(250_000, gt=0, description="largest notional of one order")
+    max_position_notional: float = Field(400_000, gt=0,
+        description="largest |position notional| per symbol after an order")
     price_collar_pct: float = Field(0.05, gt=0, lt=1, description="limit price within this fraction of last")
-    max_orders_per_window: int = Field(200, gt=0)
+    max_orders_per_window: int = Field(200, gt=0, description="orders accepted per order_window_seconds")
     order_window_seconds: float = Field(86_400, gt=0, description="order-rate window, in market-clock time")
     daily_loss_limit_pct: float = Field(0.05, gt=0, lt=1, description="kill switch: loss vs. start-of-day equity")
     # portfolio limits, checked on the book as it would be after each order (risk-reducing orders always pass)
     max_gross_leverage: float | None = Field(2.0, gt=0, description="gross exposure / equity; None: off")
     max_net_leverage: float | None = Field(1.5, gt=0, description="|net exposure| / equity; None: off")
     var_limit_pct: float | None = Field(0.06, gt=0, lt=1, description="one-bar VaR / equity; None: off")
-    var_confidence: float = Field(0.99, gt=0.5, lt=1)
-    var_method: Literal["historical", "ewma"] = "historical"
+    var_confidence: float = Field(0.99, gt=0.5, lt=1, description="confidence level of the VaR limit")
+    var_method: Literal["historical", "ewma"] = Field("historical", description="VaR estimator of the risk gate")
     var_window: int = Field(250, ge=2, description="returns kept for the VaR (bars)")
     var_min_obs: int = Field(20, ge=2, description="VaR limit enforced once this many returns are seen")
 
@@ -170,10 +182,10 @@ class RiskConfig(_Section):
 class BrokerConfig(_Section):
     """The simulated venue."""
 
-    kind: Literal["sim", "alpaca"] = "sim"
-    fee_bps: float = Field(0.5, ge=0)
-    fee_min: float = Field(0.0, ge=0)
-    slippage_bps: float = Field(2.0, ge=0)
+    kind: Literal["sim", "alpaca"] = Field("sim", description="the venue: sim (SimBroker) or alpaca (paper)")
+    fee_bps: float = Field(0.5, ge=0, description="fee per fill in bps of notional")
+    fee_min: float = Field(0.0, ge=0, description="minimum fee per fill")
+    slippage_bps: float = Field(2.0, ge=0, description="fill price slippage in bps against the order")
     participation_cap: float = Field(0.10, gt=0, le=1, description="max fraction of bar volume per fill")
 
 
@@ -184,36 +196,39 @@ class LedgerConfig(_Section):
     last timestamp.
     """
 
-    url: str | None = None
-    runs_dir: str = "runs"
+    url: str | None = Field(None,
+        description="sqlite:///path or postgresql://user@host/db; unset: runs/<run id>/ledger.db")
+    runs_dir: str = Field("runs", description="folder of per-run ledgers and artefacts")
 
-    @model_validator(mode="after")
-    def _known_scheme(self) -> LedgerConfig:
-        if self.url is not None and not self.url.startswith(("sqlite://", "postgresql://", "postgres://")):
-            raise ValueError(f"url must start with sqlite:// or postgresql://, got {redact_url(self.url)!r}")
-        return self
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str | None) -> str | None:
+        """Error names `ledger.url`; the echoed URL is masked (it may carry a password)."""
+        if v is not None and not v.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError(f"must start with sqlite:// or postgresql://, got {redact_url(v)!r}")
+        return v
 
 
 class ServeConfig(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8000, gt=0, lt=65536)
-    api_key_env: str = "TRADESYS_API_KEY"
+    host: str = Field("127.0.0.1", description="HTTP API bind address")
+    port: int = Field(8000, gt=0, lt=65536, description="HTTP API port")
+    api_key_env: str = Field("TRADESYS_API_KEY", description="env var holding the HTTP API key")
 
 
 class RayConfig(_Section):
-    address: str | None = None  # None: start a local cluster (or join RAY_ADDRESS)
-    num_cpus: int | None = Field(None, gt=0)
-    include_dashboard: bool = True
+    address: str | None = Field(None, description="Ray cluster to join; unset: $RAY_ADDRESS or a new local cluster")
+    num_cpus: int | None = Field(None, gt=0, description="local cluster CPUs; unset: all")
+    include_dashboard: bool = Field(True, description="start the Ray dashboard with a local cluster")
     max_restarts: int = Field(3, ge=0, description="restarts of each child actor before the run fails")
 
 
 class FeaturesConfig(_Section):
     """Streaming features computed beside the loop (FeatureActor) and kept current in the online store."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="run a FeatureActor beside the loop")
     name: str = Field("live_technical", min_length=1, description="feature name in the online store")
-    version: int = Field(1, ge=1)
-    online: Literal["memory", "redis"] = "memory"
+    version: int = Field(1, ge=1, description="feature version in the online store")
+    online: Literal["memory", "redis"] = Field("memory", description="online store: in-process memory or Redis")
     redis_url: str | None = Field(None, description="redis://...; None: $TRADESYS_REDIS_URL or 127.0.0.1:6379")
     ttl_s: float | None = Field(None, gt=0, description="online values expire after this long")
     max_in_flight: int = Field(8, ge=1, description="backpressure: bar batches queued at the FeatureActor")
@@ -229,10 +244,10 @@ class DriftConfig(_Section):
     windows are also scored by the strategy's forecaster (`reference_predictions`), so the forecasts are watched too.
     """
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="run a DriftMonitor beside the loop (needs strategy.name = model)")
     reference: str = Field("data", min_length=1, description='"data", or a .parquet/.csv file of feature rows')
-    reference_start: date | None = None
-    reference_end: date | None = None
+    reference_start: date | None = Field(None, description='reference "data": first day of the training period')
+    reference_end: date | None = Field(None, description='reference "data": last day of the training period')
     reference_predictions: bool = Field(
         True, description='with reference "data": score the reference windows with the strategy\'s forecaster, so '
                           "prediction drift is watched too")
@@ -247,23 +262,26 @@ class DriftConfig(_Section):
     n_permutations: int = Field(200, ge=1, description="MMD permutation test draws")
     # thresholds and policy
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="family-wise false-alarm level")
-    psi: float = Field(0.2, gt=0.0)
+    psi: float = Field(0.2, gt=0.0, description="population stability index alarm threshold")
     wasserstein: float = Field(0.1, gt=0.0, description="W1 / reference std")
     max_age_days: float = Field(30.0, gt=0.0, description="schedule trigger: retrain a model older than this")
     cooldown_hours: float = Field(24.0, ge=0.0, description="no drift/degradation retrain this soon after one")
     last_trained: datetime | None = Field(None, description="when the served model was trained; None: run start")
     holdout_error: float | None = Field(None, gt=0.0, description="the model's holdout loss; None: no degradation")
-    degradation_metric: Literal["mse", "mae"] = "mse"
-    degradation_window: int = Field(20, ge=1)
-    degradation_ratio: float = Field(1.5, gt=0.0)
+    degradation_metric: Literal["mse", "mae"] = Field("mse",
+        description="forecast error metric compared with holdout_error")
+    degradation_window: int = Field(20, ge=1, description="recent forecasts in the degradation check")
+    degradation_ratio: float = Field(1.5, gt=0.0, description="degraded when recent error > this x holdout_error")
     # actions and logs
-    launcher: Literal["none", "ray_task", "job_submission"] = "none"
+    launcher: Literal["none", "ray_task", "job_submission"] = Field("none",
+        description="how a retraining is launched: none, a Ray task, or a Ray job submission")
     jobs_address: str | None = Field(None, description="job_submission: the dashboard address")
     auth_token_env: str | None = Field(None, description="job_submission: env var holding the Ray token")
     train_argv: list[str] = Field(default_factory=list, description="flags of jobs/train.py for a retraining")
-    mlflow: bool = True
+    mlflow: bool = Field(True, description="log drift checks to MLflow")
     mlflow_uri: str | None = Field(None, description="None: $MLFLOW_TRACKING_URI, else <runs_dir>/mlflow.db")
-    evidently: Literal["always", "on_drift", "never"] = "on_drift"
+    evidently: Literal["always", "on_drift", "never"] = Field("on_drift",
+        description="when to write an Evidently drift report")
     audit_path: str | None = Field(None, description="JSON-lines audit; None: <ledger.runs_dir>/<run id>/drift.jsonl")
 
     @field_validator("poll_s", "check_every_rows", "check_every_s", "holdout_error", mode="before")
@@ -312,7 +330,7 @@ class DriftConfig(_Section):
 
 
 class TradesysConfig(_Section):
-    initial_cash: float = Field(1_000_000.0, gt=0)
+    initial_cash: float = Field(1_000_000.0, gt=0, description="starting cash of the account")
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()
     strategy: StrategyConfig = StrategyConfig()
@@ -383,3 +401,69 @@ def load_config(
         return TradesysConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_format(exc)) from None
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML literal for a default value (strings as basic strings, dates as TOML dates)."""
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value) if value == value and abs(value) != float("inf") else ("nan" if value != value else "inf")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def _choices(annotation: Any) -> list[str]:
+    """The allowed values of a Literal (or Literal | None) field, for the template's comment."""
+    from typing import get_args, get_origin
+
+    if get_origin(annotation) is Literal:
+        return [str(a) for a in get_args(annotation)]
+    return [c for a in get_args(annotation) for c in _choices(a)]
+
+
+def _template_lines(model: type[BaseModel], defaults: BaseModel) -> list[str]:
+    lines: list[str] = []
+    for name, info in model.model_fields.items():
+        if isinstance(getattr(defaults, name), BaseModel):
+            continue
+        desc = info.description or "(no description)"
+        choices = _choices(info.annotation)
+        if choices:
+            desc += f"; one of: {', '.join(choices)}"
+        lines.append(f"# {desc}")
+        value = getattr(defaults, name)
+        if value is None:
+            lines.append(f"# {name} =   (unset by default; TOML has no null)")
+        else:
+            lines.append(f"{name} = {_toml_value(value)}")
+    return lines
+
+
+def config_template() -> str:
+    """A commented TOML file holding every setting at its default, each with its description.
+
+    Loading it back (`-c`) gives the default configuration; fields whose default is unset (None) are commented
+    out, as TOML has no null.
+    """
+    defaults = TradesysConfig()
+    out = [
+        "# tradesys configuration: every setting at its default (tradesys config --toml).",
+        "# Load with `tradesys live -c FILE`; override one value with `-s section.field=value`.",
+        "",
+        *_template_lines(TradesysConfig, defaults),
+    ]
+    for name in TradesysConfig.model_fields:
+        section = getattr(defaults, name)
+        if not isinstance(section, BaseModel):
+            continue
+        doc = " ".join((type(section).__doc__ or "").split())
+        out += ["", f"[{name}]", *([f"# {doc}"] if doc else []), *_template_lines(type(section), section)]
+    return "\n".join(out) + "\n"

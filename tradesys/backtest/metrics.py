@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,9 @@ class RunSummary:
     latency_p50_ms: float
     latency_p99_ms: float
     restarts: int = 0
+    # the pre-trade gate's view at the end: rejects_by_reason, kill_switch, metrics (last VaR, leverage); the
+    # live loop's summary has the same section (RiskActor.stats), so one summary table shows both
+    risk: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +74,7 @@ def summarize(
     initial_cash: float,
     latencies_ns: Sequence[int],
     restarts: int = 0,
+    risk: dict[str, Any] | None = None,
 ) -> RunSummary:
     eq = per_step_equity(curve)
     ts = sorted({int(r["ts_ns"]) for r in curve})
@@ -89,4 +93,5 @@ def summarize(
         latency_p50_ms=float(np.percentile(lat, 50)) if len(lat) else float("nan"),
         latency_p99_ms=float(np.percentile(lat, 99)) if len(lat) else float("nan"),
         restarts=restarts,
+        risk=dict(risk or {}),
     )

@@ -6,11 +6,13 @@ backtest and a live run of the same configuration produce the same orders and fi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pyarrow as pa
+
 from tradesys.backtest.metrics import RunSummary, summarize
-from tradesys.config import TradesysConfig
+from tradesys.config import DataError, TradesysConfig
 from tradesys.core.schemas import batch_ts
 from tradesys.engine.step import StepResult, TradingComponents, run_step
 from tradesys.execution.service import ExecutionService
@@ -30,18 +32,22 @@ def run_backtest(
     from tradesys.data import bars_per_year, make_source
     from tradesys.ledger import open_ledger
 
-    source = make_source(cfg.data)
+    try:
+        source = make_source(cfg.data)
+    except Exception as exc:  # a data source's failure is a data setting's failure: name it, one line
+        raise DataError(_data_error(cfg, exc)) from exc
     ledger = open_ledger(ledger_url)
     book = BookKeeper(ledger, cfg.initial_cash)
+    gate = PreTradeRisk(cfg.risk)
     components = TradingComponents(
         strategy=make_strategy(cfg.strategy, len(source.symbols), bars_per_year(cfg.data)),
-        risk=PreTradeRisk(cfg.risk),
+        risk=gate,
         execution=ExecutionService(SimBroker(cfg.broker), book),
     )
     latencies: list[int] = []
     total = len(source)
     last_ts = 0
-    for i, bars in enumerate(source.batches()):
+    for i, bars in enumerate(_guarded(source.batches(), cfg)):
         ts = batch_ts(bars)
         result = run_step(bars, ts, components)
         latencies += result.latencies_ns
@@ -49,5 +55,35 @@ def run_backtest(
         if on_step is not None:
             on_step(i + 1, total, result)
     book.audit([AuditEntry(last_ts, "shutdown", "backtest completed")])
-    summary = summarize(ledger.equity_curve(), ledger.orders(), ledger.fills(), cfg.initial_cash, latencies)
+    summary = summarize(
+        ledger.equity_curve(), ledger.orders(), ledger.fills(), cfg.initial_cash, latencies, risk=risk_stats(gate)
+    )
     return summary, ledger
+
+
+def risk_stats(gate: PreTradeRisk) -> dict[str, Any]:
+    """The gate's end-of-run section, in the shape of the live loop's `RiskActor.stats`."""
+    return {
+        "rejects_by_reason": dict(gate.rejects_by_reason),
+        "kill_switch": gate.kill_switch_active,
+        "metrics": dict(gate.metrics),
+    }
+
+
+def _data_error(cfg: TradesysConfig, exc: BaseException) -> str:
+    """One line naming the data setting behind a source failure (the symbols, else the source)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    field = "data.symbols" if "symbol" in text else "data.source"
+    return f"{field}: source {cfg.data.source} failed: {text}"
+
+
+def _guarded(batches: Iterator[pa.RecordBatch], cfg: TradesysConfig) -> Iterator[pa.RecordBatch]:
+    """The source's batches, with a failure inside the source (not in the trading step) named as a data error."""
+    while True:
+        try:
+            bars = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise DataError(_data_error(cfg, exc)) from exc
+        yield bars
