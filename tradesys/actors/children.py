@@ -1,14 +1,17 @@
 """The Supervisor's children. Each is a thin shell: it owns one core object and forwards calls to it.
 
 Actors reserve no CPU (`num_cpus=0`): they are I/O-light and a laptop has few cores. The Supervisor creates
-them with `max_restarts`; a restarted actor rebuilds its state in its constructor (the book from the ledger,
-the OMS from the ledger reconciled with the venue).
+them with `max_restarts`; a restarted actor rebuilds its state in its constructor, before it answers the retried
+call: the book from the ledger, the OMS from the ledger reconciled with the venue, the venue from the ledger and the
+data (`SimBroker.restore`), the strategy's and the risk gate's windows from the bars up to the ledger's last booked
+step (`warm_up`, fed in batches read from the source here, not through the loop). The same constructors rebuild a
+resumed run, so a restart or a resume changes no order and no fill.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +20,30 @@ import ray
 
 from tradesys.actors.proxy import ActorProxy
 from tradesys.config import BrokerConfig, DataConfig, RiskConfig, StrategyConfig
-from tradesys.core.orders import Fill, Order, OrderEvent, OrderState
+from tradesys.core.orders import Fill, Order, OrderEvent, OrderState, OrderStatus
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
 from tradesys.execution.service import ExecutionService, StepReport
 from tradesys.ledger.base import AuditEntry
 from tradesys.ledger.book import BookKeeper
 from tradesys.risk.pretrade import PreTradeRisk, RiskDecision
+
+
+def booked_ts(ledger: Any) -> int:
+    """The ledger's last booked step (0 for a fresh ledger): what a (re)started child rebuilds up to."""
+    return int(ActorProxy(ledger, "ledger").snapshot().ts_ns) if ledger is not None else 0
+
+
+def bars_upto(cfg: DataConfig, ts_ns: int) -> Iterator[pa.RecordBatch]:
+    """The source's non-empty bar batches with ts <= `ts_ns`, oldest first: the history a warm-up replays."""
+    from tradesys.data import make_source
+
+    for bars in make_source(cfg).batches():
+        if not bars.num_rows:
+            continue
+        if batch_ts(bars) > ts_ns:
+            return
+        yield bars
 
 
 @ray.remote(num_cpus=0)
@@ -123,11 +143,14 @@ class StrategyActor:
 
     def __init__(
         self, cfg: StrategyConfig, n_symbols: int, bars_per_year: float, monitor: Any = None,
-        send_every_bars: int = 5, max_in_flight: int = 8,
+        send_every_bars: int = 5, max_in_flight: int = 8, limits: RiskConfig | None = None,
+        data: DataConfig | None = None, ledger: Any = None,
     ) -> None:
         from tradesys.strategy import make_strategy
 
-        self.strategy = make_strategy(cfg, n_symbols, bars_per_year)
+        self.strategy = make_strategy(cfg, n_symbols, bars_per_year, limits)
+        upto = booked_ts(ledger) if data is not None else 0
+        self.warmed_bars = self.strategy.warm_up(bars_upto(data, upto)) if data is not None and upto > 0 else 0
         self.feed: Any = None
         if monitor is not None:
             from tradesys.actors.drift import MonitorFeed
@@ -143,7 +166,7 @@ class StrategyActor:
     def stats(self) -> dict[str, Any]:
         """The strategy's counters (model strategy: forecast calls, bars held for a missing forecast)."""
         fn = getattr(self.strategy, "stats", None)
-        return fn() if callable(fn) else {}
+        return {**(fn() if callable(fn) else {}), "warmed_bars": self.warmed_bars}
 
     def flush_drift(self, timeout_s: float = 120.0) -> dict[str, int]:
         """End of run: hand over the last bar's forecasts, send the buffer, wait for the monitor to take it all."""
@@ -155,8 +178,23 @@ class StrategyActor:
 
 @ray.remote(num_cpus=0)
 class RiskActor:
-    def __init__(self, cfg: RiskConfig) -> None:
+    """Owns the pre-trade gate; on (re)start it rebuilds the gate's windows from the data and the ledger."""
+
+    def __init__(self, cfg: RiskConfig, data: DataConfig | None = None, ledger: Any = None) -> None:
+        from tradesys.risk import replay
+
         self.gate = PreTradeRisk(cfg)
+        upto = booked_ts(ledger) if data is not None else 0
+        if data is not None and upto > 0:
+            book = ActorProxy(ledger, "ledger")
+            orders = book.read("orders")
+            rejected = replay.risk_rejected_ids(book.read("audit_log"))
+            self.gate.warm_up(
+                replay.step_marks(bars_upto(data, upto)),
+                replay.accepted_orders(orders, rejected, upto),
+                replay.day_checks(book.read("equity_curve"), book.snapshot().initial_cash, upto),
+                replay.rejects_by_reason(orders, rejected),
+            )
 
     def check(
         self, orders: Sequence[Order], book: PortfolioSnapshot, now_ns: int, working: Mapping[str, float] | None
@@ -176,10 +214,21 @@ class RiskActor:
 class BrokerActor:
     """The simulated venue. Separate from execution, as a real venue is: it survives an OMS crash."""
 
-    def __init__(self, cfg: BrokerConfig) -> None:
+    def __init__(self, cfg: BrokerConfig, data: DataConfig | None = None, ledger: Any = None) -> None:
         from tradesys.broker.sim import SimBroker
 
-        self.venue = SimBroker(cfg)
+        upto = booked_ts(ledger) if data is not None else 0
+        if data is not None and upto > 0:
+            from tradesys.risk.replay import risk_rejected_ids
+
+            book = ActorProxy(ledger, "ledger")
+            orders, fills = book.ledger_rows()
+            rejected = risk_rejected_ids(book.read("audit_log"))
+            sent = {o["client_order_id"] for o in orders if o["client_order_id"] not in rejected
+                    and o["status"] != OrderStatus.NEW.value}
+            self.venue = SimBroker.restore(cfg, orders, fills, sent, bars_upto(data, upto))
+        else:
+            self.venue = SimBroker(cfg)
 
     def submit(self, orders: Sequence[Order]) -> list[OrderEvent]:
         return self.venue.submit(orders)

@@ -3,6 +3,14 @@
 It is a threaded actor: `run` drives the loop on one thread while `progress` and `stop` answer on others.
 The next bar batch is fetched while the current step runs, and batches travel between actors as object
 references (the Supervisor only reads the timestamp), so the loop costs a handful of actor calls per step.
+
+Restarts and resumes change nothing. Every child rebuilds itself from the ledger (and the data) in its constructor,
+so a child Ray restarts, and every child of a run resumed on an existing ledger, carries on exactly where the
+undisturbed run would be. A resume restarts from the ledger's last booked step T: after T when T's orders are in the
+ledger (T was decided), else at T again (the step was cut off between marking the book and recording its orders;
+re-running it from the book as marked is what the undisturbed run did), and is audited as `resume`. Restarts are
+counted from Ray's own record of each child (its restart count in the GCS), so each one is counted and audited
+once, whichever actor noticed it, and none is counted for a retried call.
 """
 
 from __future__ import annotations
@@ -30,6 +38,20 @@ from tradesys.engine.step import TradingComponents, run_step
 from tradesys.ledger.base import AuditEntry
 
 
+def child_restart_counts(children: dict[str, Any]) -> dict[str, int]:
+    """How many times Ray has restarted each child actor, from the GCS actor table."""
+    from ray._private import state  # no public API gives the count without the dashboard
+
+    out: dict[str, int] = {}
+    for name, handle in children.items():
+        try:
+            info = state.actors(actor_id=handle._actor_id.hex())
+            out[name] = int(info.get("NumRestarts", 0)) if info else 0
+        except Exception:  # the count is reporting: never fail a step over it
+            continue
+    return out
+
+
 @ray.remote(num_cpus=0, max_concurrency=8)
 class Supervisor:
     def __init__(
@@ -40,14 +62,17 @@ class Supervisor:
         self._stop = threading.Event()
         self._stop_reason = "stopped"
         self._lock = threading.Lock()
-        self.restarts: list[dict[str, Any]] = []
+        self.restarts: list[dict[str, Any]] = []  # one entry per child restart (Ray's count)
+        self._retries: list[dict[str, Any]] = []  # calls retried after a child died (diagnostics)
+        self._restart_seen: dict[str, int] = {}
+        self._polled = 0.0
         self._progress: dict[str, Any] = {"step": 0, "total": 0, "equity": cfg.initial_cash, "state": "starting"}
         opts = {"max_restarts": cfg.ray.max_restarts, "max_task_retries": 0}
         self.md = MarketDataActor.options(name=f"{run_id}:market_data", **opts).remote(cfg.data)
         info = ray.get(self.md.info.remote())
         self.symbols: list[str] = info["symbols"]
         self.ledger = LedgerActor.options(name=f"{run_id}:ledger", **opts).remote(ledger_url, cfg.initial_cash)
-        self.broker = BrokerActor.options(name=f"{run_id}:broker", **opts).remote(cfg.broker)
+        self.broker = BrokerActor.options(name=f"{run_id}:broker", **opts).remote(cfg.broker, cfg.data, self.ledger)
         self.drift: Any = None
         if cfg.drift.enabled:  # the model strategy feeds it (docs/drift.md, "In the live loop")
             from tradesys.actors.drift import DriftMonitor, monitor_kwargs
@@ -57,9 +82,9 @@ class Supervisor:
                 self.drift.start.remote(cfg.drift.poll_s)
         self.strategy = StrategyActor.options(name=f"{run_id}:strategy", **opts).remote(
             cfg.strategy, len(self.symbols), bars_per_year(cfg.data), self.drift, cfg.drift.send_every_bars,
-            cfg.drift.max_in_flight,
+            cfg.drift.max_in_flight, cfg.risk, cfg.data, self.ledger,
         )
-        self.risk = RiskActor.options(name=f"{run_id}:risk", **opts).remote(cfg.risk)
+        self.risk = RiskActor.options(name=f"{run_id}:risk", **opts).remote(cfg.risk, cfg.data, self.ledger)
         self.execution = ExecutionActor.options(name=f"{run_id}:execution", **opts).remote(
             self.broker, self.ledger, crash_execution_at_submit, crash_marker
         )
@@ -89,9 +114,30 @@ class Supervisor:
         return ActorProxy(handle, name, retries=self.cfg.ray.max_restarts, on_restart=self._record_restart)
 
     def _record_restart(self, child: str, method: str, exc: BaseException) -> None:
-        entry = {"child": child, "method": method, "error": type(exc).__name__, "wall_ns": time.time_ns()}
+        """A call failed on a dead child and is retried: note it, then count restarts from Ray's record."""
         with self._lock:
-            self.restarts.append(entry)
+            self._retries.append({"child": child, "method": method, "error": type(exc).__name__})
+        self._poll_restarts()
+
+    def _poll_restarts(self) -> None:
+        """Record each child restart once, from the GCS actor table's restart count (whoever saw the failure)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._polled < 0.2:
+                return
+            self._polled = now
+            step, ts = self._progress.get("step", 0), self._progress.get("ts_ns", 0)
+        counts = child_restart_counts(self.children())
+        with self._lock:
+            for child, n in counts.items():
+                seen = self._restart_seen.get(child, 0)
+                for k in range(seen + 1, n + 1):
+                    during = [r["method"] for r in self._retries if r["child"] == child]
+                    self.restarts.append(
+                        {"child": child, "incarnation": k, "step": step, "ts_ns": ts, "wall_ns": time.time_ns(),
+                         "retried_calls": during}
+                    )
+                self._restart_seen[child] = max(seen, n)
 
     def children(self) -> dict[str, Any]:
         """Handles of the children (for tests and operators)."""
@@ -122,6 +168,7 @@ class Supervisor:
             return {"error": f"{type(exc).__name__}: {exc}"[:500], "feed": feed}
 
     def progress(self) -> dict[str, Any]:
+        self._poll_restarts()
         with self._lock:
             return {**self._progress, "restarts": len(self.restarts)}
 
@@ -146,16 +193,31 @@ class Supervisor:
                 refs = self._next_batch()
         raise AssertionError("unreachable")
 
+    def _resume_point(self, booked: int) -> tuple[int, list[AuditEntry]]:
+        """The timestamp to resume after, and the `resume` audit entry (none for a fresh ledger)."""
+        if booked <= 0:
+            return booked, []
+        orders = self.ledger_proxy.read("orders")
+        decided = any(int(o["ts_ns"]) == booked for o in orders)
+        after = booked if decided else booked - 1  # not decided: run the last booked step again
+        steps = len({int(r["ts_ns"]) for r in self.ledger_proxy.read("equity_curve")})
+        msg = f"run {self.run_id} resumes after step {booked}" + ("" if decided else " (re-running that step)")
+        return after, [AuditEntry(booked, "resume", msg, payload={
+            "resume_ts": booked, "steps_booked": steps, "orders_booked": len(orders), "rerun_last_step": not decided,
+        })]
+
     def run(self) -> dict[str, Any]:
         """Drive the loop to the end of the data (or until `stop`); return the run summary."""
         start = ray.get(self.ledger.snapshot.remote())
-        last_ts = start.ts_ns
+        last_ts, resume = self._resume_point(start.ts_ns)
         total = ray.get(self.md.resume_after.remote(last_ts))
         with self._lock:
             self._progress.update(total=total, state="running", equity=start.equity)
         latencies: list[int] = []
         reason = "completed"
-        self.ledger_proxy.audit([AuditEntry(last_ts, "start", f"run {self.run_id} started", payload={"steps": total})])
+        self.ledger_proxy.audit(
+            [*resume, AuditEntry(start.ts_ns, "start", f"run {self.run_id} started", payload={"steps": total})]
+        )
         bus_mode = self.cfg.data.bus != "direct"
         if bus_mode and self.cfg.data.publish:
             from tradesys.actors.children import publish_feed
@@ -185,11 +247,15 @@ class Supervisor:
             ray.get(self._feature_refs)  # the online store is current as of the last booked step
             self._feature_refs = []
         drift = self._finish_drift() if self.drift is not None else None
+        self._polled = 0.0
+        self._poll_restarts()
         with self._lock:
             restarts = list(self.restarts)
             self._progress["state"] = "finishing"
         audit = [
-            AuditEntry(last_ts, "restart", f"{r['child']} restarted during {r['method']}", payload=r) for r in restarts
+            AuditEntry(r["ts_ns"] or last_ts, "restart", f"{r['child']} restarted (incarnation {r['incarnation']})",
+                       payload=r)
+            for r in restarts
         ]
         audit.append(AuditEntry(last_ts, "shutdown", reason, payload={"steps": step}))
         self.ledger_proxy.audit(audit)

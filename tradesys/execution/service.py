@@ -3,7 +3,8 @@
 Write-ahead: an order is in the ledger (status NEW) before the broker sees it, so every fill has an order and
 a crash at any point is recoverable. On start, `recover` rebuilds the OMS from the ledger and reconciles each
 open order with the venue (missing fills, final status); orders still NEW that the venue never saw are sent
-on the next `submit` of the same ids. The venue dedupes by client order id, so nothing trades twice.
+then, in the order they were recorded: the step that recorded them had decided to send them, and a resumed run
+does not decide that step again. The venue dedupes by client order id, so nothing trades twice.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from tradesys.broker.base import Broker
-from tradesys.core.orders import EventKind, Fill, Order, OrderEvent
+from tradesys.core.orders import EventKind, Fill, Order, OrderEvent, OrderStatus
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
 from tradesys.execution.oms import OrderManager
@@ -92,11 +93,16 @@ class ExecutionService:
         svc = cls(broker, book, OrderManager.restore(order_rows, fill_rows), wall_clock)
         events: list[OrderEvent] = []
         ts = book.snapshot().ts_ns
+        unsent: list[Order] = []
         for st in svc.oms.open_orders():
             cid = st.order.client_order_id
             venue = broker.order_state(cid)
             if venue is not None:
                 events += svc.oms.reconcile(cid, venue, broker.fills_for(cid), ts)
+            elif st.status is OrderStatus.NEW:
+                unsent.append(st.order)
+        if unsent:
+            events += broker.submit(unsent)
         if events:
             applied = svc.oms.apply(events)
             book.commit(

@@ -3,6 +3,9 @@
 Each `commit` applies fills and marks to a copy of the portfolio, writes orders, order updates, fills, the
 touched positions, the account row and audit entries in one ledger transaction, and only then swaps the copy
 in. A failed write leaves both the database and the in-memory book as they were.
+
+A restored book also restores the start-of-day equity (the equity before the day's first mark: the last equity
+row of an earlier day), so the daily-loss kill switch sees the same day after a restart as without one.
 """
 
 from __future__ import annotations
@@ -38,10 +41,21 @@ class BookKeeper:
                 realized_pnl=float(acct["realized_pnl"]),
                 ts_ns=int(acct["ts_ns"]),
             )
+            self.portfolio.day_start_equity = self._day_start_equity(int(acct["ts_ns"]), float(acct["initial_cash"]))
         self.restored = acct is not None
         # fills already in the book: a retried commit (after a crash between the write and the reply) must not
         # apply a fill to the in-memory portfolio twice
         self._fill_ids = {f["fill_id"] for f in ledger.fills()} if self.restored else set()
+
+    def _day_start_equity(self, ts_ns: int, initial_cash: float) -> float:
+        """The equity before the first mark of the day of `ts_ns` (the last row of an earlier day)."""
+        day = ts_ns // 86_400_000_000_000
+        before = initial_cash
+        for r in self.ledger.equity_curve():
+            if int(r["ts_ns"]) // 86_400_000_000_000 >= day:
+                break
+            before = float(r["equity"])
+        return before
 
     def snapshot(self) -> PortfolioSnapshot:
         return self.portfolio.snapshot()

@@ -6,12 +6,17 @@ The checks run in the order listed in `PreTradeRisk.check`; the first breach dec
 reduce an existing position, exposure or VaR are never refused for it, so risk can always be cut. The
 portfolio checks look at the book as it would be after the order, counting working orders and the orders
 accepted earlier in the same batch; the VaR comes from `MarketRiskModel`, fed the marks of every step.
+
+Restarts change nothing: `warm_up` rebuilds the state (the market-risk return window, the order-rate window and
+the kill-switch latch) from the history before a resume point (`tradesys.risk.replay` derives that history from
+the bars and the ledger), and `check` is idempotent for a retried step: an order id already counted in the rate
+window is not counted again, and a repeated timestamp adds no market-risk observation.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tradesys.config import RiskConfig
@@ -35,7 +40,8 @@ class PreTradeRisk:
 
     def __init__(self, limits: RiskConfig) -> None:
         self.limits = limits
-        self._accepted_ts: deque[int] = deque()
+        self._accepted: deque[tuple[int, str]] = deque()  # (ts, client order id) in the rate window, oldest first
+        self._accepted_ids: set[str] = set()
         self._killed_day: int | None = None
         self.rejects_by_reason: dict[str, int] = {}
         self.market = MarketRiskModel(
@@ -71,9 +77,7 @@ class PreTradeRisk:
         if self._killed_day is None and self._loss_breached(book):
             self._killed_day = day
             decision.kill_switch_tripped = True
-        window_ns = int(self.limits.order_window_seconds * 1e9)
-        while self._accepted_ts and self._accepted_ts[0] <= now_ns - window_ns:
-            self._accepted_ts.popleft()
+        self._prune(now_ns)
         pending = dict(working or {})
         self.market.observe(book.ts_ns or now_ns, book.marks)
         exposures = {s: (book.qty(s) + pending.get(s, 0.0)) * m for s, m in book.marks.items() if m > 0}
@@ -83,7 +87,8 @@ class PreTradeRisk:
             reason, detail = self._check_one(order, book, pending)
             if reason is None:
                 reason, detail = self._check_portfolio(order, book, exposures, x)
-            if reason is None and len(self._accepted_ts) >= self.limits.max_orders_per_window:
+            again = order.client_order_id in self._accepted_ids  # a retried step: already counted
+            if reason is None and not again and len(self._accepted) >= self.limits.max_orders_per_window:
                 reason = RejectReason.ORDER_RATE
                 detail = (
                     f"{self.limits.max_orders_per_window} orders already accepted in the last "
@@ -91,7 +96,9 @@ class PreTradeRisk:
                 )
             if reason is None:
                 decision.accepted.append(order)
-                self._accepted_ts.append(now_ns)
+                if not again:
+                    self._accepted.append((now_ns, order.client_order_id))
+                    self._accepted_ids.add(order.client_order_id)
                 pending[order.symbol] = pending.get(order.symbol, 0.0) + order.signed_qty
                 change = order.signed_qty * book.marks[order.symbol]
                 exposures[order.symbol] = exposures.get(order.symbol, 0.0) + change
@@ -102,6 +109,47 @@ class PreTradeRisk:
                     OrderEvent(EventKind.REJECTED, order.client_order_id, now_ns, reason=reason, detail=detail)
                 )
         return decision
+
+    def _prune(self, now_ns: int) -> None:
+        """Drop accepted orders that left the rate window."""
+        window_ns = int(self.limits.order_window_seconds * 1e9)
+        while self._accepted and self._accepted[0][0] <= now_ns - window_ns:
+            self._accepted_ids.discard(self._accepted.popleft()[1])
+
+    def warm_up(
+        self,
+        marks: Iterable[tuple[int, Mapping[str, float]]] = (),
+        accepted: Iterable[tuple[int, str]] = (),
+        day_checks: Iterable[tuple[int, float, float]] = (),
+        rejects_by_reason: Mapping[str, int] | None = None,
+    ) -> None:
+        """Rebuild the gate's state from the history up to a resume point, as if every step had been checked.
+
+        `marks`: (ts, the book's marks) of every step, oldest first (the market-risk window); `accepted`: (ts,
+        client order id) of every order the gate accepted (the rate window); `day_checks`: (ts, equity,
+        start-of-day equity) of the book each step's check saw, for the kill-switch latch; `rejects_by_reason`:
+        the counters so far (reporting only).
+        """
+        last = None
+        for ts, m in marks:
+            self.market.observe(ts, m)
+            last = ts
+        for ts, cid in sorted(accepted):
+            if cid not in self._accepted_ids:
+                self._accepted.append((ts, cid))
+                self._accepted_ids.add(cid)
+        if last is not None:
+            self._prune(last)
+        for ts, equity, day_start in day_checks:
+            day = ts // 86_400_000_000_000
+            if self._killed_day is not None and self._killed_day != day:
+                self._killed_day = None
+            if self._killed_day is None and day_start > 0 and (day_start - equity) / day_start >= (
+                self.limits.daily_loss_limit_pct
+            ):
+                self._killed_day = day
+        for reason, n in (rejects_by_reason or {}).items():
+            self.rejects_by_reason[reason] = self.rejects_by_reason.get(reason, 0) + int(n)
 
     def _check_one(
         self, order: Order, book: PortfolioSnapshot, pending: Mapping[str, float]

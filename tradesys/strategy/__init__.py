@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tradesys.config import StrategyConfig
+from tradesys.config import RiskConfig, StrategyConfig
 from tradesys.strategy.base import Strategy
 from tradesys.strategy.trend import TrendStrategy
 
@@ -14,12 +14,18 @@ if TYPE_CHECKING:
 __all__ = ["Strategy", "TrendStrategy", "make_strategy"]
 
 
-def make_strategy(cfg: StrategyConfig, n_symbols: int, bars_per_year: float = 252.0) -> TrendStrategy | ModelStrategy:
-    """The configured strategy; the backtest and the live loop's StrategyActor both build it here."""
+def make_strategy(
+    cfg: StrategyConfig, n_symbols: int, bars_per_year: float = 252.0, limits: RiskConfig | None = None
+) -> TrendStrategy | ModelStrategy:
+    """The configured strategy; the backtest and the live loop's StrategyActor both build it here.
+
+    `limits` (the run's RiskConfig) makes the strategy size its orders within the pre-trade limits; without it
+    orders are sized on the strategy's own rules only and the risk gate refuses what breaches.
+    """
     if cfg.name == "trend":
-        return TrendStrategy(cfg, n_symbols, bars_per_year)
+        return TrendStrategy(cfg, n_symbols, bars_per_year, limits=limits)
     if cfg.name == "model":
         from tradesys.strategy.model import ModelStrategy  # pandas and the model runtime load only when used
 
-        return ModelStrategy.from_config(cfg, n_symbols, bars_per_year)
+        return ModelStrategy.from_config(cfg, n_symbols, bars_per_year, limits)
     raise ValueError(f"strategy.name: unknown strategy {cfg.name!r}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -22,5 +22,13 @@ class Strategy(Protocol):
 
         Client order ids must be deterministic in (strategy, bar time, symbol) so a replayed step re-creates
         the same ids and the OMS treats them as the same orders.
+        """
+        ...
+
+    def warm_up(self, batches: Iterable[pa.RecordBatch]) -> int:
+        """Rebuild the strategy's state from the bars up to a resume point, making no orders; return bars taken.
+
+        After `warm_up(bars up to T)`, `on_bars` at T (a retried step) or after T makes exactly the orders an
+        undisturbed run makes: a bar at or before the last one seen is not counted twice.
         """
         ...

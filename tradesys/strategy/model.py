@@ -26,6 +26,10 @@ raw feature row each was made from (the last row of its window, before standardi
 and the return realised since (the close-to-close return over the bar that followed). The row is complete only one
 bar later, so it is handed over then (`flush` hands over the last one with realised NaN). The strategy never waits
 on the observer; the live loop's StrategyActor passes one that buffers and forwards to the DriftMonitor.
+
+Restarts: `warm_up` rebuilds the close history from the bars before a resume point (no forecasts), and a bar at or
+before the last one seen (a retried step) is not appended again. With `limits` (the RiskConfig) orders are sized
+within the pre-trade limits, as the trend strategy's are.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import math
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -44,11 +48,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pyarrow as pa
 
-from tradesys.config import StrategyConfig
+from tradesys.config import RiskConfig, StrategyConfig
 from tradesys.core.orders import Order
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
-from tradesys.strategy.sizing import rebalance_order, vol_target_weight
+from tradesys.strategy.sizing import rebalance_order, scale_to_leverage, vol_target_weight
 from tradesys.train.data import Standardizer, default_features
 
 __all__ = [
@@ -285,6 +289,7 @@ class ModelStrategy:
         strategy_id: str = "model",
         wall_clock: Callable[[], int] = time.time_ns,
         observer: Callable[[BarObservation], None] | None = None,
+        limits: RiskConfig | None = None,
     ) -> None:
         if n_symbols <= 0:
             raise ValueError(f"n_symbols: must be > 0, got {n_symbols}")
@@ -309,6 +314,8 @@ class ModelStrategy:
         self._mean32 = standardizer.mean.astype(np.float32)
         self._std32 = standardizer.std.astype(np.float32)
         self._closes: dict[str, deque[float]] = {}
+        self._last_ts: int | None = None
+        self.limits = limits
         self._wall = wall_clock
         self.bars = 0
         self.forecast_calls = 0
@@ -319,7 +326,9 @@ class ModelStrategy:
         self._pending: tuple[int, list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def from_config(cls, cfg: StrategyConfig, n_symbols: int, bars_per_year: float = 252.0) -> ModelStrategy:
+    def from_config(
+        cls, cfg: StrategyConfig, n_symbols: int, bars_per_year: float = 252.0, limits: RiskConfig | None = None
+    ) -> ModelStrategy:
         """Build the forecaster the config names (local model file, Serve handle or HTTP URL) and the strategy."""
         if cfg.standardizer_path is None:
             raise ValueError("strategy.standardizer_path: required for name = 'model'")
@@ -335,7 +344,7 @@ class ModelStrategy:
                 version=cfg.model_version, url=cfg.serve_url, lookback=cfg.lookback,
                 n_features=int(scaler.mean.shape[0]), api_key_env=cfg.api_key_env,
             )
-        return cls(cfg, n_symbols, forecaster, scaler, bars_per_year)
+        return cls(cfg, n_symbols, forecaster, scaler, bars_per_year, limits=limits)
 
     def window(self, closes: np.ndarray) -> np.ndarray:
         """The standardised (lookback, n_features) float32 window at the last of `closes` (oldest first)."""
@@ -380,6 +389,30 @@ class ModelStrategy:
         return {"bars": self.bars, "forecast_calls": self.forecast_calls, "misses": sum(self.misses.values()),
                 "misses_by_reason": dict(self.misses), "non_finite": self.non_finite}
 
+    def _observe(self, bars: pa.RecordBatch) -> list[tuple[str, float]]:
+        """Append the batch's closes (once per bar time) and return its usable (symbol, close) rows."""
+        ts = batch_ts(bars)
+        rows = [
+            (sym, px)
+            for sym, px in zip(bars.column("symbol").to_pylist(), bars.column("close").to_pylist(), strict=True)
+            if px is not None and px > 0
+        ]
+        if self._last_ts is not None and ts <= self._last_ts:
+            return rows  # a retried or replayed step: the history already holds this bar
+        self._last_ts = ts
+        for sym, px in rows:
+            self._closes.setdefault(sym, deque(maxlen=self.history)).append(px)
+        return rows
+
+    def warm_up(self, batches: Iterable[pa.RecordBatch]) -> int:
+        """Rebuild the close history from the bars up to a resume point (no forecasts); return the bars taken."""
+        n = 0
+        for bars in batches:
+            if bars.num_rows:
+                self._observe(bars)
+                n += 1
+        return n
+
     def on_bars(
         self, bars: pa.RecordBatch, book: PortfolioSnapshot, working: Mapping[str, float]
     ) -> list[Order]:
@@ -387,12 +420,7 @@ class ModelStrategy:
             return []
         self.bars += 1
         ts = batch_ts(bars)
-        rows: list[tuple[str, float]] = []
-        for sym, px in zip(bars.column("symbol").to_pylist(), bars.column("close").to_pylist(), strict=True):
-            if px is None or not (px > 0):
-                continue
-            self._closes.setdefault(sym, deque(maxlen=self.history)).append(px)
-            rows.append((sym, px))
+        rows = self._observe(bars)
         weights = {sym: 0.0 for sym, _ in rows}  # warm-up: flat
         if self.observer is not None:
             self._hand_over(dict(rows))
@@ -420,6 +448,7 @@ class ModelStrategy:
             for sym, wi in zip(ready, w, strict=True):
                 weights[sym] = float(wi)
         self.last_weights = weights
+        weights = scale_to_leverage(weights, self.limits)
         now = self._wall()
         orders: list[Order] = []
         for sym, px in rows:
@@ -427,7 +456,7 @@ class ModelStrategy:
             if math.isnan(w_sym):
                 self.non_finite += 1
                 continue
-            order = rebalance_order(self.cfg, self.strategy_id, ts, sym, px, w_sym, book, working, now)
+            order = rebalance_order(self.cfg, self.strategy_id, ts, sym, px, w_sym, book, working, now, self.limits)
             if order is not None:
                 orders.append(order)
         return orders

@@ -7,6 +7,13 @@ annualised volatility of the symbol and N the number of symbols, so N uncorrelat
 `rebalance_order`: the target quantity is weight * equity / price in whole shares (rounded toward zero); the
 strategy trades only when the book (position plus working orders) is off target by more than `rebalance_band` of
 the target, or must exit. The client order id is deterministic in (strategy, bar time, symbol).
+
+Limits (`RiskConfig`, when given): a strategy sizes within the limits the pre-trade gate enforces, so the gate
+only catches real breaches instead of refusing most orders. The target is clipped to `max_position_notional`
+(whole shares at the bar's price), and the order is *clipped* (not split) to `max_order_qty` and to
+`max_order_notional` at the price the gate values it at (the limit price when above the mark): the rest of the
+move follows on later bars, one clipped order per bar, so the id rule stays one order per (bar, symbol).
+`scale_to_leverage` scales a bar's weights down so their gross and net sums stay within the leverage limits.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from tradesys.config import StrategyConfig
+from tradesys.config import RiskConfig, StrategyConfig
 from tradesys.core.orders import Order, OrderType, Side, TimeInForce
 from tradesys.core.portfolio import PortfolioSnapshot
 
@@ -28,6 +35,26 @@ def vol_target_weight(direction: float, sigma: float, cfg: StrategyConfig, n_sym
     return direction * min(cfg.max_weight, cfg.target_vol / (sigma * math.sqrt(n_symbols)))
 
 
+def scale_to_leverage(weights: Mapping[str, float], limits: RiskConfig | None) -> dict[str, float]:
+    """Weights scaled by one common factor so sum|w| <= max_gross_leverage and |sum w| <= max_net_leverage.
+
+    A 2% margin keeps the book inside the limits as prices move between rebalances. NaN weights stay NaN.
+    """
+    out = dict(weights)
+    if limits is None:
+        return out
+    finite = [w for w in out.values() if w == w]
+    factor = 1.0
+    gross, net = sum(abs(w) for w in finite), abs(sum(finite))
+    if limits.max_gross_leverage is not None and gross > 0.98 * limits.max_gross_leverage:
+        factor = min(factor, 0.98 * limits.max_gross_leverage / gross)
+    if limits.max_net_leverage is not None and net > 0.98 * limits.max_net_leverage:
+        factor = min(factor, 0.98 * limits.max_net_leverage / net)
+    if factor < 1.0:
+        out = {s: w * factor for s, w in out.items()}
+    return out
+
+
 def rebalance_order(
     cfg: StrategyConfig,
     strategy_id: str,
@@ -38,9 +65,15 @@ def rebalance_order(
     book: PortfolioSnapshot,
     working: Mapping[str, float],
     decision_wall_ns: int,
+    limits: RiskConfig | None = None,
 ) -> Order | None:
-    """The order that moves `symbol` to `weight` of equity at price `px`, or None when within the band."""
-    target = math.floor(abs(weight) * book.equity / px) * (1 if weight >= 0 else -1)
+    """The order that moves `symbol` to `weight` of equity at price `px`, or None when within the band.
+
+    With `limits`, the target and the order are clipped to them (module docstring)."""
+    size = abs(weight) * book.equity / px
+    if limits is not None:
+        size = min(size, limits.max_position_notional / px)
+    target = math.floor(size) * (1 if weight >= 0 else -1)
     have = book.qty(symbol) + working.get(symbol, 0.0)
     diff = target - have
     if diff == 0:
@@ -54,11 +87,17 @@ def rebalance_order(
         otype = OrderType.LIMIT
         off = cfg.limit_offset_bps / 1e4
         limit = round(px * (1 + off) if side is Side.BUY else px * (1 - off), 2)
+    qty = float(abs(diff))
+    if limits is not None:
+        ref = max(limit or px, px)
+        qty = min(qty, math.floor(limits.max_order_qty), math.floor(limits.max_order_notional / ref * (1 - 1e-12)))
+        if qty <= 0:
+            return None
     return Order(
         client_order_id=f"{strategy_id}-{ts}-{symbol}",
         symbol=symbol,
         side=side,
-        qty=float(abs(diff)),
+        qty=qty,
         type=otype,
         tif=TimeInForce.DAY,
         limit_price=limit,

@@ -7,6 +7,11 @@ total. The target quantity is weight * equity / price in whole shares; the strat
 (position plus working orders) is off target by more than `rebalance_band` of the target, or must exit (the
 sizing and order rules live in `tradesys.strategy.sizing`, shared with the model strategy).
 
+Restarts change nothing: the only state is the close history, `warm_up` rebuilds it from the bars before a
+resume point, and a bar at or before the last one seen (a retried step) is not appended again, so a replayed or
+retried step makes the same orders as the first time. With `limits` (the RiskConfig), orders are sized within the
+pre-trade limits (`tradesys.strategy.sizing`).
+
 It is an honest example, not an edge: the demo reports whatever it earns.
 """
 
@@ -15,16 +20,16 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
 
-from tradesys.config import StrategyConfig
+from tradesys.config import RiskConfig, StrategyConfig
 from tradesys.core.orders import Order
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
-from tradesys.strategy.sizing import rebalance_order, vol_target_weight
+from tradesys.strategy.sizing import rebalance_order, scale_to_leverage, vol_target_weight
 
 
 class TrendStrategy:
@@ -35,6 +40,7 @@ class TrendStrategy:
         bars_per_year: float = 252.0,
         strategy_id: str = "trend",
         wall_clock: Callable[[], int] = time.time_ns,
+        limits: RiskConfig | None = None,
     ) -> None:
         if n_symbols <= 0:
             raise ValueError(f"n_symbols: must be > 0, got {n_symbols}")
@@ -42,7 +48,9 @@ class TrendStrategy:
         self.strategy_id = strategy_id
         self.n_symbols = n_symbols
         self.bars_per_year = bars_per_year
+        self.limits = limits
         self._closes: dict[str, deque[float]] = {}
+        self._last_ts: int | None = None
         self._wall = wall_clock
 
     def target_weight(self, closes: np.ndarray) -> float:
@@ -57,24 +65,49 @@ class TrendStrategy:
         direction = 1.0 if fast > slow else -1.0 if fast < slow else 0.0
         return vol_target_weight(direction, sigma, cfg, self.n_symbols)
 
+    def _observe(self, bars: pa.RecordBatch) -> list[tuple[str, float]]:
+        """Append the batch's closes to the history (once per bar time) and return its usable (symbol, close)."""
+        ts = batch_ts(bars)
+        rows = [
+            (sym, px)
+            for sym, px in zip(bars.column("symbol").to_pylist(), bars.column("close").to_pylist(), strict=True)
+            if px is not None and px > 0
+        ]
+        if self._last_ts is not None and ts <= self._last_ts:
+            return rows  # a retried or replayed step: the history already holds this bar
+        self._last_ts = ts
+        maxlen = max(self.cfg.slow, self.cfg.vol_lookback + 1)
+        for sym, px in rows:
+            self._closes.setdefault(sym, deque(maxlen=maxlen)).append(px)
+        return rows
+
+    def warm_up(self, batches: Iterable[pa.RecordBatch]) -> int:
+        """Rebuild the close history from the bars up to a resume point (no orders); return the bars taken."""
+        n = 0
+        for bars in batches:
+            if bars.num_rows:
+                self._observe(bars)
+                n += 1
+        return n
+
     def on_bars(
         self, bars: pa.RecordBatch, book: PortfolioSnapshot, working: Mapping[str, float]
     ) -> list[Order]:
         if bars.num_rows == 0:
             return []
         ts = batch_ts(bars)
-        symbols = bars.column("symbol").to_pylist()
-        closes = bars.column("close").to_pylist()
-        maxlen = max(self.cfg.slow, self.cfg.vol_lookback + 1)
+        rows = self._observe(bars)
+        weights = {}
+        for sym, _ in rows:
+            hist = self._closes[sym]
+            weights[sym] = self.target_weight(np.fromiter(hist, float, len(hist)))
+        weights = scale_to_leverage(weights, self.limits)
         orders: list[Order] = []
         now = self._wall()
-        for sym, px in zip(symbols, closes, strict=True):
-            if px is None or not (px > 0):
-                continue
-            hist = self._closes.setdefault(sym, deque(maxlen=maxlen))
-            hist.append(px)
-            w = self.target_weight(np.fromiter(hist, float, len(hist)))
-            order = rebalance_order(self.cfg, self.strategy_id, ts, sym, px, w, book, working, now)
+        for sym, px in rows:
+            order = rebalance_order(
+                self.cfg, self.strategy_id, ts, sym, px, weights[sym], book, working, now, self.limits
+            )
             if order is not None:
                 orders.append(order)
         return orders
