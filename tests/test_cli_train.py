@@ -92,28 +92,50 @@ def sp500_store(tmp_path: Path) -> Path:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_tiny_cli_run_from_the_feature_store(ray_session, sp500_store: Path, tmp_path: Path, monkeypatch) -> None:
+    """One epoch of one trial cannot beat GARCH on the holdout: even as the first model it is registered as
+    challenger but never made champion, and the printed block says so against each baseline."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "summary.json"
     result = runner.invoke(app, [
         "run", "--data", f"store:{sp500_store}", "--features", "rv:1", "--symbol", "SPX", "--kinds", "lstm",
         "--num-samples", "1", "--max-epochs", "1", "--lookback", "8", "--vol-horizon", "3", "--holdout", "60",
-        "--mlflow-uri", uri, "--registry-name", "fc-cli", "--runs-dir", str(tmp_path / "runs"), "--json", str(out),
+        "--mlflow-uri", uri, "--registry-name", "fc-cli", "--runs-dir", str(tmp_path / "runs"), "--out", str(out),
+        "--json",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
-    text = " ".join(result.output.split())
+    printed = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    summary = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert printed == summary  # --json: stdout is the summary alone; --out: the same summary in the file
+    text = " ".join(result.stderr.split())
     assert "1/1 epochs" in text and "training run" in text  # the bar reached trials x epochs; the table printed
-    summary = json.loads(out.read_text())
-    json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
-    assert summary["version"] == 1 and summary["champion"] == 1 and summary["num_trials"] == 1
-    assert summary["promotion"]["reason"] == "no_champion" and summary["symbol"] == "SPX"
 
+    # the independent record: GARCH's and the network's holdout QLIKE as the MLflow run logged them
     client = MlflowClient(uri)
     run = client.get_run(summary["run_id"])
+    report = json.loads(Path(client.download_artifacts(summary["run_id"], "holdout_report.json", str(tmp_path)))
+                        .read_text())  # fmt: skip
+    net, garch = report["metrics"]["network"]["vol_qlike"], report["metrics"]["garch"]["vol_qlike"]
+    promo = summary["promotion"]
+    by = {b["baseline"]: b for b in promo["baselines"]}
+    assert set(by) == {"naive", "garch"} and not by["garch"]["beaten"]
+    assert by["garch"]["model_loss"] == pytest.approx(net, rel=1e-9)
+    assert by["garch"]["baseline_loss"] == pytest.approx(garch, rel=1e-9)
+    assert promo["promoted"] is False and promo["reason"] == "not_better_than_baselines"
+    assert summary["version"] == 1 and summary["champion"] is None and summary["num_trials"] == 1
+    assert "champion" not in client.get_registered_model("fc-cli").aliases  # no champion alias, first model or not
+    assert int(client.get_registered_model("fc-cli").aliases["challenger"]) == 1
+    assert run.data.tags["promotion.decision"] == "refused"
+    assert run.data.tags["promotion.reason"] == "not_better_than_baselines"
+    # the printed decision block: the verdict, the test, each baseline with both losses, and why
+    assert "promotion: NOT PROMOTED (not_better_than_baselines)" in text
+    assert "one-sided Diebold-Mariano" in text and "on vol_qlike" in text
+    assert f"vs garch: network {net:.4g} vs {garch:.4g}" in text and "NOT beaten" in text
+    assert "why: it does not significantly beat" in text and "garch" in text.split("why:")[1]
+
     assert run.info.status == "FINISHED"
     cols = FeatureRegistry(sp500_store).get("rv", 1).value_columns  # the registry's column order
     assert run.data.params["data"] == f"store:{sp500_store}"
     assert run.data.params["features"] == ",".join(f"rv_v1__{c}" for c in cols) and len(cols) == 2
     assert run.data.params["n_features"] == "2" and run.data.params["trainer"] == "tune"
     assert run.data.metrics["holdout_vol_qlike"] == pytest.approx(summary["holdout"]["network"]["vol_qlike"])
-    assert client.get_model_version_by_alias("fc-cli", "champion").run_id == summary["run_id"]

@@ -162,7 +162,7 @@ def test_bad_inputs_name_the_field(store: str) -> None:
         promote_if_better("x", np.ones(3), np.ones(3), alpha=1.5)
     _, uri, _ = _log_version(1)
     register(uri, "fc-bad")
-    with pytest.raises(ValueError, match="no previous champion"):
+    with pytest.raises(ValueError, match=r"^champion: no previous champion of 'fc-bad' to roll back to \(it has never"):
         rollback("fc-bad")
     promote_if_better("fc-bad", np.ones(3), np.array([]))
     _, uri2, _ = _log_version(2)
@@ -201,3 +201,34 @@ def test_manual_champion_joins_the_history_and_library_errors_name_the_field(sto
         export_versions(name, tmp_path / "out", [9])
     with pytest.raises(ValueError, match="name: registered model 'missing' not found"):
         champion_history("missing")
+
+
+def test_first_model_that_loses_to_a_baseline_is_not_promoted(store: str) -> None:
+    """The baseline gate: with no champion yet, a challenger worse than GARCH (or not significantly better than
+    either baseline) is refused; one that beats both is promoted. Statistics against scipy's t test at h = 1."""
+    rng = np.random.default_rng(3)
+    garch = rng.exponential(0.5, 300)
+    naive = garch + 1.0  # a clearly worse baseline
+    net = garch * 1.9  # loses to GARCH, beats naive (mean 0.95 vs 1.5)
+    _, uri, _ = _log_version(1)
+    register(uri, "fc-gate")
+    dec = promote_if_better("fc-gate", net, np.array([]), 0.05, baselines={"naive": naive, "garch": garch},
+                            loss="vol_qlike")  # fmt: skip
+    assert not dec.promoted and dec.reason == "not_better_than_baselines"
+    assert alias_version("fc-gate", CHAMPION) is None and champion_history("fc-gate") == []
+    by = {b.baseline: b for b in dec.baselines}
+    assert by["naive"].beaten and not by["garch"].beaten
+    assert by["garch"].model_loss == pytest.approx(net.mean()) and by["garch"].baseline_loss == pytest.approx(garch.mean())
+    t = stats.ttest_1samp(net - garch, 0.0, alternative="less")
+    assert by["garch"].dm_stat == pytest.approx(t.statistic, rel=1e-9)
+    assert by["garch"].pvalue == pytest.approx(t.pvalue, rel=1e-9)
+    run = MlflowClient(store).get_run(MlflowClient(store).get_model_version("fc-gate", "1").run_id)
+    assert run.data.tags["promotion.decision"] == "refused"
+    assert run.data.tags["promotion.reason"] == "not_better_than_baselines"
+    assert run.data.tags["promotion.beats_garch"] == "false" and run.data.tags["promotion.beats_naive"] == "true"
+    # a second version that beats both baselines clearly becomes the first champion
+    _, uri2, _ = _log_version(2)
+    register(uri2, "fc-gate")
+    dec2 = promote_if_better("fc-gate", garch * 0.5, np.array([]), 0.05, baselines={"naive": naive, "garch": garch})
+    assert dec2.promoted and dec2.reason == "no_champion" and alias_version("fc-gate", CHAMPION) == 2
+    assert all(b.beaten for b in dec2.baselines) and dec2.to_dict()["baselines"][0]["baseline"] == "naive"

@@ -2,13 +2,17 @@
 
 `tradesys train run` takes the options of `tradesys.train.pipeline.TrainSettings` (the same as ``jobs/train.py``),
 shows one progress bar over trials x epochs (an ASHA-stopped trial counts its skipped epochs as done) fed by the
-pipeline's progress events, and prints the summary table; ``--json FILE`` also writes the summary as JSON. Bad
-settings print ``error: field: reason`` and exit with code 2. It joins a running Ray (or ``RAY_ADDRESS``) and only
+pipeline's progress events, and prints the summary table and the promotion block (promoted or not, the network's
+holdout loss against each baseline and the champion, the test, and why). ``--out FILE`` also writes the summary as
+strict JSON; ``--json`` prints only that JSON on stdout (progress and tables go to stderr). Bad settings print
+``error: field: reason`` and exit with code 2. It joins a running Ray (or ``RAY_ADDRESS``) and only
 starts a local one when there is none.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +23,7 @@ from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True, help="Train forecasters: Ray Tune ASHA search or Ray Train, MLflow, registry.")
 console = Console()
+err_console = Console(stderr=True)
 
 
 @app.callback()
@@ -30,7 +35,7 @@ _STAGE_TEXT = {
     "data": "building samples and the leak-free holdout split",
     "holdout": "scoring the best model, the naive and the GARCH forecasts on the holdout",
     "register": "logging the MLflow run and registering the model as challenger",
-    "promote": "Diebold-Mariano test against the champion",
+    "promote": "Diebold-Mariano tests against the naive and GARCH baselines and the champion",
 }
 
 
@@ -135,10 +140,13 @@ def run(
     width: Annotated[int | None, typer.Option(help="ray-train: hidden size / d_model")] = None,
     n_layers: Annotated[int | None, typer.Option(help="ray-train: layers")] = None,
     lr: Annotated[float | None, typer.Option(help="ray-train: learning rate")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="also write the summary as JSON here")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="also write the summary as JSON to this file")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON on stdout (NaN: null)")] = False,
 ) -> None:
     """Train (Tune ASHA search or Ray Train), score the holdout, log to MLflow, register, maybe promote."""
-    from tradesys.train.pipeline import TrainSettings, run_training, summary_json
+    from tradesys.train.pipeline import TrainSettings, promotion_lines, run_training, summary_json
+
+    show = err_console if as_json else console  # with --json stdout carries the JSON alone
 
     hp = {"kind": kind, "width": width, "n_layers": n_layers, "lr": lr}
     given = {k: v for k, v in hp.items() if v is not None}
@@ -157,12 +165,19 @@ def run(
         )  # fmt: skip
         columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("epochs"), TimeElapsedColumn(), TextColumn("{task.fields[best]}"))  # fmt: skip
-        with Progress(*columns, console=console) as bar:
+        # with --json, anything the training prints (Ray Tune's reporter) goes to stderr: stdout is the JSON alone
+        quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+        with quiet, Progress(*columns, console=show) as bar:
             summary = run_training(settings, ProgressView(bar))
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    console.print(summary_table(summary))
-    if json_out is not None:
-        json_out.write_text(summary_json(summary))
-        console.print(f"summary: {json_out}")
+    show.print(summary_table(summary))
+    for line in promotion_lines(summary.get("promotion", {})):
+        show.print(line, highlight=False, soft_wrap=True)
+    text = summary_json(summary)
+    if out is not None:
+        out.write_text(text)
+        show.print(f"summary: {out}", highlight=False)
+    if as_json:
+        typer.echo(text)

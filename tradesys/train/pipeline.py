@@ -13,7 +13,9 @@ trained data-parallel by Ray Train (`tradesys.train.distributed`) -> the best ch
 against the naive and GARCH(1,1) forecasts -> one MLflow run logs the parameters, the per-epoch metrics, the
 holdout metrics, the ONNX and TorchScript exports, the holdout report and the standardiser, and the model with its
 signature -> a new registry version with the ``challenger`` alias -> the current champion is scored on the same
-holdout and `promote_if_better` moves ``champion`` only if a one-sided DM test rejects at ``alpha``. A champion cut
+holdout and `promote_if_better` moves ``champion`` only if the challenger beats each baseline it is reported
+against (naive and GARCH for ``vol_qlike``, naive for the others; the first model included) and a one-sided DM
+test against the champion rejects at ``alpha``. A champion cut
 with another lookback, vol horizon or feature set cannot be scored on these samples: the challenger is then not
 promoted (reason ``incompatible_champion``).
 
@@ -50,8 +52,13 @@ __all__ = [
     "LOSSES",
     "TRAINERS",
     "TrainSettings",
+    "baseline_forecasts",
+    "baseline_losses",
+    "forecast_losses",
     "holdout_losses",
     "holdout_report",
+    "promotion_lines",
+    "promotion_why",
     "run_training",
     "summary_json",
 ]
@@ -181,7 +188,6 @@ def holdout_losses(model: Any, scaler: dict[str, Any], test: Any) -> dict[str, n
     themselves under ``"_fc"``."""
     from dataclasses import replace
 
-    from tradesys.train.evaluate import qlike_loss
     from tradesys.train.fit import predict
 
     mean = np.asarray(scaler["mean"], dtype=np.float32)
@@ -189,29 +195,55 @@ def holdout_losses(model: Any, scaler: dict[str, Any], test: Any) -> dict[str, n
     out = predict(model, replace(test, X=((test.X - mean) / std).astype(np.float32)))
     vol = np.maximum(out["vol"] * float(scaler["vol_scale"]), 1e-12)
     ret = out["ret"] * float(scaler["ret_scale"])
-    p = np.clip(out["p_up"], 1e-12, 1 - 1e-12)
+    return {**forecast_losses(test, {"ret": ret, "vol": vol, "p_up": out["p_up"]}),
+            "_fc": {"ret": ret, "vol": vol, "p_up": out["p_up"]}}  # type: ignore[dict-item]  # fmt: skip
+
+
+def forecast_losses(test: Any, fc: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-sample losses (`LOSSES`) of one set of forecasts (``ret``, ``vol``, ``p_up``) on the holdout: the same
+    formulas for the network and for the baselines, so the promotion gate compares like with like."""
+    from tradesys.train.evaluate import qlike_loss
+
+    vol = np.maximum(np.asarray(fc["vol"], dtype=np.float64), 1e-12)
+    p = np.clip(np.asarray(fc["p_up"], dtype=np.float64), 1e-12, 1 - 1e-12)
     return {
         "vol_qlike": qlike_loss(test.y_vol, vol),
-        "ret_se": (test.y_ret - ret) ** 2,
+        "ret_se": (test.y_ret - np.asarray(fc["ret"], dtype=np.float64)) ** 2,
         "dir_logloss": -(test.y_dir * np.log(p) + (1 - test.y_dir) * np.log1p(-p)),
-        "_fc": {"ret": ret, "vol": vol, "p_up": out["p_up"]},  # type: ignore[dict-item]
     }
 
 
-def holdout_report(fc: dict[str, np.ndarray], pool: Any, test: Any) -> dict[str, Any]:
-    """Metrics of the network, naive and GARCH forecasts on the holdout, plus DM tests of the network vs each."""
+def baseline_forecasts(pool: Any, test: Any) -> dict[str, dict[str, np.ndarray]]:
+    """The baselines every holdout is reported against: naive (zero return, trailing vol, training up-rate) and
+    GARCH(1,1) (its vol; the naive return and direction, as GARCH forecasts neither)."""
+    from tradesys.train.evaluate import garch_vol_forecasts, naive_forecasts
+
+    naive = naive_forecasts(test, float(np.mean(pool.y_dir)))
+    return {"naive": naive, "garch": {**naive, "vol": garch_vol_forecasts(test)}}
+
+
+def baseline_losses(baselines: Mapping[str, Mapping[str, np.ndarray]], test: Any, loss: str) -> dict[str, np.ndarray]:
+    """Per-sample `loss` of each baseline that forecasts what the loss scores: both for ``vol_qlike``, only the
+    naive one for ``ret_se``/``dir_logloss`` (GARCH's return and direction forecasts are the naive ones)."""
+    names = list(baselines) if loss == "vol_qlike" else [n for n in baselines if n == "naive"]
+    return {n: forecast_losses(test, baselines[n])[loss] for n in names}
+
+
+def holdout_report(
+    fc: dict[str, np.ndarray], pool: Any, test: Any, baselines: Mapping[str, Mapping[str, np.ndarray]] | None = None
+) -> dict[str, Any]:
+    """Metrics of the network, naive and GARCH forecasts on the holdout, plus DM tests of the network vs each
+    (`baselines`: `baseline_forecasts`, computed here when not given)."""
     from tradesys.train.evaluate import (
         diebold_mariano,
         direction_metrics,
-        garch_vol_forecasts,
-        naive_forecasts,
         qlike_loss,
         return_metrics,
         vol_metrics,
     )
 
-    naive = naive_forecasts(test, float(np.mean(pool.y_dir)))
-    fcs = {"network": fc, "naive": naive, "garch": {**naive, "vol": garch_vol_forecasts(test)}}
+    base = baselines if baselines is not None else baseline_forecasts(pool, test)
+    fcs = {"network": fc, **base}
     metrics: dict[str, dict[str, float]] = {}
     for name, f in fcs.items():
         m = {f"ret_{k}": v for k, v in return_metrics(test.y_ret, f["ret"]).items()}
@@ -228,6 +260,48 @@ def holdout_report(fc: dict[str, np.ndarray], pool: Any, test: Any) -> dict[str,
                       "mean_diff": dm.mean_diff})  # fmt: skip
     return {"n_test": len(test), "start": str(test.index[0]), "end": str(test.index[-1]), "metrics": metrics,
             "tests": tests}  # fmt: skip
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, (float, int)) and not isinstance(v, bool) else str(v)
+
+
+def promotion_why(p: Mapping[str, Any]) -> str:
+    """One sentence saying why the challenger was or was not promoted (the summary's ``promotion.why``)."""
+    loss = p.get("loss", "the loss")
+    lost = [b["baseline"] for b in p.get("baselines", []) if not b.get("beaten")]
+    champ = p.get("champion_version")
+    reason = p.get("reason")
+    if reason == "not_better_than_baselines":
+        return f"it does not significantly beat {' and '.join(lost)} on {loss}, so it is not served"
+    if reason == "incompatible_champion":
+        return (f"champion v{champ} was cut with another lookback, vol horizon or feature set and cannot be scored "
+                f"on this holdout; promote by hand if wanted")  # fmt: skip
+    if reason == "no_champion":
+        return f"it beats every baseline on {loss} and there was no champion yet"
+    if reason == "significantly_better":
+        return f"it beats every baseline and champion v{champ} on {loss} (p={_fmt(p.get('pvalue'))})"
+    if reason == "not_significant":
+        return f"it beats every baseline but not champion v{champ} significantly on {loss} (p={_fmt(p.get('pvalue'))})"
+    return str(reason)
+
+
+def promotion_lines(p: Mapping[str, Any]) -> list[str]:
+    """The promotion decision as printed by ``tradesys train run``: decision, test, each baseline, champion, why."""
+    head = "PROMOTED to champion" if p.get("promoted") else "NOT PROMOTED"
+    lines = [f"promotion: {head} ({p.get('reason', '')})",
+             f"  test: {p.get('test', '')} on {p.get('loss', '')}, H1 'the network's loss is smaller', "
+             f"alpha {_fmt(p.get('alpha'))}, h {p.get('h', '')}"]  # fmt: skip
+    for b in p.get("baselines", []):
+        verdict = "beaten" if b["beaten"] else "NOT beaten"
+        lines.append(f"  vs {b['baseline']}: network {_fmt(b['model_loss'])} vs {_fmt(b['baseline_loss'])} "
+                     f"(DM {_fmt(b['dm_stat'])}, p={_fmt(b['pvalue'])}): {verdict}")  # fmt: skip
+    champ = p.get("champion_version")
+    if champ is not None and p.get("reason") in ("significantly_better", "not_significant"):
+        lines.append(f"  vs champion v{champ}: mean loss difference {_fmt(p.get('mean_diff'))} "
+                     f"(DM {_fmt(p.get('dm_stat'))}, p={_fmt(p.get('pvalue'))})")  # fmt: skip
+    lines.append(f"  why: {p.get('why') or promotion_why(p)}")
+    return lines
 
 
 def _default_feature_names() -> str:
@@ -398,7 +472,14 @@ def run_training(settings: TrainSettings, progress: Progress | None = None) -> d
 
     from tradesys.train.data import Standardizer, purge_and_embargo
     from tradesys.train.export import export_onnx, export_torchscript
-    from tradesys.train.registry import CHAMPION, alias_version, promote_if_better, register
+    from tradesys.train.registry import (
+        CHAMPION,
+        DM_TEST,
+        alias_version,
+        compare_to_baselines,
+        promote_if_better,
+        register,
+    )
     from tradesys.train.tracking import (
         log_artifacts,
         log_epoch_metrics,
@@ -444,7 +525,8 @@ def run_training(settings: TrainSettings, progress: Progress | None = None) -> d
     model = trained.model
     losses = holdout_losses(model, scaler_json, test)
     fc = losses.pop("_fc")  # type: ignore[arg-type]
-    report = holdout_report(fc, pool, test)  # type: ignore[arg-type]
+    baselines = baseline_forecasts(pool, test)
+    report = holdout_report(fc, pool, test, baselines)  # type: ignore[arg-type]
     name = s.registry_name
 
     emit({"event": "stage", "stage": "register", "registry_name": name})
@@ -480,11 +562,19 @@ def run_training(settings: TrainSettings, progress: Progress | None = None) -> d
     emit({"event": "stage", "stage": "promote", "loss": s.promote_on})
     champ_losses = _champion_losses(name, test, s.promote_on, s)
     h = s.vol_horizon if s.promote_on == "vol_qlike" else 1
+    base_losses = baseline_losses(baselines, test, s.promote_on)
     if champ_losses is None:
-        promotion: dict[str, Any] = {"promoted": False, "reason": "incompatible_champion"}
+        gate = compare_to_baselines(losses[s.promote_on], base_losses, s.alpha, h=h, loss=s.promote_on)
+        promotion: dict[str, Any] = {"promoted": False, "reason": "incompatible_champion", "alpha": s.alpha, "h": h,
+                                     "champion_version": alias_version(name, CHAMPION), "test": DM_TEST,
+                                     "baselines": [g.to_dict() for g in gate]}  # fmt: skip
         mlflow.MlflowClient().set_tag(run_id, "promotion.decision", "refused")
+        mlflow.MlflowClient().set_tag(run_id, "promotion.reason", "incompatible_champion")
     else:
-        promotion = promote_if_better(name, losses[s.promote_on], champ_losses, s.alpha, h=h).to_dict()
+        promotion = promote_if_better(name, losses[s.promote_on], champ_losses, s.alpha, h=h, baselines=base_losses,
+                                      loss=s.promote_on).to_dict()  # fmt: skip
+    promotion["loss"] = s.promote_on
+    promotion["why"] = promotion_why(promotion)
     summary = {
         "run_id": run_id, "tracking_uri": uri, "registry_name": name, "version": version,
         "champion": alias_version(name, CHAMPION), "trainer": s.trainer, "data": s.data, "symbol": symbol,

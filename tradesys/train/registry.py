@@ -12,7 +12,13 @@ Conventions:
   `tradesys.train.evaluate.diebold_mariano` (HLN correction, ``kernel="uniform"``, ``alternative="less"``:
   H1 "the challenger has the smaller expected loss"); ``h`` is the forecast horizon of the loss (the vol horizon
   for an overlapping h-period vol loss, 1 for next-period losses). It promotes when p < alpha (which needs
-  mean(d) < 0). With no champion yet the challenger becomes champion without a test (reason ``no_champion``).
+  mean(d) < 0). With no champion yet the challenger becomes champion without a champion test (reason
+  ``no_champion``), but only if it passes the baseline gate.
+* The baseline gate (`compare_to_baselines`): when `promote_if_better` is given the per-observation losses of the
+  baselines the model is reported against (naive, GARCH), the challenger must beat EACH of them by the same
+  one-sided DM test at ``alpha``, before and independently of any champion; otherwise it is refused with reason
+  ``not_better_than_baselines``, first model included. A network that loses to GARCH on the holdout is never
+  served just because nothing was served before.
 * The decision and its statistics go to the challenger version's run: tags ``promotion.decision``,
   ``promotion.reason``, ``promotion.champion_version`` and metrics ``promotion_dm_stat``, ``promotion_pvalue``,
   ``promotion_mean_diff``, ``promotion_alpha``, ``promotion_promoted`` (1/0); and on the registered model the tag
@@ -26,8 +32,8 @@ Conventions:
   `export_versions` downloads the run artifacts ``exports/model.onnx``, ``exports/model.pt`` and
   ``standardizer.json`` of each version into ``dest/<version>/``, the layout `tradesys.serve.predict` serves.
 
-Errors are ``ValueError("field: reason")`` with the field ``name``, ``version``, ``versions``, ``reason`` or
-``dest_dir``, so a command line can name its own argument.
+Errors are ``ValueError("field: reason")`` with the field ``name``, ``version``, ``versions``, ``reason``,
+``champion`` (nothing to roll back to) or ``dest_dir``, so a command line can name its own argument.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,11 +57,13 @@ __all__ = [
     "CHALLENGER",
     "CHAMPION",
     "EXPORT_FILES",
+    "BaselineComparison",
     "ExportFile",
     "PromotionDecision",
     "VersionInfo",
     "alias_version",
     "champion_history",
+    "compare_to_baselines",
     "describe_version",
     "export_versions",
     "list_models",
@@ -72,12 +80,52 @@ CHALLENGER = "challenger"
 _HISTORY_TAG = "champion_history"
 
 
+DM_TEST = "one-sided Diebold-Mariano (HLN, uniform kernel)"
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    """The challenger against one baseline on the same holdout: mean losses and the one-sided DM test
+    (H1: the challenger's expected loss is smaller). ``beaten`` iff p < alpha and the challenger's mean is lower."""
+
+    baseline: str
+    loss: str
+    model_loss: float  # mean holdout loss of the challenger
+    baseline_loss: float  # mean holdout loss of the baseline
+    dm_stat: float
+    pvalue: float
+    beaten: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare_to_baselines(
+    losses: np.ndarray, baselines: Mapping[str, np.ndarray], alpha: float, *, h: int = 1, loss: str = "loss"
+) -> tuple[BaselineComparison, ...]:
+    """Test the challenger's per-observation `losses` against each baseline's (same holdout, same order)."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha: must be in (0, 1), got {alpha}")
+    a = np.asarray(losses, dtype=np.float64)
+    out = []
+    for who, bl in baselines.items():
+        b = np.asarray(bl, dtype=np.float64)
+        if a.shape != b.shape:
+            raise ValueError(f"baselines: {who!r} has {b.size} losses, the challenger {a.size}")
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+            raise ValueError(f"losses: must be finite (challenger or baseline {who!r})")
+        dm = diebold_mariano(a, b, h=h, hln=True, alternative="less", kernel="uniform")
+        beaten = bool(dm.pvalue < alpha and dm.mean_diff < 0)
+        out.append(BaselineComparison(str(who), loss, float(a.mean()), float(b.mean()), dm.stat, dm.pvalue, beaten))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class PromotionDecision:
-    """Outcome of `promote_if_better`; statistics are NaN when no test ran (no champion yet)."""
+    """Outcome of `promote_if_better`; champion statistics are NaN when no champion test ran."""
 
     promoted: bool
-    reason: str  # "no_champion" | "significantly_better" | "not_significant"
+    reason: str  # "no_champion" | "significantly_better" | "not_significant" | "not_better_than_baselines"
     challenger_version: int
     champion_version: int | None  # the champion the challenger was compared with
     dm_stat: float
@@ -86,9 +134,13 @@ class PromotionDecision:
     alpha: float
     n: int
     h: int
+    baselines: tuple[BaselineComparison, ...] = ()
+    test: str = DM_TEST
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["baselines"] = [b.to_dict() for b in self.baselines]
+        return d
 
 
 def _client(tracking_uri: str | None = None) -> Any:
@@ -159,12 +211,15 @@ def promote_if_better(
     *,
     h: int = 1,
     tracking_uri: str | None = None,
+    baselines: Mapping[str, np.ndarray] | None = None,
+    loss: str = "loss",
 ) -> PromotionDecision:
     """Move ``champion`` to the ``challenger`` version iff a one-sided DM test (uniform kernel) finds the challenger's
     holdout losses significantly smaller at level `alpha`; log the decision to the challenger's run; return it.
 
     Losses are per-observation on the same holdout, in the same order (module docstring). With no champion yet the
-    challenger is promoted without a test, and `champion_losses` may be empty.
+    champion test is skipped, and `champion_losses` may be empty. `baselines` (name -> losses, `loss` names the
+    loss) must each be beaten first (the baseline gate, module docstring), whether or not there is a champion.
     """
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha: must be in (0, 1), got {alpha}")
@@ -175,10 +230,14 @@ def promote_if_better(
     champ = alias_version(name, CHAMPION, tracking_uri=tracking_uri)
     history = champion_history(name, tracking_uri=tracking_uri)
     a = np.asarray(challenger_losses, dtype=np.float64)
-    if champ is None:
-        dec = PromotionDecision(True, "no_champion", chall, None, math.nan, math.nan, math.nan, alpha, a.size, h)
-    elif champ == chall:
+    gate = compare_to_baselines(a, baselines, alpha, h=h, loss=loss) if baselines else ()
+    if champ is not None and champ == chall:
         raise ValueError(f"name: {CHALLENGER!r} and {CHAMPION!r} both point at version {chall}")
+    if not all(g.beaten for g in gate):
+        dec = PromotionDecision(False, "not_better_than_baselines", chall, champ, math.nan, math.nan, math.nan,
+                                alpha, a.size, h, gate)  # fmt: skip
+    elif champ is None:
+        dec = PromotionDecision(True, "no_champion", chall, None, math.nan, math.nan, math.nan, alpha, a.size, h, gate)
     else:
         b = np.asarray(champion_losses, dtype=np.float64)
         if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
@@ -187,7 +246,7 @@ def promote_if_better(
         promoted = bool(dm.pvalue < alpha and dm.mean_diff < 0)
         dec = PromotionDecision(
             promoted, "significantly_better" if promoted else "not_significant", chall, champ,
-            dm.stat, dm.pvalue, dm.mean_diff, alpha, dm.n, h,
+            dm.stat, dm.pvalue, dm.mean_diff, alpha, dm.n, h, gate,
         )  # fmt: skip
     if dec.promoted:
         _set_champion(client, name, chall, [*history, chall])
@@ -201,18 +260,28 @@ def promote_if_better(
             if math.isfinite(v):
                 client.log_metric(run_id, f"promotion_{key}", v)
         client.log_metric(run_id, "promotion_promoted", float(dec.promoted))
+        for g in gate:
+            if math.isfinite(g.pvalue):
+                client.log_metric(run_id, f"promotion_vs_{g.baseline}_pvalue", g.pvalue)
+            client.set_tag(run_id, f"promotion.beats_{g.baseline}", str(g.beaten).lower())
     return dec
 
 
 def rollback(name: str, *, tracking_uri: str | None = None) -> int:
-    """Point ``champion`` back at the previous champion; return that version. ValueError if there is none."""
+    """Point ``champion`` back at the previous champion; return that version.
+
+    ValueError with the field ``champion`` (not ``name``: the model exists, it has nothing to roll back to) when
+    there is no previous champion, naming the model and its champion history.
+    """
     client = _client(tracking_uri)
-    history = champion_history(name, tracking_uri=tracking_uri)
+    history = champion_history(name, tracking_uri=tracking_uri)  # an unknown model is a ``name`` error
     if len(history) < 2:
-        raise ValueError(f"name: {name!r} has no previous champion to roll back to (history {history})")
+        now = f"only version {history[0]} has been champion" if history else "it has never had a champion"
+        raise ValueError(f"champion: no previous champion of {name!r} to roll back to ({now})")
     current = alias_version(name, CHAMPION, tracking_uri=tracking_uri)
     if current != history[-1]:
-        raise ValueError(f"name: champion alias ({current}) disagrees with the history's last entry ({history[-1]})")
+        raise ValueError(f"champion: {name!r} champion alias ({current}) disagrees with its champion history's last "
+                         f"entry ({history[-1]}); set it with a manual promotion")  # fmt: skip
     prev = history[-2]
     _set_champion(client, name, prev, history[:-1])
     return prev
