@@ -88,3 +88,57 @@ def test_bad_input_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "kind:" in result.output
     result = runner.invoke(app, ["data", "replay", "--topic", "x"], env={"TRADESYS_KAFKA_BOOTSTRAP": ""})
     assert result.exit_code == 2 and "bootstrap:" in result.output
+
+
+@pytest.mark.slow
+def test_topics_group_shows_committed_offsets_and_lag(tansu_broker: str) -> None:
+    """Regression: `topics --group` raised AttributeError (kafka-python 3 has no list_consumer_group_offsets)."""
+    import json
+    from collections import Counter
+
+    from tradesys.bus.kafka import KafkaBus
+
+    topic, group = f"grp-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    bus = KafkaBus(tansu_broker, consumer_config={"max_poll_interval_ms": 5000})
+    bus.create_topic(topic, 2)
+    producer = bus.producer()
+    for i in range(12):
+        producer.send(topic, f"v{i}".encode(), key=f"k{i}".encode())
+    producer.flush()
+    consumer = bus.consumer([topic], group)
+    got: list = []
+    for _ in range(60):
+        got += consumer.poll(timeout_ms=500)
+        if len(got) >= 12:
+            break
+    assert len(got) == 12
+    done = got[:7]  # commit part of what was read: the rest is the lag
+    consumer.commit(done)
+    consumer.close()
+    bus.close()
+    # the independent record: what was produced and committed, per partition (a fresh topic starts at offset 0)
+    produced = Counter(r.partition for r in got)
+    committed = {p: max(r.offset for r in done if r.partition == p) + 1 for p in {r.partition for r in done}}
+
+    r = runner.invoke(app, ["data", "topics", "--bootstrap", tansu_broker, "--group", group, "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {row["partition"]: row for row in json.loads(r.stdout) if row["topic"] == topic}
+    assert set(rows) == {0, 1}
+    for p, row in rows.items():
+        assert row["end_offset"] == produced[p]
+        assert row["committed"] == committed.get(p)
+        assert row["lag"] == (None if p not in committed else produced[p] - committed[p])
+    assert sum(row["end_offset"] - (row["committed"] or 0) for row in rows.values()) == 12 - 7  # conservation
+    table = runner.invoke(app, ["data", "topics", "--bootstrap", tansu_broker, "--group", group])
+    assert table.exit_code == 0 and "lag" in table.stdout and "committed" in table.stdout, table.output
+
+
+def test_topics_unreachable_broker_is_one_line() -> None:
+    from tests.conftest import free_port
+
+    r = runner.invoke(app, ["data", "topics", "--bootstrap", f"127.0.0.1:{free_port()}", "--group", "g",
+                            "--timeout", "1"])
+    assert r.exit_code == 2, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: broker 127.0.0.1:") and "Unable to bootstrap" in lines[0]

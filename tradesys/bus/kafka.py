@@ -247,19 +247,92 @@ class KafkaBusConsumer:
                 enable_auto_commit=False,
                 fetch_max_wait_ms=20,
             )
-        probe = self._probe
-        probe.assign(list(tps))
-        for tp in tps:
-            probe.seek(tp, start[tp])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            probe.poll(timeout_ms=50, max_records=1_000_000)
-            if all(probe.highwater(tp) is not None for tp in tps):
-                break
-        return {tp: max(start[tp], probe.highwater(tp) or 0) for tp in tps}
+        return _probe_highwater(self._probe, start, timeout_s)
 
     def close(self) -> None:
         if self._probe is not None:
             self._probe.close()
             self._probe = None
         self._c.close(autocommit=False)
+
+
+def _probe_highwater(
+    probe: KafkaConsumer, start: dict[TopicPartition, int], timeout_s: float
+) -> dict[TopicPartition, int]:
+    """Fetch from `start` per partition and return max(start, the high watermark the broker sends back)."""
+    tps = list(start)
+    probe.assign(tps)
+    for tp in tps:
+        probe.seek(tp, start[tp])
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        probe.poll(timeout_ms=50, max_records=1_000_000)
+        if all(probe.highwater(tp) is not None for tp in tps):
+            break
+    return {tp: max(start[tp], probe.highwater(tp) or 0) for tp in tps}
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker cannot be reached or cannot answer a request; the message says which, in one line."""
+
+
+def _why(exc: BaseException) -> str:
+    """`Name: detail` once (kafka-python errors already start their text with the class name)."""
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
+
+
+def _client_kwargs(bootstrap_servers: str | Sequence[str], timeout_s: float) -> dict[str, Any]:
+    ms = int(timeout_s * 1000)
+    return {"bootstrap_servers": bootstrap_servers, "request_timeout_ms": max(ms, 1000),
+            "bootstrap_timeout_ms": ms, "client_id": "tradesys-inspect"}
+
+
+def topic_offsets(
+    bootstrap_servers: str | Sequence[str], group: str | None = None, timeout_s: float = 5.0
+) -> list[dict[str, Any]]:
+    """Per topic partition (internal `__` topics left out): the log-end offset, and with `group` that group's
+    committed offset (None: nothing committed) and lag (end - committed, 0 at least).
+
+    Committed offsets come from the group coordinator (OffsetFetch, `KafkaAdminClient.list_group_offsets`; the
+    2.x `list_consumer_group_offsets` is gone in kafka-python 3). End offsets are the fetch high watermark, as in
+    `KafkaBusConsumer.log_end_offsets`. Raises BrokerUnavailable when the broker is unreachable or refuses a request.
+    """
+    from kafka.errors import KafkaError
+
+    kw = _client_kwargs(bootstrap_servers, timeout_s)
+    consumer: KafkaConsumer | None = None
+    admin: KafkaAdminClient | None = None
+    try:
+        try:
+            consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, fetch_max_wait_ms=20, **kw)
+            names = sorted(t for t in consumer.topics() if not t.startswith("__"))
+            tps = [TopicPartition(n, p) for n in names for p in sorted(consumer.partitions_for_topic(n) or [])]
+            listed = consumer.end_offsets(tps) if tps else {}
+            ends = _probe_highwater(consumer, {tp: listed.get(tp) or 0 for tp in tps}, timeout_s) if tps else {}
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"broker {bootstrap_servers}: cannot list topics and end offsets "
+                                    f"({_why(exc)})") from exc
+        committed: dict[TopicPartition, int] = {}
+        if group is not None:
+            try:
+                admin = KafkaAdminClient(**kw)
+                got = admin.list_group_offsets({group: None}).get(group, {})
+            except KafkaError as exc:
+                raise BrokerUnavailable(f"broker {bootstrap_servers}: cannot fetch the committed offsets of group "
+                                        f"{group!r} ({_why(exc)})") from exc
+            committed = {tp: int(om.offset) for tp, om in got.items() if om is not None and om.offset >= 0}
+        rows = []
+        for tp in tps:
+            row: dict[str, Any] = {"topic": tp.topic, "partition": tp.partition, "end_offset": int(ends[tp])}
+            if group is not None:
+                c = committed.get(tp)
+                row.update(group=group, committed=c, lag=None if c is None else max(int(ends[tp]) - c, 0))
+            rows.append(row)
+        return rows
+    finally:
+        if consumer is not None:
+            consumer.close()
+        if admin is not None:
+            admin.close()

@@ -30,7 +30,8 @@ def _progress() -> Progress:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
+    """One line on stderr (never wrapped, no traceback); the caller raises the returned Exit(2)."""
+    typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
     return typer.Exit(2)
 
 
@@ -148,36 +149,35 @@ def replay(
 def topics(
     bootstrap: Bootstrap = "",
     group: Annotated[str | None, typer.Option(help="also show this consumer group's committed offsets and lag")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="print the rows as JSON on stdout")] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds to wait for the broker")] = 5.0,
 ) -> None:
-    """List topics with their partitions and end offsets (and a consumer group's lag)."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    """List topics with their partitions and end offsets (and a consumer group's committed offsets and lag)."""
+    from kafka.errors import KafkaError
+
+    from tradesys.bus.kafka import BrokerUnavailable, topic_offsets
 
     if not bootstrap:
-        raise _fail(ValueError("bootstrap: give --bootstrap or set TRADESYS_KAFKA_BOOTSTRAP"))
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tradesys-topics")
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        raise _fail(ValueError("--bootstrap: give --bootstrap or set TRADESYS_KAFKA_BOOTSTRAP"))
     try:
-        names = sorted(t for t in consumer.topics() if not t.startswith("__"))
-        committed: dict[Any, Any] = {}
+        rows = topic_offsets(bootstrap, group, timeout_s=timeout)
+    except (BrokerUnavailable, KafkaError) as exc:
+        raise _fail(exc) from None
+    if json_:
+        from tradesys.commands.output import dumps
+
+        typer.echo(dumps(rows))
+        return
+    table = Table(title=f"topics on {bootstrap}" + (f", group {group}" if group else ""))
+    for col in ("topic", "partition", "end offset", *(["committed", "lag"] if group else [])):
+        table.add_column(col, justify="right")
+    for r in rows:
+        cells = [r["topic"], str(r["partition"]), f"{r['end_offset']:,}"]
         if group:
-            committed = admin.list_consumer_group_offsets(group)
-        table = Table(title=f"topics on {bootstrap}")
-        for col in ("topic", "partition", "end offset", *(["committed", "lag"] if group else [])):
-            table.add_column(col, justify="right")
-        for name in names:
-            tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]
-            ends = consumer.end_offsets(tps)
-            for tp in tps:
-                row = [name, str(tp.partition), f"{ends[tp]:,}"]
-                if group:
-                    c = committed.get(tp)
-                    off = None if c is None else c.offset
-                    row += ["-" if off is None else f"{off:,}", "-" if off is None else f"{max(ends[tp] - off, 0):,}"]
-                table.add_row(*row)
-        console.print(table)
-    finally:
-        consumer.close()
-        admin.close()
+            cells += ["-" if r["committed"] is None else f"{r['committed']:,}",
+                      "-" if r["lag"] is None else f"{r['lag']:,}"]
+        table.add_row(*cells)
+    console.print(table)
 
 
 TECHNICAL = {"sma20": "float64", "ema20": "float64", "rsi14": "float64", "atr14": "float64", "vol20": "float64"}
