@@ -22,6 +22,7 @@ from tradesys.serve.columnar import ARROW_STREAM, arrow_stream, read_arrow_strea
 
 KEY = "s3cret-test-key-9f2c"
 V1_ROUTES = ["/v1/portfolio", "/v1/orders", "/v1/orders/o1", "/v1/fills"]
+MISSING_KEY = [{"field": "X-API-Key", "reason": "missing X-API-Key header"}]
 
 ACCOUNT = AccountRow(
     ts_ns=3_000,
@@ -101,7 +102,7 @@ def test_v1_without_key_is_401(client: TestClient, path: str) -> None:
     r = client.get(path)
     assert r.status_code == 401
     assert r.headers["content-type"] == "application/json"
-    assert r.json() == {"error": "unauthorized", "detail": "missing X-API-Key header"}
+    assert r.json() == {"error": "unauthorized", "detail": MISSING_KEY}
 
 
 @pytest.mark.parametrize("path", V1_ROUTES)
@@ -109,7 +110,7 @@ def test_v1_without_key_is_401(client: TestClient, path: str) -> None:
 def test_v1_with_wrong_key_is_401(client: TestClient, path: str, wrong: str) -> None:
     r = client.get(path, headers={"X-API-Key": wrong.encode()})  # raw bytes: non-ASCII too
     assert r.status_code == 401
-    assert r.json() == {"error": "unauthorized", "detail": "invalid API key"}
+    assert r.json() == {"error": "unauthorized", "detail": [{"field": "X-API-Key", "reason": "invalid API key"}]}
     assert KEY not in r.text
 
 
@@ -215,7 +216,8 @@ def test_one_order_and_404(client: TestClient) -> None:
     )  # fmt: skip
     r = get(client, "/v1/orders/nope")
     assert r.status_code == 404
-    assert r.json() == {"error": "not_found", "detail": "order 'nope' not found"}
+    assert r.json() == {"error": "not_found",
+                        "detail": [{"field": "client_order_id", "reason": "order 'nope' not found"}]}
 
 
 def test_fills(client: TestClient) -> None:
@@ -241,7 +243,7 @@ def test_internal_errors_are_json_without_traceback(ledger_url: str, api_key: st
     c = TestClient(app, raise_server_exceptions=False)
     r = get(c, "/v1/portfolio")
     assert r.status_code == 500
-    assert r.json() == {"error": "internal", "detail": "internal server error"}
+    assert r.json() == {"error": "internal", "detail": [{"field": "request", "reason": "internal server error"}]}
     assert "Traceback" not in r.text and "closed" not in r.text
 
 
@@ -302,7 +304,7 @@ def test_ray_serve_http(ray_session: None, ledger_url: str, api_key: str) -> Non
         assert (r.status_code, r.json()) == (200, {"status": "ok", "schema_version": LATEST_VERSION})
 
         r = httpx.get(f"{base}/v1/portfolio", timeout=10)
-        assert (r.status_code, r.json()) == (401, {"error": "unauthorized", "detail": "missing X-API-Key header"})
+        assert (r.status_code, r.json()["detail"]) == (401, MISSING_KEY)
         r = httpx.get(f"{base}/v1/portfolio", headers={"X-API-Key": "wrong"}, timeout=10)
         assert r.status_code == 401
 

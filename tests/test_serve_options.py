@@ -105,7 +105,7 @@ def test_bad_rows_are_null_with_a_reason_and_the_rest_are_priced(client: TestCli
         ({"S": 100, "K": 100, "T": 1, "sigma": 0.2, "type": "X"}, "is_call", 422),
         ({"S": 100, "K": 100, "T": 1, "sigma": "abc", "is_call": True}, "sigma", 422),
         ({"S": 100, "K": 100, "T": 1, "sigma": 0.2, "is_call": True, "model": "heston"}, "model", 422),
-        ({"S": 100, "K": 100, "T": 1, "sigma": 0.2, "is_call": True, "greeks": ["delta", "foo"]}, "greeks", 422),
+        ({"S": 100, "K": 100, "T": 1, "sigma": 0.2, "is_call": True, "greeks": ["delta", "foo"]}, "greeks.1", 422),
         ({"S": 100, "K": 100, "T": 1, "sigam": 0.2, "is_call": True}, "sigam", 422),
         ({"S": [[1, 2]], "K": 100, "T": 1, "sigma": 0.2, "is_call": True}, "S", 422),
     ],

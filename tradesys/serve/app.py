@@ -28,6 +28,7 @@ from tradesys.ledger import Ledger, open_ledger
 from tradesys.ledger.sqlite import absolute_sqlite_url
 from tradesys.serve.auth import API_KEY_ENV, api_key_dependency, load_api_key
 from tradesys.serve.errors import ErrorBody, install_error_handlers
+from tradesys.serve.limits import Admission, BodyLimit, ServeLimits
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +130,12 @@ def create_api(
     api_key: str | SecretStr | None = None,
     api_key_env: str = API_KEY_ENV,
     analytics: bool = True,
+    limits: ServeLimits | None = None,
 ) -> FastAPI:
     """Build the API: ledger views when `ledger_url` is given, the analytics routes (options, vol, risk,
     portfolio) unless `analytics=False`. The key is read from `api_key_env` unless given; without one this raises
-    RuntimeError, so the API is never served open.
+    RuntimeError, so the API is never served open. `limits` bounds each request (body size, concurrency, queue,
+    time budget; `tradesys.serve.limits`).
 
     The ledger is opened (and migrated, so a fresh database answers too) here, and closed at app shutdown.
     """
@@ -166,12 +169,22 @@ def create_api(
         ),
         lifespan=lifespan,
     )
+    lim = limits or ServeLimits()
     app.state.ledger = ledger
+    app.state.limits = lim
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, limits=lim)
+    app.add_middleware(Admission, limits=lim)  # added last = outermost: a busy replica refuses before any body
     auth = [Depends(api_key_dependency(key))]
     errors: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorBody, "description": "missing or wrong API key"},
+        413: {"model": ErrorBody, "description": f"body over {lim.max_json_body_bytes} bytes (JSON) or "
+              f"{lim.max_arrow_body_bytes} (Arrow), or a batch over the route's row or work cap"},
         422: {"model": ErrorBody, "description": "invalid parameter: detail lists field and reason"},
+        503: {"model": ErrorBody, "description": f"server busy: more than {lim.max_ongoing_requests} running and "
+              f"{lim.max_queued_requests} queued per replica; retry after the Retry-After header's seconds",
+              "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
+        504: {"model": ErrorBody, "description": f"not done within the {lim.request_timeout_s:g} s time budget"},
     }
 
     @app.get("/health", response_model=Health, tags=["health"])
@@ -225,7 +238,8 @@ def ledger_router(ledger: Ledger, dependencies: list[Any], errors: dict[int | st
         """One order by its client order id."""
         row = ledger.get_order(client_order_id)
         if row is None:
-            raise StarletteHTTPException(404, f"order {client_order_id!r} not found")
+            reason = f"order {client_order_id!r} not found"
+            raise StarletteHTTPException(404, [{"field": "client_order_id", "reason": reason}])
         return row
 
     @app.get("/v1/fills", response_model=FillList, dependencies=auth, responses=errors, tags=["ledger"])
@@ -241,7 +255,11 @@ def ledger_router(ledger: Ledger, dependencies: list[Any], errors: dict[int | st
 # --- Ray Serve -------------------------------------------------------------------------------------------------------
 
 
-@serve.deployment(name="TradesysAPI", num_replicas=1, max_ongoing_requests=32, ray_actor_options={"num_cpus": 0})
+_DEFAULT_LIMITS = ServeLimits()
+
+
+@serve.deployment(name="TradesysAPI", num_replicas=1, ray_actor_options={"num_cpus": 0},
+                  **_DEFAULT_LIMITS.serve_options())
 @serve.ingress()
 class TradesysAPI:
     """The API as a Serve deployment. It reserves no CPU, so it never starves the trading actors of theirs;
@@ -249,21 +267,32 @@ class TradesysAPI:
 
     The key is handed over as a SecretStr argument (read from the driver's environment by `build_app`),
     because the replica's environment is the Ray cluster's, not the driver's. None: read `api_key_env` there.
+    `max_ongoing_requests`/`max_queued_requests` are set from the same `ServeLimits` the app enforces
+    (`build_app` passes both), so the proxy hands the replica what its admission gate can answer.
     """
 
     def __init__(
-        self, ledger_url: str | None, api_key: SecretStr | None = None, api_key_env: str = API_KEY_ENV
+        self,
+        ledger_url: str | None,
+        api_key: SecretStr | None = None,
+        api_key_env: str = API_KEY_ENV,
+        limits: ServeLimits | None = None,
     ) -> None:
         self.ledger_url = ledger_url
         self._api_key = api_key
         self._api_key_env = api_key_env
+        self._limits = limits
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_api(self.ledger_url, api_key=self._api_key, api_key_env=self._api_key_env)
+        return create_api(self.ledger_url, api_key=self._api_key, api_key_env=self._api_key_env, limits=self._limits)
 
 
 def build_app(
-    ledger_url: str | None = None, *, api_key_env: str = API_KEY_ENV, replicas: int = 1
+    ledger_url: str | None = None,
+    *,
+    api_key_env: str = API_KEY_ENV,
+    replicas: int = 1,
+    limits: ServeLimits | None = None,
 ) -> serve.Application:
     """The bound Serve application; fails here, in the driver, if the API key is not set.
 
@@ -271,7 +300,8 @@ def build_app(
     """
     key = load_api_key(api_key_env)
     url = None if ledger_url is None else absolute_sqlite_url(ledger_url)
-    return TradesysAPI.options(num_replicas=replicas).bind(url, key, api_key_env)
+    lim = limits or ServeLimits()
+    return TradesysAPI.options(num_replicas=replicas, **lim.serve_options()).bind(url, key, api_key_env, lim)
 
 
 def run_serve(
@@ -283,9 +313,10 @@ def run_serve(
     name: str = "tradesys",
     api_key_env: str = API_KEY_ENV,
     replicas: int = 1,
+    limits: ServeLimits | None = None,
 ) -> DeploymentHandle:
     """Start Serve's HTTP proxy on host:port and deploy the API; returns once the replicas are ready."""
-    app = build_app(ledger_url, api_key_env=api_key_env, replicas=replicas)  # fail fast without a key
+    app = build_app(ledger_url, api_key_env=api_key_env, replicas=replicas, limits=limits)  # fail fast without a key
     serve.start(http_options={"host": host, "port": port})
     log.info("serving the tradesys API on http://%s:%d%s (pid %d)", host, port, route_prefix, os.getpid())
     return serve.run(app, name=name, route_prefix=route_prefix)

@@ -11,29 +11,32 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from tradesys.serve.errors import BadRequest
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 MAX_JSON_ROWS = 100_000
 MAX_ARROW_ROWS = 5_000_000
-MAX_BODY_BYTES = 512 * 1024 * 1024
 
 
-def request_body_doc(json_model: type[Any]) -> dict[str, Any]:
-    """`openapi_extra` for a route that reads its body itself: both encodings listed in /openapi.json."""
+def request_body_doc(json_model: type[Any], refine: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+                     ) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads its body itself: both encodings listed in /openapi.json; `refine`
+    adds the cross-field rules (oneOf, if/then) the model cannot state."""
+    schema = json_model.model_json_schema()
     return {
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": json_model.model_json_schema()},
+                "application/json": {"schema": refine(schema) if refine else schema},
                 ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
             },
         }
@@ -48,20 +51,41 @@ def wants_arrow(request: Request) -> bool:
     return ARROW_STREAM in request.headers.get("accept", "").lower()
 
 
-async def read_batch(request: Request, columns: set[str]) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """(columns, options, row limit) from the request, whichever encoding it uses.
+def parse_json_body(body: bytes) -> Any:
+    """Bytes -> JSON value, or a 4xx naming `body`: invalid JSON, invalid UTF-8 and nesting too deep for the parser
+    (a RecursionError: 1 KB of `[` is enough) are the client's error, never a 500 with a logged traceback."""
+    try:
+        return json.loads(body or b"null")
+    except json.JSONDecodeError as exc:
+        raise BadRequest([("body", f"invalid JSON ({exc.msg} at position {exc.pos})")]) from None
+    except UnicodeDecodeError:
+        raise BadRequest([("body", "invalid JSON (not UTF-8 text)")]) from None
+    except RecursionError:
+        raise BadRequest([("body", "invalid JSON (nested too deeply)")]) from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
+        raise BadRequest([("body", f"invalid JSON ({str(exc)[:120]})")]) from None
+
+
+async def read_batch(
+    request: Request, columns: set[str]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]:
+    """(columns, body options, query options, row limit) from the request, whichever encoding it uses.
 
     Everything in a JSON body that is not a column name is an option; for Arrow the options are the query
-    parameters. Query parameters also fill options that a JSON body leaves out.
+    parameters. Query parameters also fill options that a JSON body leaves out. The two kinds of options are kept
+    apart because JSON options are typed (a bool is not a number) while query strings are text to be parsed. A
+    query key given more than once (`?greeks=delta&greeks=vega`) comes back as a list, never silently the last.
+    The body's size is capped while it streams in (`limits.BodyLimit`).
     """
     body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise BadRequest([("body", f"larger than {MAX_BODY_BYTES} bytes")], status=413)
-    options: dict[str, Any] = dict(request.query_params)
+    query: dict[str, Any] = {}
+    for key in request.query_params:
+        values = request.query_params.getlist(key)
+        query[key] = values if len(values) > 1 else values[0]
     media = _media_type(request)
     if media == ARROW_STREAM:
         try:
-            table = pa.ipc.open_stream(body).read_all()
+            table = await run_in_threadpool(lambda: pa.ipc.open_stream(body).read_all())
         except (pa.ArrowInvalid, OSError) as exc:
             raise BadRequest([("body", f"not an Arrow IPC stream ({exc})")]) from None
         cols: dict[str, Any] = {}
@@ -70,19 +94,16 @@ async def read_batch(request: Request, columns: set[str]) -> tuple[dict[str, Any
             if col.null_count:
                 raise BadRequest([(name, f"{col.null_count} null values (send NaN for a missing number)")])
             cols[name] = col.to_numpy()
-        return cols, options, MAX_ARROW_ROWS
+        return cols, {}, query, MAX_ARROW_ROWS
     if media not in ("application/json", ""):
         raise BadRequest([("content-type", f"{media!r} is not supported (use application/json or {ARROW_STREAM})")],
                          status=415)
-    try:
-        payload = json.loads(body or b"null")
-    except json.JSONDecodeError as exc:
-        raise BadRequest([("body", f"invalid JSON ({exc.msg} at position {exc.pos})")]) from None
+    payload = parse_json_body(body) if len(body) < 65_536 else await run_in_threadpool(parse_json_body, body)
     if not isinstance(payload, dict):
         raise BadRequest([("body", "must be a JSON object of columns and options")])
     cols = {k: v for k, v in payload.items() if k in columns}
-    options.update({k: v for k, v in payload.items() if k not in columns})
-    return cols, options, MAX_JSON_ROWS
+    options = {k: v for k, v in payload.items() if k not in columns}
+    return cols, options, query, MAX_JSON_ROWS
 
 
 def _json_list(a: np.ndarray) -> list[Any]:

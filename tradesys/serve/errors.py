@@ -1,8 +1,11 @@
-"""One JSON error shape for every route: `{"error": <code>, "detail": <message, or a list of {field, reason}>}`.
+"""One JSON error shape for every route and every status: `{"error": <code>, "detail": [{"field", "reason"}]}`.
 
 Library code raises `ValueError("field: reason")` for bad input; `BadRequest.from_value_error` turns that into a 422
-naming the field, so the message a notebook user sees and the one an HTTP client sees are the same. An unexpected
-exception is logged server-side and answered with a bare 500, never a traceback.
+naming the field, so the message a notebook user sees and the one an HTTP client sees are the same. An
+`HTTPException` raised with a plain string (404, 405, 401, 429, 503, ...) is answered in the same list shape, with
+the field a client can act on (`path`, `method`, `X-API-Key`, `request`), so clients parse one shape only. An
+unexpected exception is logged server-side (one line, no request data) and answered with a bare 500, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -27,16 +30,17 @@ class FieldError(BaseModel):
 
 class ErrorBody(BaseModel):
     error: str
-    detail: str | list[FieldError]
+    detail: list[FieldError]
 
 
 class BadRequest(Exception):
     """Invalid input: answered 422 (or `status`) with the offending fields and reasons."""
 
-    def __init__(self, fields: list[tuple[str, str]], status: int = 422) -> None:
+    def __init__(self, fields: list[tuple[str, str]], status: int = 422, headers: dict[str, str] | None = None) -> None:
         super().__init__("; ".join(f"{f}: {r}" for f, r in fields))
         self.fields = fields
         self.status = status
+        self.headers = headers
 
     @classmethod
     def from_value_error(cls, exc: ValueError, status: int = 422) -> BadRequest:
@@ -47,6 +51,8 @@ class BadRequest(Exception):
 
 
 _ERROR_CODES = {401: "unauthorized", 404: "not_found", 422: "validation_error", 500: "internal"}
+# The field a plain-string HTTPException is about, by status: what the client should change.
+_DEFAULT_FIELD = {401: "X-API-Key", 404: "path", 405: "method", 413: "body", 415: "content-type"}
 
 
 def error_code(status_code: int) -> str:
@@ -59,8 +65,19 @@ def error_code(status_code: int) -> str:
         return "error"
 
 
+def field_errors(status_code: int, detail: Any) -> list[dict[str, str]]:
+    """Any `detail` (a string, a list of {field, reason}, a dict) as the list shape."""
+    if isinstance(detail, list) and all(isinstance(d, dict) and {"field", "reason"} <= set(d) for d in detail):
+        return [{"field": str(d["field"]), "reason": str(d["reason"])} for d in detail]
+    if isinstance(detail, dict) and {"field", "reason"} <= set(detail):
+        return [{"field": str(detail["field"]), "reason": str(detail["reason"])}]
+    reason = detail if isinstance(detail, str) else HTTPStatus(status_code).phrase if detail is None else str(detail)
+    return [{"field": _DEFAULT_FIELD.get(status_code, "request"), "reason": reason}]
+
+
 def error_response(status_code: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": error_code(status_code), "detail": detail}, status_code, headers=headers)
+    return JSONResponse({"error": error_code(status_code), "detail": field_errors(status_code, detail)}, status_code,
+                        headers=headers)
 
 
 def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -83,10 +100,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, fields)
 
     async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
-        return error_response(exc.status, [{"field": f, "reason": r} for f, r in exc.fields])
+        return error_response(exc.status, [{"field": f, "reason": r} for f, r in exc.fields], exc.headers)
 
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal server error")
 
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]

@@ -7,14 +7,14 @@ encoding. Bad requests are 4xx with the field and the reason; a bad *row* is a 2
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from starlette.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from tradesys.quant.options.batch import (
     AMERICAN_LIMITS,
@@ -25,12 +25,37 @@ from tradesys.quant.options.batch import (
     price_columns,
     reasons,
 )
-from tradesys.serve.columnar import batch_response, read_batch, request_body_doc
+from tradesys.quant.options.european import GREEK_NAMES
+from tradesys.serve.columnar import (
+    MAX_ARROW_ROWS,
+    MAX_JSON_ROWS,
+    batch_response,
+    read_batch,
+    request_body_doc,
+)
 from tradesys.serve.errors import BadRequest
+from tradesys.serve.limits import chunk_rows_for, run_chunked, run_in_budget
 
-Numbers = float | list[float]
-Flags = bool | list[bool]
-Kinds = str | list[str]
+Numbers = float | Annotated[list[float], Field(min_length=1)]
+Flags = bool | Annotated[list[bool], Field(min_length=1)]
+Kinds = Literal["C", "P", "c", "p", "call", "put", "CALL", "PUT"] | Annotated[
+    list[Literal["C", "P", "c", "p", "call", "put", "CALL", "PUT"]], Field(min_length=1)]
+Greek = Literal[(*GREEK_NAMES[1:], "all")]  # type: ignore[valid-type]
+SInt = Annotated[int, Strict()]
+SFloat = Annotated[float, Strict()]
+
+# Work caps per request, in the cost units of each method (measured on one core: about 5e-8 s per LR tree unit,
+# 1e-6 s per FD unit, 1e-7 s per LSM unit), so a capped request costs about 10 s at most; chunks are 1/20 of it.
+TREE_WORK = 200_000_000  # rows x steps^2
+FD_WORK = 10_000_000  # rows x space_steps^2 x max(1, exercise dates / 100)
+LSM_WORK = 25_000_000  # rows x paths x exercise dates (T x exercise_per_year); 8 bytes each in memory per row
+LSM_MAX_PATHS = 200_000
+EUROPEAN_CHUNK_ROWS = 250_000
+WORK_CAPS = {"lr": TREE_WORK, "crr": TREE_WORK, "fd": FD_WORK, "lsm": LSM_WORK}
+COLUMN_RULES = (
+    "Columns given as lists must all have the same length (scalars broadcast); `S` goes with model bsm and `F` with "
+    "black76; give `is_call` or `type`, not both."
+)
 
 
 class _Strict(BaseModel):
@@ -39,12 +64,16 @@ class _Strict(BaseModel):
 
 class PriceOptions(_Strict):
     model: Literal["bsm", "black76"] = "bsm"
-    greeks: list[str] = Field(default_factory=list, description="Greeks to return, or ['all']")
+    greeks: list[Greek] = Field(default_factory=list, description="Greeks to return, or ['all']; in the query "
+                                "string a comma list or the key repeated (`?greeks=delta&greeks=vega`)")
 
     @field_validator("greeks", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
-        return [s for s in v.split(",") if s] if isinstance(v, str) else v
+        items = v if isinstance(v, list) else [v] if isinstance(v, str) else v
+        if isinstance(items, list) and all(isinstance(s, str) for s in items):
+            return [g.strip() for s in items for g in s.split(",") if g.strip()]
+        return v
 
 
 class IvOptions(_Strict):
@@ -53,10 +82,18 @@ class IvOptions(_Strict):
 
 class AmericanOptions(_Strict):
     method: Literal["lr", "crr", "fd", "lsm"] = "lr"
-    resolution: int | None = Field(None, description="tree steps, FD space steps or LSM paths (method's default)")
+    resolution: SInt | None = Field(
+        None, ge=2, le=max(c for _, _, c in AMERICAN_LIMITS.values()),
+        description="tree steps, FD space steps or LSM paths (method's default); per method: "
+        + ", ".join(f"{m}: {k} <= {min(c, LSM_MAX_PATHS) if m == 'lsm' else c}"
+                    for m, (k, _, c) in AMERICAN_LIMITS.items())
+        + f". Work per request is capped: rows x steps^2 <= {TREE_WORK:.0e} (lr, crr), rows x space_steps^2 <= "
+        f"{FD_WORK:.0e} (fd), rows x paths x exercise dates <= {LSM_WORK:.0e} (lsm); 413 beyond.",
+    )
     style: Literal["american", "bermudan", "european"] = "american"
-    exercise_per_year: float | None = None
-    seed: int = 0
+    exercise_per_year: SFloat | None = Field(None, gt=0, le=10_000,
+                                             description="exercise dates per year; required for bermudan")
+    seed: SInt = Field(0, ge=0, le=2**32 - 1)
 
 
 class _Columns(BaseModel):
@@ -85,36 +122,61 @@ class AmericanRequest(_Columns, AmericanOptions):
     S: Numbers  # type: ignore[assignment]
 
 
+def _exactly_one(schema: dict[str, Any], underlying: bool = True) -> dict[str, Any]:
+    """The cross-field rules JSON Schema can state: exactly one of is_call/type, and S with bsm or F with black76."""
+    rules: list[dict[str, Any]] = [{"oneOf": [{"required": ["is_call"], "not": {"required": ["type"]}},
+                                              {"required": ["type"], "not": {"required": ["is_call"]}}]}]
+    if underlying:
+        rules.append({"oneOf": [
+            {"required": ["S"], "not": {"required": ["F"]}, "properties": {"model": {"const": "bsm"}}},
+            {"required": ["F", "model"], "not": {"required": ["S"]}, "properties": {"model": {"const": "black76"}}},
+        ]})
+    return {**schema, "allOf": rules}
+
+
 COLUMN_NAMES = {"price", "S", "F", "K", "T", "r", "q", "sigma", "is_call", "type"}
+NUMERIC_COLUMNS = COLUMN_NAMES - {"is_call", "type"}
 CHAIN_COLUMNS = {"strike", "expiry", "bid", "ask", "type", "underlying", "rate", "dividend"}
 MAX_QUERY_POINTS = 100_000
+MAX_CHAIN_ROWS = 50_000
 
 
 class SurfaceOptions(_Strict):
     model: Literal["svi", "sabr"] = "svi"
     valuation_date: str | None = Field(None, description="needed when expiry holds dates (YYYY-MM-DD)")
-    beta: float = Field(1.0, ge=0, le=1, description="SABR beta")
+    beta: SFloat = Field(1.0, ge=0, le=1, description="SABR beta")
     arbitrage_free: bool = True
     weighting: Literal["spread", "equal"] = "spread"
     include_quotes: bool = Field(False, description="return every quote with its status and fitted vol")
-    query_K: list[float] | None = Field(None, description="strikes to evaluate the fitted surface at")
-    query_T: list[float] | float | None = Field(None, description="expiries (years) for query_K, or one for all")
+    query_K: Annotated[list[SFloat], Field(min_length=1, max_length=MAX_QUERY_POINTS)] | None = Field(
+        None, description=f"strikes to evaluate the fitted surface at (at most {MAX_QUERY_POINTS}); needs query_T")
+    query_T: Annotated[list[SFloat], Field(min_length=1, max_length=MAX_QUERY_POINTS)] | SFloat | None = Field(
+        None, description="expiries (years) for query_K, one per strike or one for all")
 
     @field_validator("query_K", "query_T", mode="before")
     @classmethod
     def _split(cls, v: Any) -> Any:
-        return [float(x) for x in v.split(",") if x] if isinstance(v, str) else v
+        if isinstance(v, str):
+            try:
+                return [float(x) for x in v.split(",") if x]
+            except ValueError:
+                raise ValueError("must be numbers, comma-separated") from None
+        return v
+
+
+Chain = Annotated[list[SFloat], Field(min_length=1, max_length=MAX_CHAIN_ROWS)]
 
 
 class SurfaceRequest(SurfaceOptions):
-    strike: list[float]
-    expiry: list[float] | list[str] = Field(description="years to expiry, or dates with valuation_date")
-    bid: list[float]
-    ask: list[float]
-    type: list[str] = Field(description="C/P/call/put")
-    underlying: list[float] | float
-    rate: list[float] | float = 0.0
-    dividend: list[float] | float = 0.0
+    strike: Chain
+    expiry: Chain | Annotated[list[str], Field(min_length=1, max_length=MAX_CHAIN_ROWS)] = Field(
+        description="years to expiry, or dates with valuation_date")
+    bid: Chain
+    ask: Chain
+    type: Annotated[list[Literal["C", "P", "c", "p", "call", "put"]], Field(min_length=1, max_length=MAX_CHAIN_ROWS)]
+    underlying: Chain | SFloat
+    rate: Chain | SFloat = 0.0
+    dividend: Chain | SFloat = 0.0
 
 
 def fit_surface(chain: dict[str, Any], o: SurfaceOptions) -> dict[str, Any]:
@@ -150,18 +212,37 @@ def fit_surface(chain: dict[str, Any], o: SurfaceOptions) -> dict[str, Any]:
     return out
 
 
-def parse_options(model: type[BaseModel], options: dict[str, Any]) -> Any:
+def parse_options(model: type[BaseModel], body: dict[str, Any], query: dict[str, Any]) -> Any:
+    """Options from the JSON body (typed: strict, so `false` is not 0) over those of the query string (text)."""
     try:
-        return model.model_validate(options)
+        model.model_validate(body, strict=True)
+        return model.model_validate({**query, **body})
     except ValidationError as exc:
         fields = [(".".join(str(p) for p in e["loc"]) or "options", e["msg"]) for e in exc.errors()]
         raise BadRequest(fields) from None
 
 
-async def compute(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run the numerics off the event loop; library ValueErrors become 422s naming the field."""
+def refuse_bools(raw: dict[str, Any], numeric: set[str]) -> None:
+    """A JSON `true` in a numeric column is a client bug, not the number 1."""
+    for name in sorted(numeric & set(raw)):
+        v = raw[name]
+        if isinstance(v, bool) or (isinstance(v, list) and any(isinstance(x, bool) for x in v)):
+            raise BadRequest([(name, "must be numbers, not true/false")])
+
+
+async def compute(request: Request, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run the numerics in a worker thread within the request's time budget; library ValueErrors become 422s."""
     try:
-        return await run_in_threadpool(fn)
+        return await run_in_budget(request, fn)
+    except ValueError as exc:
+        raise BadRequest.from_value_error(exc) from None
+
+
+async def compute_rows(request: Request, fn: Callable[[dict[str, np.ndarray]], dict[str, Any]],
+                       cols: dict[str, Any], chunk_rows: int) -> dict[str, Any]:
+    """Row-wise numerics in chunks (`limits.run_chunked`): a disconnect or the deadline stops the work."""
+    try:
+        return await run_chunked(request, fn, cols, chunk_rows)
     except ValueError as exc:
         raise BadRequest.from_value_error(exc) from None
 
@@ -174,60 +255,116 @@ def columns_for(raw: dict[str, Any], spec: Sequence[Any], limit: int) -> dict[st
         raise BadRequest.from_value_error(exc, status) from None
 
 
+def american_work(cols: dict[str, np.ndarray], o: AmericanOptions) -> tuple[float, float]:
+    """(work per row at worst, total work) of an American request, in the method's cost units (WORK_CAPS)."""
+    default = AMERICAN_LIMITS[o.method][1]
+    size = float(default if o.resolution is None else o.resolution)
+    T = np.asarray(cols["T"], dtype=float)
+    finite = T[np.isfinite(T) & (T > 0)]
+    t_max = float(finite.max()) if finite.size else 0.0
+    if o.method in ("lr", "crr"):
+        per_row = size**2
+    elif o.method == "fd":
+        dates = t_max * o.exercise_per_year if o.exercise_per_year is not None else 0.0
+        per_row = size**2 * max(1.0, dates / 100.0)
+    else:
+        per_row = size * max(1.0, math.ceil(t_max * (o.exercise_per_year or 50.0)))
+    return per_row, per_row * len(T)
+
+
+def check_american(cols: dict[str, np.ndarray], o: AmericanOptions) -> int:
+    """Refuse a request over its work cap (422 when one row alone is over, 413 for the batch); rows per chunk."""
+    if o.method == "lsm" and o.resolution is not None and o.resolution > LSM_MAX_PATHS:
+        raise BadRequest([("resolution", f"paths must be at most {LSM_MAX_PATHS} for method lsm")])
+    cap = WORK_CAPS[o.method]
+    per_row, total = american_work(cols, o)
+    if per_row > cap:
+        raise BadRequest([("resolution", f"one option costs {per_row:.3g} work units for method {o.method}, "
+                                         f"over the limit of {cap:.3g} (lower resolution, T or exercise_per_year)")])
+    if total > cap:
+        rows = int(cap // per_row)
+        raise BadRequest([("rows", f"{len(cols['T'])} rows at this resolution cost {total:.3g} work units, over the "
+                                   f"limit of {cap:.3g} for method {o.method}: send at most {rows} rows per request")],
+                         status=413)
+    return chunk_rows_for(per_row, cap / 20)
+
+
 def options_router(dependencies: Sequence[Any], responses: dict[int | str, dict[str, Any]]) -> APIRouter:
     router = APIRouter(dependencies=list(dependencies), responses=responses, tags=["options"])
 
-    @router.post("/v1/options/price", openapi_extra=request_body_doc(PriceRequest))
-    async def price(request: Request) -> Response:
-        """European price and Greeks (BSM with dividend yield, or Black-76), one row per option.
+    @router.post("/v1/options/price", openapi_extra=request_body_doc(PriceRequest, _exactly_one),
+                 description=f"""European price and Greeks (BSM with dividend yield, or Black-76), one row per option.
 
-        Greeks follow the library's conventions (vega per 1.00 of vol, theta per calendar year; see
-        `tradesys.quant.options`). Rows with invalid inputs are null with a reason code.
-        """
-        raw, opts, limit = await read_batch(request, COLUMN_NAMES)
-        o: PriceOptions = parse_options(PriceOptions, opts)
+Greeks follow the library's conventions (vega per 1.00 of vol, theta per calendar year; see
+`tradesys.quant.options`). Rows with invalid inputs are null with a reason code. {COLUMN_RULES}
+At most {MAX_JSON_ROWS} rows as JSON, {MAX_ARROW_ROWS} as Arrow.""")
+    async def price(request: Request) -> Response:
+        raw, body_opts, query_opts, limit = await read_batch(request, COLUMN_NAMES)
+        refuse_bools(raw, NUMERIC_COLUMNS)
+        o: PriceOptions = parse_options(PriceOptions, body_opts, query_opts)
+        greeks = ["all"] if "all" in o.greeks else list(dict.fromkeys(o.greeks))
+        if o.model == "black76":
+            greeks = [g for g in greeks if g != "rho_q"]  # no dividend yield in Black-76: nothing to report
         cols = columns_for(raw, option_columns(o.model), limit)
-        out = await compute(lambda: price_columns(cols, o.model, o.greeks))
+        out = await compute_rows(request, lambda c: price_columns(c, o.model, greeks), cols, EUROPEAN_CHUNK_ROWS)
         return batch_response(request, out, {"model": o.model, "reasons": reasons(out["code"])})
 
-    @router.post("/v1/options/iv", openapi_extra=request_body_doc(IvRequest))
+    @router.post("/v1/options/iv", openapi_extra=request_body_doc(IvRequest, _exactly_one),
+                 description=f"""Implied volatility to machine precision (Jäckel's "Let's Be Rational"); a price
+outside the no-arbitrage bounds gives null and its reason code for that row. {COLUMN_RULES}""")
     async def iv(request: Request) -> Response:
-        """Implied volatility to machine precision (Jäckel's "Let's Be Rational"); a price outside the no-arbitrage
-        bounds gives null and its reason code for that row."""
-        raw, opts, limit = await read_batch(request, COLUMN_NAMES)
-        o: IvOptions = parse_options(IvOptions, opts)
+        raw, body_opts, query_opts, limit = await read_batch(request, COLUMN_NAMES)
+        refuse_bools(raw, NUMERIC_COLUMNS)
+        o: IvOptions = parse_options(IvOptions, body_opts, query_opts)
         cols = columns_for(raw, option_columns(o.model, price=True, vol=False), limit)
-        out = await compute(lambda: iv_columns(cols, o.model))
+        out = await compute_rows(request, lambda c: iv_columns(c, o.model), cols, EUROPEAN_CHUNK_ROWS)
         return batch_response(request, out, {"model": o.model, "reasons": reasons(out["code"])})
 
     american_doc = (
         "American/Bermudan vanilla prices: Leisen-Reimer (default) or CRR trees, Crank-Nicolson FD, or LSM "
         "(with its standard error). `resolution` is the method's size: "
-        + ", ".join(f"{m}: {k} <= {c}" for m, (k, _, c) in AMERICAN_LIMITS.items())
+        + ", ".join(f"{m}: {k} <= {min(c, LSM_MAX_PATHS) if m == 'lsm' else c}"
+                    for m, (k, _, c) in AMERICAN_LIMITS.items())
+        + f". The work per request is capped (rows x steps^2 <= {TREE_WORK:.0e} for trees, rows x space_steps^2 <= "
+        f"{FD_WORK:.0e} for FD, rows x paths x exercise dates <= {LSM_WORK:.0e} for LSM): 413 naming `rows` beyond, "
+        f"422 naming `resolution` when one option alone is over. {COLUMN_RULES} `exercise_per_year` is required "
+        "with style bermudan."
     )
 
-    @router.post("/v1/options/american", openapi_extra=request_body_doc(AmericanRequest), description=american_doc)
+    @router.post("/v1/options/american", openapi_extra=request_body_doc(AmericanRequest, _american_schema),
+                 description=american_doc)
     async def american(request: Request) -> Response:
-        raw, opts, limit = await read_batch(request, COLUMN_NAMES)
-        o: AmericanOptions = parse_options(AmericanOptions, opts)
+        raw, body_opts, query_opts, limit = await read_batch(request, COLUMN_NAMES)
+        refuse_bools(raw, NUMERIC_COLUMNS)
+        o: AmericanOptions = parse_options(AmericanOptions, body_opts, query_opts)
         cols = columns_for(raw, option_columns("bsm"), limit)
-        out = await compute(lambda: american_columns(cols, o.method, resolution=o.resolution, style=o.style,
-                                                     exercise_per_year=o.exercise_per_year, seed=o.seed))
+        chunk = check_american(cols, o)
+        out = await compute_rows(
+            request, lambda c: american_columns(c, o.method, resolution=o.resolution, style=o.style,
+                                                exercise_per_year=o.exercise_per_year, seed=o.seed), cols, chunk)
         return batch_response(request, out, {"method": o.method, "reasons": reasons(out["code"])})
 
-    @router.post("/v1/vol/surface", openapi_extra=request_body_doc(SurfaceRequest), tags=["vol"])
+    @router.post("/v1/vol/surface", openapi_extra=request_body_doc(SurfaceRequest), tags=["vol"],
+                 description=f"""Fit a volatility surface to an option chain: mid implied vols on parity forwards,
+raw SVI per expiry calibrated free of butterfly arbitrage (or SABR), calendar-free interpolation in total variance,
+and the arbitrage report; optional vol(K, T) queries. JSON columns, or an Arrow IPC chain with options in the query
+string. At most {MAX_CHAIN_ROWS} quotes and {MAX_QUERY_POINTS} query points; chain columns of equal length;
+`valuation_date` with dated expiries; `query_T` with `query_K`.""")
     async def surface(request: Request) -> Response:
-        """Fit a volatility surface to an option chain: mid implied vols on parity forwards, raw SVI per expiry
-        calibrated free of butterfly arbitrage (or SABR), calendar-free interpolation in total variance, and the
-        arbitrage report; optional vol(K, T) queries. JSON columns, or an Arrow IPC chain with options in the query
-        string."""
-        raw, opts, limit = await read_batch(request, CHAIN_COLUMNS)
-        o: SurfaceOptions = parse_options(SurfaceOptions, opts)
+        raw, body_opts, query_opts, _ = await read_batch(request, CHAIN_COLUMNS)
+        refuse_bools(raw, CHAIN_COLUMNS - {"type", "expiry"})
+        o: SurfaceOptions = parse_options(SurfaceOptions, body_opts, query_opts)
         n = max((np.size(v) for v in raw.values()), default=0)
-        if n > limit:
-            raise BadRequest([("rows", f"{n} rows exceed the limit of {limit} for this encoding")], status=413)
-        out = await compute(lambda: fit_surface(raw, o))
+        if n > MAX_CHAIN_ROWS:
+            raise BadRequest([("rows", f"{n} quotes exceed the limit of {MAX_CHAIN_ROWS} per chain")], status=413)
+        out = await compute(request, lambda: fit_surface(raw, o))
         return JSONResponse(out)
 
     return router
 
+
+def _american_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    out = _exactly_one(schema, underlying=False)
+    out["allOf"].append({"if": {"properties": {"style": {"const": "bermudan"}}, "required": ["style"]},
+                         "then": {"required": ["exercise_per_year"]}})
+    return out
