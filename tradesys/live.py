@@ -7,7 +7,10 @@ Used by `tradesys demo`, `tradesys live` and `jobs/live.py` (a Ray job). Ctrl-C 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
+import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,36 +20,78 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tradesys.config import TradesysConfig
+from tradesys import localray
+from tradesys.config import ConfigError, DataError, TradesysConfig, redact_url
 from tradesys.ledger.sqlite import absolute_sqlite_url
+from tradesys.localray import LocalCluster
+
+
+class RunError(RuntimeError):
+    """The live loop could not finish. The message is one line for the user (the CLI prints it, exit code 2)."""
 
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("run-%Y%m%d-%H%M%S-") + os.urandom(2).hex()
 
 
+def durable_runs_dir() -> Path:
+    """Where a Ray job's default ledger goes: `$TRADESYS_RUNS_DIR`, else `~/tradesys/runs`.
+
+    A job runs in Ray's temporary copy of its working directory, which is deleted when the job ends; a ledger
+    there would take the book of record with it.
+    """
+    return Path(os.environ.get("TRADESYS_RUNS_DIR") or Path.home() / "tradesys" / "runs").expanduser()
+
+
 def resolve_ledger_url(cfg: TradesysConfig, run_id: str) -> str:
     """An absolute ledger URL: actors may run in another working directory (or on another node)."""
     url = cfg.ledger.url
     if url is None:
-        path = Path(cfg.ledger.runs_dir).resolve() / run_id / "ledger.db"
+        path = Path(cfg.ledger.runs_dir).expanduser().resolve() / run_id / "ledger.db"
         return f"sqlite:///{path}"
     return absolute_sqlite_url(url)
 
 
-def connect_ray(cfg: TradesysConfig) -> str | None:
-    """Join the cluster named by config or RAY_ADDRESS, else start a local one. Return the dashboard URL."""
+def check_settings(cfg: TradesysConfig) -> None:
+    """Every setting that can be checked without Ray, checked before anything starts (ConfigError naming it)."""
+    try:
+        from tradesys.data import check_data
+    except ImportError:  # older tree: building the source once finds the same errors
+        from tradesys.data.check import check_data
+    check_data(cfg.data)
+    if cfg.data.bus == "kafka":
+        cfg.data.bootstrap()
+    if cfg.drift.enabled and cfg.drift.reference != "data" and not Path(cfg.drift.reference).is_file():
+        raise ConfigError(f"drift.reference: {cfg.drift.reference!r} is not a file")
+
+
+def connect_ray(cfg: TradesysConfig, console: Console | None = None) -> tuple[str | None, LocalCluster | None]:
+    """Join the cluster named by config or RAY_ADDRESS, else start a loopback-only local one.
+
+    Return the dashboard URL and the local cluster this call started (None when joining), which the caller
+    stops when the run ends.
+    """
     import ray
 
     if ray.is_initialized():
-        return _dashboard_url()
+        return _dashboard_url(), None
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"log_to_driver": False}
+    cluster: LocalCluster | None = None
     if address is None:
-        kwargs.update(include_dashboard=cfg.ray.include_dashboard, num_cpus=cfg.ray.num_cpus)
-    info = ray.init(address=address, **kwargs)
+        for note in localray.cleanup_leftovers():
+            (console or Console(stderr=True)).print(f"[yellow]{note}[/yellow]")
+        localray.ensure_private_token()
+        cluster = localray.start_local_cluster(cfg.ray.num_cpus, cfg.ray.include_dashboard)
+        localray.join_as_single_machine()
+        address = cluster.address
+    try:
+        info = ray.init(address=address, log_to_driver=False)
+    except BaseException:
+        if cluster is not None:
+            cluster.stop(5.0)
+        raise
     url = getattr(info, "dashboard_url", None)
-    return f"http://{url}" if url else None
+    return (f"http://{url}" if url else None), cluster
 
 
 def _dashboard_url() -> str | None:
@@ -59,6 +104,84 @@ def _dashboard_url() -> str | None:
         return None
 
 
+def resume_command(ledger_url: str, argv: list[str] | None = None) -> str:
+    """The command that resumes this run: the same one, pinned to the same ledger (password masked)."""
+    argv = list(sys.argv if argv is None else argv)
+    prog = Path(argv[0]).name if argv else "tradesys"
+    head = ["python", argv[0]] if prog.endswith(".py") else [prog]
+    rest: list[str] = []
+    args = argv[1:]
+    i = 0
+    while i < len(args):  # drop an earlier ledger.url override: the one appended below wins
+        a = args[i]
+        if a in ("-s", "--set") and i + 1 < len(args) and args[i + 1].startswith("ledger.url="):
+            i += 2
+            continue
+        if a.startswith(("--set=ledger.url=", "-sledger.url=")):
+            i += 1
+            continue
+        rest.append(a)
+        i += 1
+    return shlex.join([*head, *rest, "-s", f'ledger.url="{redact_url(ledger_url)}"'])
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+_ACTOR = re.compile(r"ray::(?:[^\s:]+:)*(\w+)\.(\w+)\(\)")
+
+
+def root_cause(exc: BaseException) -> tuple[str, str, str | None]:
+    """(exception class, one-line message, actor class) of the error at the bottom of a Ray error chain.
+
+    A RayTaskError carries its cause; an ActorDiedError from a failed constructor carries only text, nested
+    once per actor level (the Supervisor's child failed inside the Supervisor's constructor), so the last
+    `Type: message` line of that text is the root.
+    """
+    from ray.exceptions import RayTaskError
+
+    actor: str | None = None
+    seen: set[int] = set()
+    while isinstance(exc, RayTaskError) and id(exc) not in seen:
+        seen.add(id(exc))
+        found = _ACTOR.findall(_ANSI.sub("", str(exc)))
+        actor = found[-1][0] if found else actor
+        cause = getattr(exc, "cause", None)
+        if not isinstance(cause, BaseException):
+            break
+        exc = cause
+    text = _ANSI.sub("", str(exc))
+    found = _ACTOR.findall(text)
+    actor = found[-1][0] if found else actor
+    matches = [m for line in text.splitlines() if (m := _EXC_LINE.match(line.strip()))]
+    if matches and "creation task" in text:
+        name, msg = matches[-1].group(1), matches[-1].group(2)
+        return name.rsplit(".", 1)[-1], " ".join(msg.split()), actor
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return type(exc).__name__, " ".join(first.split()), actor
+
+
+_FIELD = re.compile(r"^[a-z_]+\.[a-z_]+: ")
+
+
+def user_error(exc: BaseException, cfg: TradesysConfig, ledger_url: str, resume: str) -> ConfigError | RunError:
+    """One line for the user from an error raised inside the actors: the field and reason, or how to resume."""
+    from ray.exceptions import ActorDiedError, RayActorError
+
+    name, msg, actor = root_cause(exc)
+    if _FIELD.match(msg):  # a ConfigError/DataError raised inside an actor keeps its field-naming message
+        return DataError(msg)
+    if actor == "MarketDataActor" or name in ("DataError",):
+        field = "data.symbols" if "symbol" in msg else "data.source"
+        return DataError(f"{field}: source {cfg.data.source} failed: {msg}")
+    if isinstance(exc, RayActorError) and not (isinstance(exc, ActorDiedError) and exc.actor_init_failed):
+        what = "the Supervisor actor died" if actor in (None, "Supervisor") else f"the {actor} actor died"
+        return RunError(
+            f"{what} ({name}); the ledger {redact_url(ledger_url)} holds every booked step: resume with: {resume}"
+        )
+    where = f" in {actor}" if actor else ""
+    return RunError(f"the live loop failed{where}: {name}: {redact_url(msg)}; resume with: {resume}")
+
+
 def run_live(
     cfg: TradesysConfig,
     *,
@@ -68,24 +191,38 @@ def run_live(
     crash_execution_at_submit: int | None = None,
     crash_marker: str = "",
 ) -> dict[str, Any]:
-    """Run the live loop under a Supervisor actor; return its summary."""
+    """Run the live loop under a Supervisor actor; return its summary (its `ledger_url` password-masked).
+
+    Raises ConfigError (a setting, named first) or RunError (how to resume), each one line, never a Ray traceback.
+    """
+    console = console or Console()
+    run_id = run_id or new_run_id()
+    check_settings(cfg)  # before Ray starts or any file is created
+    dashboard, cluster = connect_ray(cfg, console)
+    try:
+        return _run(cfg, run_id, console, show_progress, dashboard, crash_execution_at_submit, crash_marker)
+    finally:
+        if cluster is not None:
+            import ray
+
+            ray.shutdown()
+            cluster.stop(5.0)
+
+
+def _run(
+    cfg: TradesysConfig, run_id: str, console: Console, show_progress: bool, dashboard: str | None,
+    crash_execution_at_submit: int | None, crash_marker: str,
+) -> dict[str, Any]:
     import ray
+    from ray.exceptions import RayError
 
     from tradesys.actors.supervisor import Supervisor
 
-    console = console or Console()
-    run_id = run_id or new_run_id()
-    if cfg.data.bus == "kafka":
-        cfg.data.bootstrap()  # fail here, naming the setting, before any actor starts
-    if cfg.drift.enabled and cfg.drift.reference != "data" and not Path(cfg.drift.reference).is_file():
-        from tradesys.config import ConfigError
-
-        raise ConfigError(f"drift.reference: {cfg.drift.reference!r} is not a file")
-    dashboard = connect_ray(cfg)
     ledger_url = resolve_ledger_url(cfg, run_id)
+    resume = resume_command(ledger_url)
     if dashboard:
         console.print(f"[bold]Ray dashboard:[/bold] {dashboard}")
-    console.print(f"[bold]Ledger:[/bold] {redact(ledger_url)}")
+    console.print(f"[bold]Ledger:[/bold] {redact_url(ledger_url)}")
     sup = Supervisor.options(name=f"{run_id}:supervisor").remote(
         cfg, ledger_url, run_id, crash_execution_at_submit, crash_marker
     )
@@ -114,31 +251,31 @@ def run_live(
             task = bar.add_task("loop", total=None, equity=cfg.initial_cash, restarts=0)
             while True:
                 ready, _ = ray.wait([done], timeout=0.25)
+                if ready:
+                    break
                 p = ray.get(sup.progress.remote())
                 bar.update(task, completed=p["step"], total=p["total"] or None, equity=p["equity"],
                            restarts=p["restarts"])
-                if ready:
-                    break
-        summary = ray.get(done)
+            summary = ray.get(done)
+            bar.update(task, completed=summary.get("steps", 0))
+    except RayError as exc:
+        ray.kill(sup)
+        raise user_error(exc, cfg, ledger_url, resume) from None
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+    summary["ledger_url"] = redact_url(str(summary.get("ledger_url", ledger_url)))
     summary["dashboard_url"] = dashboard
     if show_progress:
         console.print(summary_table(summary))
-        console.print(f"Ledger written to {redact(ledger_url)}")
+        console.print(f"Ledger written to {redact_url(ledger_url)}")
     ray.kill(sup)
     return summary
 
 
 def redact(url: str) -> str:
-    """Hide a password in a DSN before printing it."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
+    """Alias of `tradesys.config.redact_url`, kept for callers of the old name."""
+    return redact_url(url)
 
 
 def summary_table(s: dict[str, Any]) -> Table:
