@@ -80,11 +80,22 @@ def error_response(status_code: int, detail: Any, headers: dict[str, str] | None
                         headers=headers)
 
 
+_TYPE_TAGS = {"int", "float", "str", "bool", "none", "dict", "list"}
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic names the union member in an error's loc (`list[literal[...]]`, `ShockIn`): not a field."""
+    if not isinstance(part, str):
+        return False
+    camel = len(part) > 1 and part[0].isupper() and part.isidentifier() and "_" not in part and not part.isupper()
+    return "[" in part or part in _TYPE_TAGS or camel
+
+
 def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = list(loc)
     if parts and parts[0] in ("query", "path", "header", "body", "cookie"):
         parts = parts[1:]
-    return ".".join(str(p) for p in parts) or "request"
+    return ".".join(str(p) for p in parts if not _is_union_tag(p)) or "request"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -94,10 +105,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, exc.detail, getattr(exc, "headers", None))
 
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [
-            {"field": _field_name(e.get("loc", ())), "reason": str(e.get("msg", "invalid"))} for e in exc.errors()
-        ]
-        return error_response(422, fields)
+        fields: dict[str, str] = {}  # one reason per field: a union reports every member's complaint
+        for e in exc.errors():
+            fields.setdefault(_field_name(e.get("loc", ())), str(e.get("msg", "invalid")))
+        return error_response(422, [{"field": f, "reason": r} for f, r in fields.items()])
 
     async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
         return error_response(exc.status, [{"field": f, "reason": r} for f, r in exc.fields], exc.headers)

@@ -10,21 +10,47 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tradesys.quant.risk.stress import HISTORICAL_SCENARIOS, HYPOTHETICAL_SHOCKS
 from tradesys.serve.errors import BadRequest
+from tradesys.serve.limits import run_in_budget
 
-Series = dict[str, list[float | None]]  # None stands for a missing value (JSON has no NaN): refused by the library
+MAX_ROWS = 100_000  # observations per series (a P&L vector, a returns column)
+MAX_ASSETS = 500  # columns of a returns frame, assets of an optimisation
+MAX_CELLS = 2_000_000  # rows x columns of a returns frame
+MAX_POSITIONS = 5_000  # linear and option positions of a book, each
+MAX_REVALUATIONS = 5_000_000  # option positions x scenarios of a full revaluation
+MAX_TREE_WORK = 200_000_000  # American book options x scenarios x american_steps^2
+MAX_MC_CELLS = 20_000_000  # Monte Carlo scenarios x assets (mc_normal, mc_t), 8 bytes each
+MAX_SCENARIOS = 1_000_000  # n_scenarios (mc_*)
+MAX_FHS_SIMS = 200_000  # n_sims (fhs)
+MAX_FHS_CELLS = 5_000_000  # n_sims x horizon_days (fhs)
+LIMITS_DOC = (
+    f"Caps: at most {MAX_ROWS} values per series, {MAX_ASSETS} assets, {MAX_CELLS} cells in a returns frame, "
+    f"{MAX_POSITIONS} positions of each kind in a book, {MAX_REVALUATIONS} option revaluations (options x "
+    f"scenarios), {MAX_SCENARIOS} Monte Carlo scenarios and {MAX_MC_CELLS} scenario cells; 413 beyond. "
+)
+
+Column = Annotated[list[float | None], Field(min_length=1, max_length=MAX_ROWS)]
+# None stands for a missing value (JSON has no NaN): refused by the library where it matters.
+Series = Annotated[dict[str, Column], Field(min_length=1, max_length=MAX_ASSETS)]
+Dates = Annotated[list[str], Field(min_length=1, max_length=MAX_ROWS)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields refused; strict types, so `"horizon_days": false` is a 422 instead of 0."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _too_large(field: str, reason: str) -> BadRequest:
+    return BadRequest([(field, reason)], status=413)
 
 
 def _frame(columns: Series, dates: list[str] | None, field: str) -> pd.DataFrame:
@@ -32,6 +58,8 @@ def _frame(columns: Series, dates: list[str] | None, field: str) -> pd.DataFrame
         raise BadRequest([(field, "at least one column is required")])
     lengths = {k: len(v) for k, v in columns.items()}
     n = next(iter(lengths.values()))
+    if n * len(columns) > MAX_CELLS:
+        raise _too_large(field, f"{n} rows x {len(columns)} columns exceed the limit of {MAX_CELLS} cells")
     bad = next((k for k, v in lengths.items() if v != n), None)
     if bad is not None:
         raise BadRequest([(f"{field}.{bad}", f"has {lengths[bad]} values but the first column has {n}")])
@@ -62,9 +90,11 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-async def _compute(fn: Callable[[], Any]) -> Any:
+async def _compute(request: Request, fn: Callable[[], Any]) -> Any:
+    """The numerics in a worker thread within the request's time budget (`limits.run_in_budget`: 504 past it;
+    the work caps above keep the abandoned thread short); library ValueErrors become 422s naming the field."""
     try:
-        return _jsonable(await run_in_threadpool(fn))
+        return _jsonable(await run_in_budget(request, fn))
     except ValueError as exc:
         raise BadRequest.from_value_error(exc) from None
 
@@ -78,7 +108,8 @@ class ConstraintsIn(_Strict):
     lower: float | list[float] | dict[str, float] | None = None
     upper: float | list[float] | dict[str, float] | None = None
     groups: dict[str, list[str]] | dict[str, str] | None = None
-    group_bounds: dict[str, tuple[float | None, float | None]] | None = None
+    group_bounds: dict[str, Annotated[list[float | None], Field(min_length=2, max_length=2)]] | None = Field(
+        None, description="{group: [lower, upper]}, null for no bound")
     current_weights: list[float] | dict[str, float] | None = None
     max_turnover: float | None = Field(None, ge=0)
     transaction_costs: float | list[float] | dict[str, float] | None = None
@@ -95,12 +126,25 @@ class ViewsIn(_Strict):
     confidences: list[float] | None = None
 
 
+AssetList = Annotated[list[float], Field(min_length=1, max_length=MAX_ASSETS)]
+
+
 class OptimizeRequest(_Strict):
+    """Either `returns`, or `cov` (with `mu` optional and `assets` or `mu` as {asset: value}): `oneOf` in the
+    schema."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["returns"], "not": {"anyOf": [{"required": ["mu"]}, {"required": ["cov"]}]}},
+        {"required": ["cov"], "not": {"required": ["returns"]}},
+    ]})
+
     returns: Series | None = Field(None, description="periodic returns per asset (annualised by periods_per_year)")
-    dates: list[str] | None = None
-    mu: dict[str, float] | list[float] | None = Field(None, description="annual expected returns, with cov")
-    cov: list[list[float]] | None = Field(None, description="annual covariance matrix, with assets")
-    assets: list[str] | None = None
+    dates: Dates | None = None
+    mu: Annotated[dict[str, float], Field(min_length=1, max_length=MAX_ASSETS)] | AssetList | None = Field(
+        None, description="annual expected returns, with cov")
+    cov: Annotated[list[AssetList], Field(min_length=1, max_length=MAX_ASSETS)] | None = Field(
+        None, description="annual covariance matrix, with assets")
+    assets: Annotated[list[str], Field(min_length=1, max_length=MAX_ASSETS)] | None = None
     objective: Literal["min_variance", "max_sharpe", "target_return", "target_risk", "max_utility", "risk_parity",
                        "hrp", "black_litterman"] = "min_variance"
     constraints: ConstraintsIn = Field(default_factory=ConstraintsIn)
@@ -164,9 +208,9 @@ def _optimize(req: OptimizeRequest) -> dict[str, Any]:
 
 class FactorAttributionRequest(_Strict):
     kind: Literal["factor"] = "factor"
-    portfolio_returns: list[float | None]
+    portfolio_returns: Column
     factor_returns: Series
-    dates: list[str] | None = None
+    dates: Dates | None = None
     rf: float | list[float | None] | str | None = Field(None, description="number, series, or a factor column name")
     hac_lags: int | None = Field(None, ge=0)
 
@@ -177,7 +221,7 @@ class BrinsonRequest(_Strict):
     benchmark_weights: dict[str, float] | Series
     portfolio_returns: dict[str, float] | Series
     benchmark_returns: dict[str, float] | Series
-    dates: list[str] | None = Field(None, description="one per period when the inputs are per-period lists")
+    dates: Dates | None = Field(None, description="one per period when the inputs are per-period lists")
     method: Literal["brinson_fachler", "bhb"] = "brinson_fachler"
     linking: Literal["carino", "menchero"] = "carino"
 
@@ -218,9 +262,11 @@ def _attribution(req: FactorAttributionRequest | BrinsonRequest) -> dict[str, An
 class BookIn(_Strict):
     """Positions for full revaluation (`tradesys.quant.risk.book.RiskBook.from_records`)."""
 
-    linear: list[dict[str, Any]] = Field(default_factory=list, description="{symbol, quantity, price, ...}")
+    linear: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_POSITIONS,
+                                         description="{symbol, quantity, price, ...}")
     options: list[dict[str, Any]] = Field(
-        default_factory=list, description="{symbol, strike, T, is_call, quantity, implied_vol, style, multiplier}"
+        default_factory=list, max_length=MAX_POSITIONS,
+        description="{symbol, strike, T, is_call, quantity, implied_vol, style, multiplier}",
     )
     spots: dict[str, float] | None = None
     dividend_yields: dict[str, float] | float = 0.0
@@ -228,34 +274,92 @@ class BookIn(_Strict):
     american_steps: int = Field(101, ge=3, le=2001)
 
 
+VAR_METHODS = Literal["historical", "age_weighted", "evt", "fhs", "normal", "student_t", "cornish_fisher", "ewma",
+                      "mc_normal", "mc_t"]
+_ONE_OF_VAR = [
+    {"required": ["pnl"], "not": {"anyOf": [{"required": ["book"]}, {"required": ["weights"]}]}},
+    {"required": ["book", "returns"], "not": {"anyOf": [{"required": ["pnl"]}, {"required": ["weights"]}]}},
+    {"required": ["weights", "returns"], "not": {"anyOf": [{"required": ["pnl"]}, {"required": ["book"]}]}},
+]
+
+
 class VarRequest(_Strict):
+    """Exactly one of `pnl`, `book` (with `returns`) or `weights` (with `returns`): `oneOf` in the schema."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": _ONE_OF_VAR})
+
     returns: Series | None = Field(None, description="daily simple returns per asset (or per book symbol)")
-    dates: list[str] | None = None
-    weights: dict[str, float] | list[float] | None = Field(None, description="with returns: exposures per asset")
+    dates: Dates | None = None
+    weights: dict[str, float] | Annotated[list[float], Field(min_length=1, max_length=MAX_ASSETS)] | None = Field(
+        None, description="with returns: exposures per asset")
     value: float = Field(1.0, gt=0, description="portfolio value the weights are fractions of")
-    pnl: list[float | None] | None = Field(None, description="a P&L scenario vector instead of returns")
+    pnl: Column | None = Field(None, description="a P&L scenario vector instead of returns")
     book: BookIn | None = Field(None, description="positions revalued in full under each row of returns")
-    alpha: float = 0.99
+    alpha: float = Field(0.99, gt=0, lt=1, description="confidence level (0.99 = 1% tail)")
     horizon_days: int = Field(1, ge=1, le=250)
-    method: str = "historical"
-    options: dict[str, Any] = Field(default_factory=dict, description="method options (see estimate_var)")
+    method: VAR_METHODS = "historical"
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"method options (see estimate_var); n_scenarios <= {MAX_SCENARIOS} and n_scenarios x assets "
+        f"<= {MAX_MC_CELLS} (mc_*), n_sims <= {MAX_FHS_SIMS} and n_sims x horizon_days <= {MAX_FHS_CELLS} (fhs)",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> VarRequest:
+        given = [name for name in ("pnl", "book", "weights") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of pnl, book (with returns) or weights (with returns)")
+        if given[0] != "pnl" and self.returns is None:
+            raise ValueError(f"returns: required with {given[0]}")
+        return self
+
+
+def _check_var_work(req: VarRequest, n_assets: int) -> None:
+    """Monte Carlo and FHS sizes are request options: bound them before any memory is allocated."""
+    o = req.options
+    for name, cap in (("n_scenarios", MAX_SCENARIOS), ("n_sims", MAX_FHS_SIMS)):
+        v = o.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise BadRequest([(f"options.{name}", "must be a positive integer")])
+        if v is not None and v > cap:
+            raise _too_large(f"options.{name}", f"{v} exceeds the limit of {cap}")
+    if req.method.startswith("mc_"):
+        n = int(o.get("n_scenarios", 100_000))
+        if n * max(1, n_assets) > MAX_MC_CELLS:
+            raise _too_large("options.n_scenarios", f"{n} scenarios x {n_assets} assets exceed the limit of "
+                                                    f"{MAX_MC_CELLS} cells")
+    if req.method == "fhs" and req.horizon_days > 1 and int(o.get("n_sims", 20_000)) * req.horizon_days > MAX_FHS_CELLS:
+        raise _too_large("options.n_sims", f"n_sims x horizon_days exceeds the limit of {MAX_FHS_CELLS}")
+
+
+def _check_book(book: BookIn, scenarios: int) -> None:
+    """Full revaluation costs options x scenarios (x steps^2 for American ones): bounded per request."""
+    n_opt = len(book.options)
+    if n_opt * scenarios > MAX_REVALUATIONS:
+        raise _too_large("book.options", f"{n_opt} options x {scenarios} scenarios exceed the limit of "
+                                         f"{MAX_REVALUATIONS} revaluations")
+    n_am = sum(1 for o in book.options if str(o.get("style", "european")).lower() == "american")
+    work = n_am * max(1, scenarios) * book.american_steps**2
+    if work > MAX_TREE_WORK:
+        raise _too_large("book.american_steps", f"{n_am} American options x {scenarios} scenarios x "
+                                                f"{book.american_steps}^2 steps exceed {MAX_TREE_WORK:.0e}")
 
 
 def _var(req: VarRequest) -> dict[str, Any]:
     from tradesys.quant.risk.book import RiskBook, scenario_pnl
     from tradesys.quant.risk.var import estimate_var, var_from_pnl
 
-    given = [name for name in ("pnl", "book", "weights") if getattr(req, name) is not None]
-    if len(given) != 1:
-        raise ValueError("request: give exactly one of pnl, book (with returns) or weights (with returns)")
     if req.pnl is not None:
+        _check_var_work(req, 1)
         pnl = np.array([np.nan if v is None else v for v in req.pnl], dtype=float)
         return var_from_pnl(pnl, req.alpha, req.method, horizon_days=req.horizon_days, **req.options).to_dict()
     if req.returns is None:
         raise ValueError("returns: required with book or weights")
     frame = _frame(req.returns, req.dates, "returns")
+    _check_var_work(req, frame.shape[1])
     if req.book is not None:
         b = req.book
+        _check_book(b, len(frame))
         book = RiskBook.from_records(b.linear, b.options, spots=b.spots, dividend_yields=b.dividend_yields,
                                      rate=b.rate, american_steps=b.american_steps)
         missing = [s for s in book.symbols if s not in frame.columns]
@@ -286,6 +390,10 @@ def _var(req: VarRequest) -> dict[str, Any]:
 # --- /v1/risk/stress ------------------------------------------------------------------------------------------------
 
 
+HistoricalName = Literal[tuple(sorted(HISTORICAL_SCENARIOS))]  # type: ignore[valid-type]
+ShockName = Literal[tuple(HYPOTHETICAL_SHOCKS)]  # type: ignore[valid-type]
+
+
 class ShockIn(_Strict):
     name: str = "custom"
     equity_pct: float | dict[str, float] = 0.0
@@ -303,9 +411,16 @@ class ReverseIn(_Strict):
 
 
 class StressRequest(_Strict):
+    """At least one of `historical`, `hypothetical` or `reverse` (`anyOf` in the schema)."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["historical"]},
+                                                           {"required": ["hypothetical"]}, {"required": ["reverse"]}]})
+
     book: BookIn
-    historical: list[str] | Literal["all"] = Field(default_factory=list, description="scenario names, or all")
-    hypothetical: list[str | ShockIn] | Literal["all"] = Field(default_factory=list)
+    historical: Annotated[list[HistoricalName], Field(min_length=1, max_length=100)] | Literal["all"] = Field(
+        default_factory=list, description="scenario names, or all")
+    hypothetical: Annotated[list[ShockName | ShockIn], Field(min_length=1, max_length=100)] | Literal["all"] = Field(
+        default_factory=list)
     reverse: ReverseIn | None = None
     returns: Series | None = Field(None, description="history for the mahalanobis reverse stress covariance")
 
@@ -335,6 +450,7 @@ def _stress(req: StressRequest) -> dict[str, Any]:
     )
 
     b = req.book
+    _check_book(b, 1)
     book = RiskBook.from_records(b.linear, b.options, spots=b.spots, dividend_yields=b.dividend_yields, rate=b.rate,
                                  american_steps=b.american_steps)
     results = []
@@ -375,29 +491,29 @@ def risk_router(dependencies: Sequence[Any], responses: dict[int | str, dict[str
     router = APIRouter(dependencies=list(dependencies), responses=responses)
 
     @router.post("/v1/portfolio/optimize", tags=["portfolio"])
-    async def optimize(req: OptimizeRequest) -> dict[str, Any]:
+    async def optimize(req: OptimizeRequest, request: Request) -> dict[str, Any]:
         """Allocation: min variance, max Sharpe, target return/risk, max utility, risk parity, HRP, Black-Litterman,
         under long-only, box, group, turnover and transaction-cost constraints (cvxpy). Infeasible constraints or a
         covariance that is not positive semi-definite are a 422 naming the field."""
-        return await _compute(lambda: _optimize(req))
+        return await _compute(request, lambda: _optimize(req))
 
     @router.post("/v1/risk/var", tags=["risk"])
-    async def var(req: VarRequest) -> dict[str, Any]:
+    async def var(req: VarRequest, request: Request) -> dict[str, Any]:
         """VaR and expected shortfall (positive losses) of a linear portfolio (returns + weights), of a P&L vector,
         or of a book of stocks and options revalued in full under each historical row of returns. Methods:
         historical, age_weighted, evt, fhs, normal, student_t, cornish_fisher, ewma, mc_normal, mc_t."""
-        return await _compute(lambda: _var(req))
+        return await _compute(request, lambda: _var(req))
 
     @router.post("/v1/risk/stress", tags=["risk"])
-    async def stress(req: StressRequest) -> dict[str, Any]:
+    async def stress(req: StressRequest, request: Request) -> dict[str, Any]:
         """Stress a book: historical windows replayed from real data (2008, 2010, 2020, 1987), hypothetical factor
         shocks (named or custom), and a reverse stress test (smallest shock losing `reverse.loss`)."""
-        return await _compute(lambda: _stress(req))
+        return await _compute(request, lambda: _stress(req))
 
     @router.post("/v1/risk/attribution", tags=["risk"])
-    async def attribution(req: FactorAttributionRequest | BrinsonRequest) -> dict[str, Any]:
+    async def attribution(req: FactorAttributionRequest | BrinsonRequest, request: Request) -> dict[str, Any]:
         """Factor attribution (OLS with Newey-West errors; per-period contributions sum to the excess return) or
         Brinson sector attribution (`kind: "brinson"`, Brinson-Fachler or BHB, multi-period linking)."""
-        return await _compute(lambda: _attribution(req))
+        return await _compute(request, lambda: _attribution(req))
 
     return router
