@@ -56,14 +56,43 @@ def test_american_from_csv_to_csv(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["european", "--spot", "100", "--strike", "1,2,3", "--expiry", "1,2", "--vol", "0.2", "--type", "C"], "T:"),
-        (["european", "--spot", "abc", "--strike", "100", "--expiry", "1", "--vol", "0.2", "--type", "C"], "S:"),
-        (["european", "--spot", "100", "--strike", "100", "--expiry", "1", "--type", "C"], "sigma: required"),
+        (["european", "--spot", "100", "--strike", "1,2,3", "--expiry", "1,2", "--vol", "0.2", "--type", "C"],
+         "error: --expiry: has 2 values but --strike has 3"),
+        (["european", "--spot", "abc", "--strike", "100", "--expiry", "1", "--vol", "0.2", "--type", "C"],
+         "error: --spot: 'abc' is not a number"),
+        (["european", "--spot", "100", "--strike", "100", "--expiry", "1", "--type", "C"], "error: --vol: required"),
+        (["european", "--spot", "100", "--expiry", "1", "--vol", "0.2", "--type", "C"], "error: --strike: required"),
         (["american", "--spot", "100", "--strike", "100", "--expiry", "1", "--vol", ".2", "--type", "C",
-          "--method", "tree"], "method:"),
+          "--method", "tree"], "error: --method:"),
+        (["european", "--csv", "/nonexistent/chain.csv"], "error: --csv: cannot read"),
     ],
 )
-def test_bad_input_exits_2_naming_the_field(args: list[str], message: str) -> None:
+def test_bad_input_exits_2_naming_the_flag(args: list[str], message: str) -> None:
+    """Regression: errors named the library's variables (K, sigma) instead of the flags the user typed."""
     result = runner.invoke(app, ["price", *args])
     assert result.exit_code == 2
-    assert message in result.output and "Traceback" not in result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    for internal in ("K:", "sigma:", "T has", "S:"):
+        assert internal not in lines[0]
+
+
+def test_greek_units_are_labelled_and_true() -> None:
+    """The labels say vega per 1.00 of vol and theta per year: check both against repricing by the CLI itself."""
+    base = ["european", "--spot", "100", "--strike", "95,105", "--rate", "0.03", "--div", "0.01", "--type", "C"]
+    out = run_json(*base, "--expiry", "0.5", "--vol", "0.2")
+    assert out["units"]["vega"] == "per 1.00 vol" and out["units"]["theta"] == "per year"
+    h = 1e-5
+    up = run_json(*base, "--expiry", "0.5", "--vol", str(0.2 + h))
+    dn = run_json(*base, "--expiry", "0.5", "--vol", str(0.2 - h))
+    for r, u, d in zip(out["rows"], up["rows"], dn["rows"], strict=True):
+        assert r["vega"] == pytest.approx((u["price"] - d["price"]) / (2 * h), rel=1e-6)
+    dt = 1e-5  # years; theta is dV/dt in calendar time: the option one dt later has T - dt left
+    later = run_json(*base, "--expiry", str(0.5 - dt), "--vol", "0.2")
+    earlier = run_json(*base, "--expiry", str(0.5 + dt), "--vol", "0.2")
+    for r, lt, er in zip(out["rows"], later["rows"], earlier["rows"], strict=True):
+        assert r["theta"] == pytest.approx((lt["price"] - er["price"]) / (2 * dt), rel=1e-5)
+    table = runner.invoke(app, ["price", *base, "--expiry", "0.5", "--vol", "0.2"], terminal_width=80)
+    assert table.exit_code == 0, table.output
+    assert "per 1.00 vol" in table.stdout and "per year" in table.stdout and "…" not in table.stdout

@@ -5,13 +5,34 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from tradesys.config import ConfigError, TradesysConfig, load_config
 
+
+def _flags_take_no_value() -> None:
+    """typer 0.29's help shows every flag as `--json <bool>`, as if it took a value; a flag takes none.
+
+    Every command's help (price, risk, data, models, train too) goes through `TyperOption.display_type_rich`, so
+    one patch here fixes them all; drop it when typer stops doing this.
+    """
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+    if getattr(original, "_tradesys_patched", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else original(self, ctx)
+
+    display_type_rich._tradesys_patched = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="tradesys: Ray-native quantitative trading.")
 console = Console()
 

@@ -8,6 +8,7 @@ Every numeric option takes one value or a comma-separated list (lists broadcast 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,14 +52,55 @@ def _parse(name: str, text: str) -> list[Any]:
 def _inputs(csv: Path | None, given: dict[str, str | None]) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     if csv is not None:
-        frame = pd.read_csv(csv)
+        try:
+            frame = pd.read_csv(csv)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise ValueError(f"--csv: cannot read {csv} ({exc})") from None
         raw.update({str(c): frame[c].to_numpy() for c in frame.columns})
     raw.update({k: _parse(k, v) for k, v in given.items() if v is not None})
     return raw
 
 
-def _fail(exc: ValueError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
+# The column layer names inputs as the library does (S, K, sigma, ...); the user typed flags: errors name those.
+FLAGS = {"S": "--spot", "F": "--forward", "K": "--strike", "T": "--expiry", "r": "--rate", "q": "--div",
+         "sigma": "--vol", "is_call": "--type", "type": "--type", "price": "--price", "model": "--model",
+         "greeks": "--greeks", "method": "--method", "resolution": "--resolution", "style": "--style",
+         "exercise_per_year": "--exercise-per-year", "query_strike": "--query-strike",
+         "query_expiry": "--query-expiry", "beta": "--beta", "valuation_date": "--valuation-date"}
+
+# Units of each output column, as the library computes them (conventions in tradesys/quant/options/__init__.py):
+# plain partial derivatives per 1.00 of vol and rate, time derivatives per year of calendar time.
+UNITS = {
+    "price": "per unit",
+    "iv": "0.2 = 20%",
+    "delta": "per 1 S",
+    "gamma": "per 1 S",
+    "vega": "per 1.00 vol",
+    "theta": "per year",
+    "rho": "per 1.00 r",
+    "rho_q": "per 1.00 q",
+    "vanna": "per 1.00 vol",
+    "charm": "per year",
+    "vomma": "per 1.00 vol",
+    "veta": "per year",
+    "speed": "per 1 S",
+    "zomma": "per 1.00 vol",
+    "color": "per year",
+    "ultima": "per 1.00 vol",
+}
+
+
+def _flag_message(text: str) -> str:
+    """`K: required` -> `--strike: required`; other column names in the text are replaced by their flags too."""
+    head, sep, rest = text.partition(": ")
+    if sep and head in FLAGS:
+        text = f"{FLAGS[head]}: {rest}"
+    return re.sub(r"\b(but|and) (S|F|K|T|r|q|sigma|is_call) has", lambda m: f"{m[1]} {FLAGS[m[2]]} has", text)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    """One line on stderr naming the flag (never a traceback); the caller raises the returned Exit(2)."""
+    typer.echo(f"error: {' '.join(_flag_message(str(exc)).split())}", err=True)
     return typer.Exit(2)
 
 
@@ -68,18 +110,43 @@ def _emit(inputs: dict[str, Any], outputs: dict[str, Any], out: Path | None, as_
         frame.to_csv(out, index=False)
         console.print(f"wrote {len(frame)} rows to {out}")
     elif as_json:
+        units = {k: v for k, v in UNITS.items() if k in outputs}
         typer.echo(json.dumps({"rows": json.loads(frame.to_json(orient="records", double_precision=15)),
-                               "reasons": reasons(outputs["code"])}, indent=2))
+                               "units": units, "reasons": reasons(outputs["code"])}, indent=2))
     else:
-        table = Table(show_lines=False)
-        for col in frame.columns:
-            table.add_column(col, justify="right")
-        for row in frame.itertuples(index=False):
-            table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
-        console.print(table)
+        console.print(_table(frame, inputs, outputs))
     legend = reasons(outputs["code"])
     if legend and not as_json:
         console.print("codes: " + "; ".join(f"{k} = {v}" for k, v in legend.items()))
+    if not as_json and out is None and any(c in outputs for c in ("vega", "theta", "rho")):
+        console.print("units: vol and rates as decimals (0.2 = 20%): divide vega or rho by 100 for one vol or rate "
+                      "point, theta by 365 for one calendar day")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _table(frame: pd.DataFrame, inputs: dict[str, Any], outputs: dict[str, Any]) -> Table:
+    """Inputs that are the same on every row go to the caption, so the outputs fit a terminal; each output column
+    is labelled with its unit (second header line); the code column only appears when a row has one."""
+    if len(frame) == 1:  # one row: one line per field, with its unit
+        table = Table(show_header=True)
+        for col, justify in (("field", "left"), ("value", "right"), ("unit", "left")):
+            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        for col in frame.columns:
+            table.add_row(col, _fmt(frame[col].iloc[0]), UNITS.get(col, "") if col in outputs else "input")
+        return table
+    const = [c for c in inputs if c in frame and frame[c].nunique(dropna=False) == 1]
+    shown = [c for c in frame.columns if c not in const and not (c == "code" and not frame[c].astype(bool).any())]
+    caption = ", ".join(f"{c} = {_fmt(frame[c].iloc[0])}" for c in const) or None
+    table = Table(caption=caption, caption_justify="left")
+    for col in shown:
+        header = f"{col}\n{UNITS[col]}" if col in outputs and col in UNITS else col
+        table.add_column(header, justify="right", overflow="fold")
+    for row in frame[shown].itertuples(index=False):
+        table.add_row(*(_fmt(v) for v in row))
+    return table
 
 
 @app.command()

@@ -20,7 +20,10 @@ from rich.table import Table
 app = typer.Typer(no_args_is_help=True, help="Risk and allocation on real data: VaR, backtests, GARCH, stress, ...")
 console = Console()
 
-Data = Annotated[str, typer.Option(help="sp500, nasdaq, stocks, sp500_index, or a CSV of prices")]
+DATA_DEFAULT = "stocks"
+"""The one default data set of every `risk` command, so `--symbols AAPL,JPM` means the same stocks in each."""
+Data = Annotated[str, typer.Option(help="stocks (20 S&P 500 stocks, 1990-2022), sp500, nasdaq, sp500_index, or a "
+                                        "CSV of prices")]
 Symbols = Annotated[str | None, typer.Option(help="comma-separated columns to keep")]
 Start = Annotated[str | None, typer.Option(help="first date (YYYY-MM-DD)")]
 End = Annotated[str | None, typer.Option(help="last date (YYYY-MM-DD)")]
@@ -60,7 +63,7 @@ def _emit_json(obj: Any) -> None:
 
 @app.command()
 def var(
-    data: Data = "stocks",
+    data: Data = DATA_DEFAULT,
     symbols: Symbols = None,
     start: Start = None,
     end: End = None,
@@ -91,7 +94,7 @@ def var(
 
 @app.command()
 def backtest(
-    data: Data = "sp500",
+    data: Data = DATA_DEFAULT,
     symbols: Symbols = None,
     start: Start = None,
     end: End = None,
@@ -131,7 +134,7 @@ def backtest(
 
 @app.command()
 def garch(
-    data: Data = "sp500",
+    data: Data = DATA_DEFAULT,
     symbols: Symbols = None,
     start: Start = None,
     end: End = None,
@@ -205,7 +208,7 @@ def stress(
 
 @app.command()
 def optimize(
-    data: Data = "stocks",
+    data: Data = DATA_DEFAULT,
     symbols: Symbols = None,
     start: Start = None,
     end: End = None,
@@ -284,7 +287,7 @@ def attribution(
 
 @app.command()
 def regimes(
-    data: Data = "sp500",
+    data: Data = DATA_DEFAULT,
     symbols: Symbols = None,
     start: Start = None,
     end: End = None,
