@@ -181,16 +181,18 @@ class Supervisor:
         return self.md.next_batch.options(num_returns=2).remote()
 
     def _get_ts(self, refs: tuple[Any, Any], last_ts: int) -> tuple[int, Any]:
-        for attempt in range(self.cfg.ray.max_restarts + 1):
+        """The next batch's timestamp; if MarketData died, wait for its restart and re-read after `last_ts`."""
+        for attempt in range(self.cfg.ray.max_restarts + 2):
             try:
+                if attempt:
+                    ray.get(self.md.resume_after.remote(last_ts))
+                    refs = self._next_batch()
                 return int(ray.get(refs[0])), refs[1]
-            except RayActorError as exc:
-                if attempt == self.cfg.ray.max_restarts:
+            except RayActorError as exc:  # includes "unavailable: the actor is restarting"
+                if attempt == self.cfg.ray.max_restarts + 1:
                     raise
                 self._record_restart("market_data", "next_batch", exc)
-                time.sleep(0.2 * 2**attempt)
-                ray.get(self.md.resume_after.remote(last_ts))
-                refs = self._next_batch()
+                time.sleep(min(0.2 * 2**attempt, 2.0))
         raise AssertionError("unreachable")
 
     def _resume_point(self, booked: int) -> tuple[int, list[AuditEntry]]:
