@@ -5,6 +5,11 @@ A request (a JSON object, an Arrow record batch, a CSV file, command-line lists)
 the field and the reason. The pricing functions then return named output columns with an `OptionError` code per
 row: one bad row is NaN plus its code, never a failure of the batch. Keeping this layer here, pure, means the
 HTTP API and the command line cannot drift apart.
+
+The option type column (``is_call``: true/false or 1/0; or ``type``: C/P/call/put) is carried as float 1.0/0.0.
+`coerce_columns` refuses any other value by default (``flags="refuse"``, the HTTP schema's rule) or, with
+``flags="code"``, keeps it so that every entry point (price, implied vol, American) returns that row NaN with code
+BAD_OPTION_TYPE: never a call. Every output row is finite with code OK, or NaN with a non-OK code.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ Model = Literal["bsm", "black76"]
 MODELS: tuple[str, ...] = ("bsm", "black76")
 
 _CALL_WORDS = {"c": True, "call": True, "p": False, "put": False}
+FlagMode = Literal["refuse", "code"]
+FLAG_MODES: tuple[str, ...] = ("refuse", "code")
 
 
 @dataclass(frozen=True)
@@ -52,20 +59,62 @@ def option_columns(model: Model, *, price: bool = False, vol: bool = True) -> li
     return cols
 
 
-def _as_flag(name: str, values: np.ndarray) -> np.ndarray:
+_BAD_FLAG = -1.0  # an option type that is neither a call nor a put: a coded bad row, never a call
+
+
+def _as_flag(name: str, values: np.ndarray, mode: FlagMode = "refuse") -> np.ndarray:
+    """The call/put column as float64 1.0 (call) / 0.0 (put).
+
+    ``mode="refuse"`` (the HTTP schema's rule: the field is a boolean or C/P): any other value is a ValueError
+    naming the field. ``mode="code"``: any other value (7, 0.5, 'X') stays a non-0/1 number and NaN stays NaN, so
+    the pricing functions code that row (BAD_OPTION_TYPE / NAN_INPUT); never a call either way.
+    """
+    if mode not in FLAG_MODES:
+        raise ValueError(f"flags: must be one of {', '.join(FLAG_MODES)}, got {mode!r}")
     if values.dtype == bool:
-        return values
-    if values.dtype.kind in "iu":
-        if not np.isin(values, (0, 1)).all():
-            raise ValueError(f"{name}: must be true/false (or 1/0)")
-        return values.astype(bool)
+        return values.astype(np.float64)
     if values.dtype.kind in "OUS":
-        words = [str(v).strip().lower() for v in values.tolist()]
-        bad = sorted({w for w in words if w not in _CALL_WORDS})
-        if bad:
-            raise ValueError(f"{name}: {bad[0]!r} is not one of C, P, call, put")
-        return np.array([_CALL_WORDS[w] for w in words], dtype=bool)
-    raise ValueError(f"{name}: must be a boolean or C/P")
+        out = []
+        for v in values.tolist():
+            if isinstance(v, (bool, np.bool_, int, float, np.number)):
+                out.append(float(v))
+                continue
+            word = str(v).strip().lower()
+            if word not in _CALL_WORDS and mode == "refuse":
+                raise ValueError(f"{name}: {word!r} is not one of C, P, call, put")
+            out.append(float(_CALL_WORDS.get(word, _BAD_FLAG)))
+        flags = np.asarray(out, dtype=np.float64)
+    elif values.dtype.kind in "iuf":
+        if mode == "refuse" and values.dtype.kind == "f":
+            raise ValueError(f"{name}: must be a boolean or C/P")
+        flags = values.astype(np.float64)
+    else:
+        raise ValueError(f"{name}: must be a boolean or C/P")
+    if mode == "refuse" and not np.isin(flags, (0.0, 1.0)).all():
+        raise ValueError(f"{name}: must be true/false (or 1/0)")
+    return flags
+
+
+def _split_flag(cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(clean bool flags for pricers that take only calls and puts, rows with a NaN flag, rows with a bad flag)."""
+    flag = np.asarray(cols["is_call"], dtype=np.float64)
+    nan = ~np.isfinite(flag)
+    bad = ~nan & (flag != 0.0) & (flag != 1.0)
+    return flag == 1.0, nan, bad
+
+
+def _code_flags(out: dict[str, Any], nan: np.ndarray, bad: np.ndarray) -> dict[str, Any]:
+    """Code the rows whose option type is NaN (NAN_INPUT, first as in european) or not a call/put (BAD_OPTION_TYPE,
+    unless another check already failed) and NaN all their outputs."""
+    code = out["code"]
+    code = np.where(nan, int(OptionError.NAN_INPUT), code)
+    code = np.where(bad & (code == int(OptionError.OK)), int(OptionError.BAD_OPTION_TYPE), code).astype(np.int8)
+    failed = code != int(OptionError.OK)
+    for k, v in out.items():
+        if k != "code":
+            out[k] = np.where(failed, np.nan, np.asarray(v, dtype=np.float64))
+    out["code"] = code
+    return out
 
 
 def _as_float(name: str, values: np.ndarray) -> np.ndarray:
@@ -77,8 +126,14 @@ def _as_float(name: str, values: np.ndarray) -> np.ndarray:
     return values.astype(np.float64, copy=False)
 
 
-def coerce_columns(raw: Mapping[str, Any], spec: Iterable[Column], *, max_rows: int | None = None) -> dict[str, Any]:
+def coerce_columns(
+    raw: Mapping[str, Any], spec: Iterable[Column], *, max_rows: int | None = None, flags: FlagMode = "refuse"
+) -> dict[str, Any]:
     """Named inputs -> equal-length arrays (length-1 and scalar inputs broadcast), or ValueError 'field: reason'.
+
+    `flags`: what a call/put value other than true/false, 1/0 or C/P/call/put does: ``"refuse"`` the request
+    (the HTTP schema's rule) or ``"code"`` that row BAD_OPTION_TYPE (batch files, where one bad row must not sink
+    the others).
 
     `type` (C/P/call/put) is accepted in place of `is_call`. Unknown fields are refused, so a typo such as
     `sigam` is an error instead of a silently ignored default. NaN values are not refused here: they come back
@@ -107,7 +162,7 @@ def coerce_columns(raw: Mapping[str, Any], spec: Iterable[Column], *, max_rows: 
         values = values.reshape(-1)
         if values.size == 0:
             raise ValueError(f"{col.name}: empty")
-        arrays[col.name] = _as_flag(col.name, values) if col.kind == "flag" else _as_float(col.name, values)
+        arrays[col.name] = _as_flag(col.name, values, flags) if col.kind == "flag" else _as_float(col.name, values)
     n = max(a.size for a in arrays.values())
     for name, a in arrays.items():
         if a.size not in (1, n):
@@ -139,18 +194,20 @@ def price_columns(cols: Mapping[str, np.ndarray], model: Model = "bsm", greeks: 
         g = black76_greeks(cols["F"], cols["K"], cols["T"], cols["r"], cols["sigma"], cols["is_call"], which=which)
     else:
         raise ValueError(f"model: must be one of {', '.join(MODELS)}")
-    return _with_codes({name: np.asarray(g[name]) for name in which}, g.codes)
+    _, nan, bad = _split_flag(cols)  # european codes these itself; the same rule here keeps every entry point alike
+    return _code_flags(_with_codes({name: np.asarray(g[name]) for name in which}, g.codes), nan, bad)
 
 
 def iv_columns(cols: Mapping[str, np.ndarray], model: Model = "bsm") -> dict[str, Any]:
     """Implied vol of each row; output columns iv, code."""
+    call, nan, bad = _split_flag(cols)
     if model == "bsm":
-        iv, codes = implied_vol(cols["price"], cols["S"], cols["K"], cols["T"], cols["r"], cols["q"], cols["is_call"])
+        iv, codes = implied_vol(cols["price"], cols["S"], cols["K"], cols["T"], cols["r"], cols["q"], call)
     elif model == "black76":
-        iv, codes = implied_vol_black76(cols["price"], cols["F"], cols["K"], cols["T"], cols["r"], cols["is_call"])
+        iv, codes = implied_vol_black76(cols["price"], cols["F"], cols["K"], cols["T"], cols["r"], call)
     else:
         raise ValueError(f"model: must be one of {', '.join(MODELS)}")
-    return _with_codes({"iv": np.asarray(iv)}, codes)
+    return _code_flags(_with_codes({"iv": np.asarray(iv)}, codes), nan, bad)
 
 
 # per-method knobs a caller may set, with sane ceilings so one request cannot occupy a replica for minutes
@@ -188,14 +245,15 @@ def american_columns(
     kw: dict[str, Any] = {knob: size}
     if method == "lsm":
         kw["seed"] = seed
-    res = american_price(cols["S"], cols["K"], cols["T"], cols["r"], cols["q"], cols["sigma"], cols["is_call"],
+    call, nan, bad = _split_flag(cols)
+    res = american_price(cols["S"], cols["K"], cols["T"], cols["r"], cols["q"], cols["sigma"], call,
                          method=method, style=style, exercise_per_year=exercise_per_year, **kw)  # type: ignore[arg-type]
     out: dict[str, Any] = {"price": np.asarray(res.price)}
     for name in ("delta", "gamma", "stderr"):
         value = getattr(res, name)
         if value is not None:
             out[name] = np.asarray(value, dtype=np.float64)
-    return _with_codes(out, res.codes)
+    return _code_flags(_with_codes(out, res.codes), nan, bad)
 
 
 def reasons(codes: np.ndarray) -> dict[str, str]:

@@ -1,4 +1,9 @@
-"""Reason codes for batch numerics: a bad row gives NaN and a code, never an exception for the whole batch."""
+"""Reason codes for batch numerics: a bad row gives NaN and a code, never an exception for the whole batch.
+
+The contract every batch entry point keeps: a row is either finite in every output with code OK, or NaN in every
+output with a non-OK code. OVERFLOW is the code of a row whose inputs pass every check but whose arithmetic leaves
+float range (T = 1e300, r = 1e10, ...), so a NaN never hides behind OK.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ class OptionError(IntEnum):
     NOT_CONVERGED = 8
     ZERO_EXPIRY = 9
     BAD_CORRELATION = 10
+    BAD_OPTION_TYPE = 11
+    OVERFLOW = 12
 
     @property
     def message(self) -> str:
@@ -35,4 +42,6 @@ _MESSAGES = {
     OptionError.NOT_CONVERGED: "the solver did not converge",
     OptionError.ZERO_EXPIRY: "time to expiry is zero: implied volatility is undefined",
     OptionError.BAD_CORRELATION: "correlation must be within [-1, 1]",
+    OptionError.BAD_OPTION_TYPE: "option type must be a call or a put (true/false, 1/0, or C/P)",
+    OptionError.OVERFLOW: "the inputs are finite but too extreme for float arithmetic (expiry, rate or vol)",
 }

@@ -35,8 +35,11 @@ exactly at F == K some of them diverge (gamma, speed, color) and some have finit
 ultima), so 0 is a convention there, as is the finite theta at T == 0 and F == K (for sigma > 0 the true
 theta diverges like -A sigma phi(0) / (2 sqrt(T)) as T -> 0).
 
-Invalid rows (NaN/inf input, S <= 0, K <= 0, T < 0, sigma < 0) come back NaN in every output with an
-`OptionError` code per row (the first failing check in that order); a batch never raises for one bad row.
+Invalid rows (NaN/inf input, S <= 0, K <= 0, T < 0, sigma < 0, an option type other than True/False/1/0) come
+back NaN in every output with an `OptionError` code per row (the first failing check in that order); a batch never
+raises for one bad row. A row that passes those checks but whose computed outputs are not all finite (extreme finite
+inputs such as T = 1e300 or r = 1e10 overflow float arithmetic) is NaN in every output with code OVERFLOW: a row is
+finite everywhere with code OK, or NaN everywhere with a non-OK code.
 """
 
 from __future__ import annotations
@@ -198,7 +201,9 @@ def _prepare(S: Any, K: Any, T: Any, r: Any, q: Any, sigma: Any, is_call: Any) -
     finite = xp.isfinite(S) & xp.isfinite(K) & xp.isfinite(T) & xp.isfinite(r) & xp.isfinite(q)
     finite = finite & xp.isfinite(sigma) & xp.isfinite(call)
     ok = int(OptionError.OK)
-    codes = _where(xp, sigma < 0, int(OptionError.NEGATIVE_VOL), ok)
+    flag_ok = (call == 0) | (call == 1)  # 7 is not a call: anything but True/False/1/0 is a coded bad row
+    codes = _where(xp, ~flag_ok, int(OptionError.BAD_OPTION_TYPE), ok)
+    codes = _where(xp, sigma < 0, int(OptionError.NEGATIVE_VOL), codes)
     codes = _where(xp, T < 0, int(OptionError.NEGATIVE_EXPIRY), codes)
     codes = _where(xp, K <= 0, int(OptionError.NON_POSITIVE_STRIKE), codes)
     codes = _where(xp, S <= 0, int(OptionError.NON_POSITIVE_SPOT), codes)
@@ -320,7 +325,18 @@ def _kernel(inp: _Inputs, wanted: frozenset[str]) -> dict[str, Array]:
 
 
 def _nan_bad(inp: _Inputs, values: dict[str, Array]) -> dict[str, Array]:
-    return {k: _where(inp.xp, inp.bad, math.nan, v) for k, v in values.items()}
+    """NaN every output of a bad row; a valid row with a non-finite output becomes OVERFLOW first (module doc)."""
+    xp = inp.xp
+    overflow = None
+    for v in values.values():
+        nonfinite = ~xp.isfinite(v)
+        overflow = nonfinite if overflow is None else overflow | nonfinite
+    if overflow is not None:
+        overflow = overflow & ~inp.bad
+        inp.codes = _where(xp, overflow, int(OptionError.OVERFLOW), inp.codes)
+        inp.codes = inp.codes.astype(np.int8) if xp is np else inp.codes.to(xp.int8)
+        inp.bad = inp.bad | overflow
+    return {k: _where(xp, inp.bad, math.nan, v) for k, v in values.items()}
 
 
 # ------------------------------------------------------------------------------------------------ public API
@@ -355,7 +371,8 @@ def bsm_greeks(
     """Price and Greeks (GREEK_NAMES, or the subset `which`) in one pass over shared intermediates."""
     wanted = _resolve_which(which)
     inp = _prepare(S, K, T, r, q, sigma, is_call)
-    return Greeks(codes=inp.codes, **_nan_bad(inp, _kernel(inp, wanted)))
+    values = _nan_bad(inp, _kernel(inp, wanted))
+    return Greeks(codes=inp.codes, **values)
 
 
 def black76_price_checked(F: Any, K: Any, T: Any, r: Any, sigma: Any, is_call: Any) -> tuple[Array, Array]:
@@ -390,6 +407,8 @@ def black76_greeks(
     inp = _prepare(F, K, T, r, r, sigma, is_call)
     values = _kernel(inp, frozenset(need))
     if "rho" in values:
-        values["rho"] = values["rho"] + values["rho_q"]
+        with _errstate(inp.xp):  # inf + -inf on an overflowing row: coded OVERFLOW by _nan_bad
+            values["rho"] = values["rho"] + values["rho_q"]
     values.pop("rho_q", None)
-    return Greeks(codes=inp.codes, **_nan_bad(inp, values))
+    values = _nan_bad(inp, values)
+    return Greeks(codes=inp.codes, **values)
