@@ -403,3 +403,36 @@ def test_cvar_at_least_var_for_every_method(seed: int, n: int, df: float, skew: 
             assert method == "cornish_fisher" or "too few observations" in str(exc), exc
             continue
         assert est.es >= est.var - 1e-15, (method, est)
+
+
+def test_returns_below_minus_100_percent_are_refused_naming_the_argument() -> None:
+    """A simple return of -150% is not a return (a log return or a percentage was passed): no VaR is computed."""
+    r = np.random.default_rng(4).normal(0.0, 0.01, (300, 2))
+    r[17, 1] = -1.5
+    for method in ("historical", "normal", "ewma", "cornish_fisher"):
+        with pytest.raises(ValueError, match=r"^returns: simple returns cannot be below -1 \(-100%\), got -1\.5 at "
+                                             r"row 17, column 1"):  # fmt: skip
+            estimate_var(r, [0.5, 0.5], method=method)
+    r[17, 1] = -1.0  # a total loss is a legal simple return
+    est = estimate_var(r, [0.5, 0.5], method="historical", alpha=0.99)  # ES: the 3 worst of 300, one of them 0.5
+    assert est.es >= 0.5 / 3
+
+
+def test_ewma_var_needs_one_ewma_window_of_observations() -> None:
+    """From one observation the 'EWMA VaR' was |r| times a normal quantile; now too few rows are refused."""
+    from tradesys.quant.risk.var import ewma_min_obs
+
+    assert ewma_min_obs(0.94) == 17 and ewma_min_obs(0.99) == 100 and ewma_min_obs(0.5) == 2
+    r = np.random.default_rng(5).normal(0.0, 0.01, (40, 1))
+    with pytest.raises(ValueError, match=r"^returns: too few observations for an EWMA covariance at lam=0.94: 1 "
+                                         r"\(need >= 17"):  # fmt: skip
+        estimate_var(r[:1], [1.0], method="ewma")
+    with pytest.raises(ValueError, match=r"^returns: too few observations .* 16 \(need >= 17"):
+        estimate_var(r[:16], [1.0], method="ewma")
+    with pytest.raises(ValueError, match=r"^returns: too few observations .* at lam=0.99: 40 \(need >= 100"):
+        estimate_var(r, [1.0], method="normal", covariance="ewma", lam=0.99)
+    # at the minimum it is the RiskMetrics number: the normal quantile times the EWMA volatility, by hand
+    est = estimate_var(r[:17], [1.0], method="ewma", alpha=0.99)
+    w = 0.94 ** np.arange(16, -1, -1)
+    sigma = math.sqrt(float(np.sum(w * r[:17, 0] ** 2) / w.sum()))
+    assert est.var == pytest.approx(stats.norm.ppf(0.99) * sigma, rel=1e-12)

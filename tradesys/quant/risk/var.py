@@ -45,6 +45,7 @@ __all__ = [
     "empirical_var_es",
     "estimate_var",
     "ewma_covariance",
+    "ewma_min_obs",
     "fhs_var_es",
     "garch_filter",
     "gpd_tail_fit",
@@ -405,6 +406,15 @@ def sample_covariance(returns: Any, ddof: int = 1) -> np.ndarray:
     return np.atleast_2d(np.cov(r, rowvar=False, ddof=ddof))
 
 
+def ewma_min_obs(lam: float) -> int:
+    """Rows `estimate_var` needs for an EWMA covariance: one EWMA window, ceil(1 / (1 - lam)) (the mean age of the
+    weights; 17 at RiskMetrics' lam = 0.94). With fewer rows the estimate is a handful of squared returns (from
+    one row: that row's square), not a volatility."""
+    if not (0.0 < lam < 1.0):
+        raise ValueError(f"lam: must be in (0, 1), got {lam!r}")
+    return max(2, math.ceil(1.0 / (1.0 - lam) - 1e-9))
+
+
 def ewma_covariance(returns: Any, lam: float = 0.94) -> np.ndarray:
     """RiskMetrics EWMA covariance (zero mean) forecast for the day after the last row.
 
@@ -616,6 +626,12 @@ def _moments(
                 raise ValueError("returns: need at least 2 observations for a covariance")
             c = sample_covariance(r)
         elif covariance == "ewma":
+            need = ewma_min_obs(lam)
+            if r.shape[0] < need:
+                raise ValueError(
+                    f"returns: too few observations for an EWMA covariance at lam={lam}: {r.shape[0]} (need >= "
+                    f"{need}, one EWMA window 1/(1 - lam); fewer rows make the estimate the last few squared returns)"
+                )
             c = ewma_covariance(r, lam)
         else:
             raise ValueError(f"covariance: must be 'sample' or 'ewma', got {covariance!r}")
@@ -843,6 +859,15 @@ def estimate_var(
     * mc_normal / mc_t: as normal, plus ``nu``, ``n_scenarios`` (100,000), ``antithetic``, ``importance``,
       ``seed`` (0; None = fresh entropy), ``device`` ("cpu" | "cuda"), ``chunk_size``; details carry the Monte
       Carlo standard errors ``var_se`` and ``es_se``.
+
+    Refused inputs (``ValueError`` naming ``returns``): a simple return below -1 (a loss beyond 100% of the
+    position is not a simple return: a log return or a percentage was passed), and too few rows for the method.
+    Minimum rows, and why: historical and age_weighted ceil(1 / (1 - alpha)) (at least one observation beyond the
+    VaR quantile: 100 at alpha 0.99); evt enough for ``min_exceedances`` (20) beyond ``threshold_quantile``;
+    fhs 100 (a GARCH(1,1) fit); normal, mc_normal, mc_t 2 (a sample covariance); student_t 2, and 10 when ``nu``
+    is fitted; cornish_fisher 4 (skewness and kurtosis); ewma (and ``covariance="ewma"``) one EWMA window,
+    `ewma_min_obs` = ceil(1 / (1 - lam)), 17 at lam 0.94: from one row the "EWMA VaR" is that row's absolute
+    return times a normal quantile. ``horizon_days`` rows at least for the sample-based methods.
     """
     if method not in _DISPATCH:
         raise ValueError(f"method: must be one of {', '.join(METHODS)}, got {method!r}")
@@ -859,6 +884,11 @@ def estimate_var(
         e = _exposures(w, w.size, value)
     else:
         r, _, cols = _as_matrix(returns)
+        below = r < -1.0
+        if below.any():
+            i, j = np.argwhere(below)[0]
+            raise ValueError(f"returns: simple returns cannot be below -1 (-100%), got {r[i, j]:.6g} at row {i}, "
+                             f"column {j} (log returns or percentages?)")  # fmt: skip
         e = _exposures(weights, r.shape[1], value, cols)
     return _DISPATCH[method](r, e, a, h, **method_kwargs)
 
