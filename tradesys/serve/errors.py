@@ -52,7 +52,7 @@ class BadRequest(Exception):
 
 _ERROR_CODES = {401: "unauthorized", 404: "not_found", 422: "validation_error", 500: "internal"}
 # The field a plain-string HTTPException is about, by status: what the client should change.
-_DEFAULT_FIELD = {401: "X-API-Key", 404: "path", 405: "method", 413: "body", 415: "content-type"}
+_DEFAULT_FIELD = {400: "body", 401: "X-API-Key", 404: "path", 405: "method", 413: "body", 415: "content-type"}
 
 
 def error_code(status_code: int) -> str:

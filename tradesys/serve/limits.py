@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import numpy as np
+from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -66,9 +67,12 @@ class ServeLimits(BaseModel):
         }
 
 
-class BodyTooLarge(BadRequest):
+class BodyTooLarge(HTTPException):
+    """Raised from inside `receive`: an HTTPException, so FastAPI's own body reader lets it through as a 413."""
+
     def __init__(self, cap: int) -> None:
-        super().__init__([("body", f"larger than the limit of {cap} bytes for this content type")], status=413)
+        self.fields = [("body", f"larger than the limit of {cap} bytes for this content type")]
+        super().__init__(413, [{"field": f, "reason": r} for f, r in self.fields])
 
 
 async def _send_error(send: Send, status: int, fields: list[tuple[str, str]],

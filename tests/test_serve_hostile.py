@@ -1,0 +1,367 @@
+"""The HTTP API under hostile input and load: parser bombs, oversized bodies, work over the caps, the time budget,
+abandoned requests, load shedding, strict types and the one error shape.
+
+In-process (TestClient) where the app alone decides; a real uvicorn HTTP server in a thread where the transport
+matters (a streamed body, a client that disconnects); and a real Ray Serve instance for the 503 + Retry-After burst
+and the body cap through Serve's proxy."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tests.conftest import free_port
+from tradesys.quant.options.european import bsm_greeks
+from tradesys.serve import ServeLimits, create_api, run_serve
+from tradesys.serve.columnar import ARROW_STREAM, arrow_stream, read_arrow_stream
+
+KEY = "hostile-test-key-77c1"
+H = {"X-API-Key": KEY, "Content-Type": "application/json"}
+PARSER_ROUTES = ["/v1/options/price", "/v1/options/iv", "/v1/options/american", "/v1/vol/surface",
+                 "/v1/risk/var", "/v1/risk/stress", "/v1/portfolio/optimize", "/v1/risk/attribution"]
+ONE_OPTION = {"S": 100.0, "K": 100.0, "T": 1.0, "r": 0.05, "sigma": 0.2, "is_call": False}
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with TestClient(create_api(None, api_key=KEY), raise_server_exceptions=False) as c:
+        yield c
+
+
+def assert_error_shape(r: httpx.Response, status: int | tuple[int, ...], field: str | None = None) -> None:
+    statuses = (status,) if isinstance(status, int) else status
+    assert r.status_code in statuses, r.text[:500]
+    assert r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert set(body) == {"error", "detail"} and isinstance(body["error"], str)
+    assert isinstance(body["detail"], list) and body["detail"], body
+    assert all(set(d) == {"field", "reason"} and d["reason"] for d in body["detail"]), body
+    if field is not None:
+        assert body["detail"][0]["field"] == field, body
+    assert "Traceback" not in r.text
+
+
+# --- item 6: parser bombs -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PARSER_ROUTES)
+@pytest.mark.parametrize("body", [b"[" * 1000, b"[" * 5000 + b"]" * 5000, b'{"S": ' + b"[" * 3000],
+                         ids=["open", "closed", "in-a-field"])
+def test_deeply_nested_json_is_4xx_and_logs_no_traceback(
+    client: TestClient, path: str, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    r = client.post(path, content=body, headers=H)
+    assert_error_shape(r, (400, 422), "body")
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR or rec.exc_info], caplog.text
+
+
+@pytest.mark.parametrize("path", PARSER_ROUTES)
+def test_invalid_utf8_is_422_naming_the_body(client: TestClient, path: str, caplog: pytest.LogCaptureFixture) -> None:
+    r = client.post(path, content=b'{"S": "\xff\xfe\xfa"}' + os.urandom(64), headers=H)
+    assert_error_shape(r, (400, 422), "body")
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("path", PARSER_ROUTES)
+def test_50_mb_of_invalid_json_is_413_before_it_is_parsed(client: TestClient, path: str) -> None:
+    junk = np.random.default_rng(1).integers(0, 256, 50 * 1024 * 1024, dtype=np.uint8).tobytes()
+    t0 = time.perf_counter()
+    r = client.post(path, content=junk, headers=H)
+    assert_error_shape(r, 413, "body")
+    assert "16777216 bytes" in r.json()["detail"][0]["reason"]
+    assert time.perf_counter() - t0 < 5.0
+
+
+def test_body_caps_are_configurable_and_arrow_has_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = ServeLimits(max_json_body_bytes=4096, max_arrow_body_bytes=1 << 20)
+    c = TestClient(create_api(None, api_key=KEY, limits=limits))
+    body = {"pnl": [0.01] * 2000, "method": "historical"}  # about 12 KB of JSON
+    assert_error_shape(c.post("/v1/risk/var", json=body, headers=H), 413, "body")
+    arrow = arrow_stream({"S": np.full(300, 100.0), "K": 100.0, "T": 1.0, "sigma": 0.2, "is_call": True})
+    assert len(arrow) > 4096
+    r = c.post("/v1/options/price", content=arrow, headers={**H, "Content-Type": ARROW_STREAM})
+    assert r.status_code == 200, r.text
+
+
+# --- item 7: work caps, time budget, abandoned requests --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({**ONE_OPTION, "S": [100.0] * 100_000, "method": "lr", "resolution": 5001}, 413, "rows"),
+        ({**ONE_OPTION, "S": [100.0] * 10, "method": "lr", "resolution": 5001}, 413, "rows"),
+        ({**ONE_OPTION, "method": "lsm", "resolution": 1_000_000}, 422, "resolution"),
+        ({**ONE_OPTION, "S": [100.0] * 100, "method": "fd", "resolution": 4001}, 422, "resolution"),
+        ({**ONE_OPTION, "T": 30.0, "method": "lsm", "resolution": 200_000, "style": "bermudan",
+          "exercise_per_year": 252.0}, 422, "resolution"),
+    ],
+)
+def test_american_work_is_capped_before_any_compute(
+    client: TestClient, body: dict[str, Any], status: int, field: str
+) -> None:
+    t0 = time.perf_counter()
+    r = client.post("/v1/options/american", json=body, headers={"X-API-Key": KEY})
+    assert_error_shape(r, status, field)
+    assert time.perf_counter() - t0 < 3.0  # refused up front: the uncapped LR request ran for minutes
+
+
+def test_a_large_request_under_the_cap_still_prices(client: TestClient) -> None:
+    ql = pytest.importorskip("QuantLib")
+    today = ql.Date(15, 1, 2025)
+    ql.Settings.instance().evaluationDate = today
+    dc = ql.Actual365Fixed()
+    process = ql.BlackScholesMertonProcess(
+        ql.QuoteHandle(ql.SimpleQuote(100.0)), ql.YieldTermStructureHandle(ql.FlatForward(today, 0.0, dc)),
+        ql.YieldTermStructureHandle(ql.FlatForward(today, 0.05, dc)),
+        ql.BlackVolTermStructureHandle(ql.BlackConstantVol(today, ql.NullCalendar(), 0.2, dc)))
+    put = ql.VanillaOption(ql.PlainVanillaPayoff(ql.Option.Put, 100.0), ql.AmericanExercise(today, today + 365))
+    put.setPricingEngine(ql.BinomialVanillaEngine(process, "lr", 2001))
+    body = {**ONE_OPTION, "S": [100.0] * 3, "method": "lr", "resolution": 2001}  # 3 x 2001^2 = 1.2e7 units
+    r = client.post("/v1/options/american", json=body, headers={"X-API-Key": KEY})
+    assert r.status_code == 200, r.text
+    assert r.json()["price"] == pytest.approx([put.NPV()] * 3, abs=5e-4)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"pnl": [0.01] * 100, "method": "mc_normal", "options": {"n_scenarios": 20_000_000}}, 413,
+         "options.n_scenarios"),
+        ({"returns": {f"a{i}": [0.01, -0.02, 0.005] for i in range(50)}, "weights": [0.02] * 50,
+          "method": "mc_normal", "options": {"n_scenarios": 1_000_000}}, 413, "options.n_scenarios"),
+        ({"pnl": [0.01] * 100_001}, 422, "pnl"),
+        ({"pnl": [0.01] * 100, "method": "fhs", "horizon_days": 10, "options": {"n_sims": 1_000_000}}, 413,
+         "options.n_sims"),
+        ({"pnl": [0.01] * 100, "options": {"n_scenarios": True}, "method": "mc_normal"}, 422, "options.n_scenarios"),
+    ],
+)
+def test_var_work_is_capped(client: TestClient, body: dict[str, Any], status: int, field: str) -> None:
+    t0 = time.perf_counter()
+    assert_error_shape(client.post("/v1/risk/var", json=body, headers={"X-API-Key": KEY}), status, field)
+    assert time.perf_counter() - t0 < 3.0
+
+
+def test_time_budget_answers_504_in_the_error_shape() -> None:
+    c = TestClient(create_api(None, api_key=KEY, limits=ServeLimits(request_timeout_s=0.5)))
+    body = {**ONE_OPTION, "S": [100.0] * 2000, "method": "lr", "resolution": 201}  # about 3 s of LR trees
+    t0 = time.perf_counter()
+    r = c.post("/v1/options/american", json=body, headers={"X-API-Key": KEY})
+    elapsed = time.perf_counter() - t0
+    assert_error_shape(r, 504, "request")
+    assert r.json()["error"] == "gateway_timeout" and "0.5 s" in r.json()["detail"][0]["reason"]
+    assert elapsed < 2.0, elapsed
+
+
+class _Server:
+    """A real uvicorn HTTP server in a thread (the transport a client can hang up on)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                   lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def _cpu_over(seconds: float) -> float:
+    t0 = time.process_time()
+    time.sleep(seconds)
+    return time.process_time() - t0
+
+
+@pytest.mark.slow
+def test_an_abandoned_request_stops_using_cpu_soon_after_the_disconnect() -> None:
+    import json
+
+    app = create_api(None, api_key=KEY, limits=ServeLimits(request_timeout_s=120))
+    body = json.dumps({**ONE_OPTION, "S": [100.0] * 4900, "method": "lr", "resolution": 201}).encode()  # ~10 s
+    with _Server(app) as srv:
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        sock.sendall(b"POST /v1/options/american HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"X-API-Key: {KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.5)  # parsed and computing
+        busy = _cpu_over(2.0)
+        sock.close()  # the client gives up
+        time.sleep(2.0)  # the chunk in flight (about 0.5 s of work on an idle core) finishes
+        after = _cpu_over(2.0)
+    # shared CI cores: compare rates rather than absolute seconds
+    assert busy > 0.5, f"the request was not computing: {busy:.2f} s CPU in 2 s"
+    assert after < 0.2 * busy, f"still computing after the disconnect: {after:.2f} s CPU in 2 s (busy {busy:.2f})"
+
+
+@pytest.mark.slow
+def test_a_streamed_body_is_answered_413_at_the_cap_not_after_reading_it_whole() -> None:
+    """A chunked upload (no Content-Length): the 413 must come back while the client is still sending."""
+    import select
+
+    limits = ServeLimits(max_json_body_bytes=64 * 1024)
+    piece = b"0.01, " * 2730  # 16 KB
+    sent = 0
+    answer = b""
+    with _Server(create_api(None, api_key=KEY, limits=limits)) as srv:
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        sock.sendall(b"POST /v1/risk/var HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"X-API-Key: {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+        try:
+            for _ in range(2048):  # 32 MB if the server read it all
+                sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                sent += len(piece)
+                if select.select([sock], [], [], 0.01)[0]:
+                    answer = sock.recv(65536)
+                    break
+        except OSError:  # the server closed after answering
+            answer = answer or sock.recv(65536)
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sent < 2 * 1024 * 1024, f"the answer came after {sent} bytes"
+    assert b'"field":"body"' in answer
+
+
+# --- item 10: the one error shape, repeated query keys; item 9: strict types ---------------------------------------
+
+
+def test_every_error_status_has_the_list_shape(client: TestClient) -> None:
+    assert_error_shape(client.get("/v2/nothing"), 404, "path")
+    assert_error_shape(client.post("/health"), 405, "method")
+    assert_error_shape(client.post("/v1/options/price", json=ONE_OPTION), 401, "X-API-Key")
+    assert_error_shape(client.post("/v1/options/price", content=b"S=1", headers={**H, "Content-Type": "text/csv"}),
+                       415, "content-type")
+    assert_error_shape(client.post("/v1/risk/var", content=b"x" * (17 << 20), headers=H), 413, "body")
+    assert_error_shape(client.post("/v1/risk/var", content=b"{}", headers={**H, "Content-Length": "nope"}), 400,
+                       "Content-Length")
+
+
+def test_repeated_and_comma_separated_greeks_are_all_returned(client: TestClient) -> None:
+    body = arrow_stream({"S": [100.0, 110.0], "K": 100.0, "T": 0.5, "r": 0.01, "q": 0.0, "sigma": 0.25,
+                         "is_call": True})
+    hdr = {"X-API-Key": KEY, "Content-Type": ARROW_STREAM, "Accept": ARROW_STREAM}
+    want = bsm_greeks(np.array([100.0, 110.0]), 100.0, 0.5, 0.01, 0.0, 0.25, True)
+    for query in ("greeks=delta&greeks=vega", "greeks=delta,vega", "greeks=delta&greeks=vega,delta"):
+        r = client.post(f"/v1/options/price?{query}", content=body, headers=hdr)
+        assert r.status_code == 200, r.text
+        cols, _ = read_arrow_stream(r.content)
+        assert set(cols) == {"price", "delta", "vega", "code"}, query
+        np.testing.assert_allclose(cols["delta"], want.delta, rtol=1e-12)
+        np.testing.assert_allclose(cols["vega"], want.vega, rtol=1e-12)
+    r = client.post("/v1/options/price?greeks=delta&greeks=bogus", content=body, headers=hdr)
+    assert_error_shape(r, 422, "greeks.1")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/risk/var", {"pnl": [0.01, -0.02, 0.03] * 20, "horizon_days": False}, "horizon_days"),
+        ("/v1/risk/var", {"pnl": [0.01, -0.02, 0.03] * 20, "alpha": True}, "alpha"),
+        ("/v1/risk/var", {"pnl": [0.01, -0.02, 0.03] * 20, "horizon_days": 2.0}, "horizon_days"),
+        ("/v1/risk/var", {"pnl": []}, "pnl"),
+        ("/v1/risk/var", {"pnl": [0.01] * 60, "weights": [1.0], "returns": {"a": [0.01] * 60}}, "request"),
+        ("/v1/options/american", {**ONE_OPTION, "seed": False}, "seed"),
+        ("/v1/options/american", {**ONE_OPTION, "resolution": True}, "resolution"),
+        ("/v1/options/price", {**ONE_OPTION, "S": True}, "S"),
+        ("/v1/options/price", {**ONE_OPTION, "K": [100.0, False]}, "K"),
+        ("/v1/portfolio/optimize", {"cov": [[0.04]], "assets": ["a"], "frontier_points": True}, "frontier_points"),
+    ],
+)
+def test_a_bool_is_not_a_number(client: TestClient, path: str, body: dict[str, Any], field: str) -> None:
+    assert_error_shape(client.post(path, json=body, headers={"X-API-Key": KEY}), 422, field)
+
+
+def test_the_schema_states_the_caps_and_the_one_of_rules(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    comps = spec["components"]["schemas"]
+    var = comps["VarRequest"]
+    assert len(var["oneOf"]) == 3
+    pnl = next(s for s in var["properties"]["pnl"]["anyOf"] if s.get("type") == "array")
+    assert (pnl["minItems"], pnl["maxItems"]) == (1, 100_000)
+    assert var["properties"]["horizon_days"]["maximum"] == 250
+    american = spec["paths"]["/v1/options/american"]["post"]
+    body = american["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["resolution"]["anyOf"][0]["maximum"] == 1_000_000
+    assert "rows x steps^2" in american["description"] and "413" in american["description"]
+    price = spec["paths"]["/v1/options/price"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert [len(rule["oneOf"]) for rule in price["allOf"]] == [2, 2]
+    for path in PARSER_ROUTES:
+        responses = spec["paths"][path]["post"]["responses"]
+        assert {"401", "413", "422", "503", "504"} <= set(responses), path
+        assert "Retry-After" in responses["503"]["headers"]
+
+
+# --- item 8: load shedding and the body cap on a real Serve instance -------------------------------------------------
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_real_serve_sheds_a_burst_with_503_retry_after_and_caps_bodies(
+    ray_session: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ray import serve
+
+    monkeypatch.setenv("TRADESYS_API_KEY", KEY)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    limits = ServeLimits(max_ongoing_requests=1, max_queued_requests=1, retry_after_s=3, request_timeout_s=60,
+                         max_json_body_bytes=1 << 20)
+    body = {**ONE_OPTION, "S": [100.0] * 150, "method": "lr", "resolution": 201}  # about 0.3-1 s each
+    try:
+        run_serve(None, "127.0.0.1", port, name="hostile", limits=limits)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "Serve did not come up"
+            time.sleep(0.5)
+
+        def one(_: int) -> httpx.Response:
+            return httpx.post(f"{base}/v1/options/american", json=body, headers={"X-API-Key": KEY}, timeout=120)
+
+        with ThreadPoolExecutor(12) as pool:  # a bounded burst: 12 requests, then it stops by itself
+            rs = list(pool.map(one, range(12)))
+        ok = [r for r in rs if r.status_code == 200]
+        shed = [r for r in rs if r.status_code == 503]
+        assert len(ok) + len(shed) == len(rs), [r.status_code for r in rs]
+        assert ok and shed, [r.status_code for r in rs]
+        assert all(r.headers.get("retry-after") == "3" for r in shed)
+        assert any(r.headers.get("content-type") == "application/json" for r in shed)
+        for r in shed:
+            if r.headers.get("content-type") == "application/json":
+                assert_error_shape(r, 503, "request")
+        prices = {round(r.json()["price"][0], 10) for r in ok}
+        assert len(prices) == 1  # the answers that did come are the same, full answers
+
+        r = httpx.post(f"{base}/v1/risk/var", content=b"[" * (2 << 20), timeout=30,
+                       headers={"X-API-Key": KEY, "Content-Type": "application/json"})
+        assert_error_shape(r, 413, "body")
+        r = httpx.post(f"{base}/v1/risk/var", content=b"[" * 1000, timeout=30,
+                       headers={"X-API-Key": KEY, "Content-Type": "application/json"})
+        assert_error_shape(r, (400, 422), "body")
+    finally:
+        serve.delete("hostile")
