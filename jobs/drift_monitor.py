@@ -83,8 +83,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, train_argv = parse_args(argv)
     import ray
 
-    from tradesys.actors.drift import DriftMonitor, JobSubmissionLauncher, MonitorConfig, RayTaskLauncher
+    from tradesys.actors.drift import DriftMonitor
     from tradesys.train.drift import DriftPolicy
+    from tradesys.train.drift_monitor import MonitorConfig
+    from tradesys.train.launch import JobSubmissionLauncher, RayTaskLauncher
 
     ref, cur = feature_windows(args)
     if not ray.is_initialized():
