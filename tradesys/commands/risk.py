@@ -31,13 +31,40 @@ Json = Annotated[bool, typer.Option("--json", help="print the full result as JSO
 Plot = Annotated[Path | None, typer.Option("--plot", help="write a PNG chart here")]
 
 
+# library errors start with the parameter's name; the user typed a flag
+FLAGS = {"data": "--data", "symbols": "--symbols", "start": "--start", "end": "--end", "method": "--method",
+         "alpha": "--alpha", "window": "--window", "weights": "--weights", "horizon": "--horizon", "book": "--book",
+         "historical": "--historical", "hypothetical": "--hypothetical", "reverse": "--reverse-loss",
+         "objective": "--objective", "model": "--model", "dist": "--dist", "states": "--states", "upper": "--upper",
+         "target": "--target", "value": "--value"}
+
+
+def _one_line(exc: Exception) -> str:
+    """`field: reason` with the field as its flag; a pydantic error becomes `loc: msg; loc: msg` on one line."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        parts = []
+        for e in exc.errors():
+            loc = [str(p) for p in e["loc"]]
+            head = FLAGS.get(loc[0], loc[0]) if loc else "input"
+            parts.append(f"{head}{': ' + '.'.join(loc[1:]) if loc[1:] else ''}: {e['msg']}")
+        text = "; ".join(dict.fromkeys(parts))
+    else:
+        text = str(exc)
+        field, sep, rest = text.partition(": ")
+        if sep and field in FLAGS:
+            text = f"{FLAGS[field]}: {rest}"
+    return " ".join(text.split())
+
+
 def _run(fn: Callable[[], Any]) -> Any:
-    """Library ValueErrors ('field: reason') become a red line and exit code 2, never a traceback."""
+    """Library ValueErrors ('field: reason') become one line naming the flag, exit code 2, never a traceback."""
     try:
         with console.status("working..."):
             return fn()
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -182,17 +209,28 @@ def stress(
             spec = json.loads(book.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"book: cannot read {book} ({exc})") from None
-        req = StressRequest.model_validate({
-            "book": spec,
-            "historical": "all" if historical == "all" else [s for s in historical.split(",") if s],
-            "hypothetical": "all" if hypothetical == "all" else [s for s in hypothetical.split(",") if s],
-            "reverse": None if reverse_loss is None else {"loss": reverse_loss},
-        })
-        return _stress(req)
+        body: dict[str, Any] = {"book": spec}
+        for key, text in (("historical", historical), ("hypothetical", hypothetical)):
+            names = "all" if text.strip() == "all" else [s.strip() for s in text.split(",") if s.strip()]
+            if names:  # an empty flag means none of that kind
+                body[key] = names
+        if reverse_loss is not None:
+            body["reverse"] = {"loss": reverse_loss}
+        if len(body) == 1:
+            raise ValueError("historical: give at least one of --historical, --hypothetical or --reverse-loss")
+        req = StressRequest.model_validate(body)
+        try:
+            return _stress(req)
+        except ValueError as exc:  # errors about the book's contents name its field: put them under --book
+            head = str(exc).partition(":")[0].split("[")[0].split(".")[0]
+            if head in FLAGS:
+                raise
+            raise ValueError(f"book: {exc}") from None
 
     out = _run(go)
+    proxied = default_beta_symbols(out["results"])
     if as_json:
-        _emit_json(out)
+        _emit_json({**out, "default_beta_symbols": proxied})
         return
     t = Table(title="stress results")
     for col in ("scenario", "kind", "P&L", "note"):
@@ -204,6 +242,21 @@ def stress(
             note = "breach found" if d.get("found") else "no shock in range loses that much (worst shown)"
         t.add_row(r["name"], r["kind"], f"{r['pnl']:,.2f}", note)
     console.print(t)
+    if proxied:
+        console.print(f"[yellow]proxied:[/yellow] no price history for {', '.join(proxied)}: the historical "
+                      "scenarios move them as the market index with beta 1.0 (an assumption, not data)")
+    if any(r["kind"] == "hypothetical" for r in out["results"]):
+        console.print("hypothetical equity shocks move every symbol by the shock x beta 1.0 (no betas given)")
+
+
+def default_beta_symbols(results: list[dict[str, Any]]) -> list[str]:
+    """Symbols a historical scenario had no data for, so it moved them as the index with the default beta 1."""
+    out: set[str] = set()
+    for r in results:
+        for sym, how in ((r.get("details") or {}).get("mapping") or {}).items():
+            if "default: no data" in str(how):
+                out.add(str(sym))
+    return sorted(out)
 
 
 @app.command()
