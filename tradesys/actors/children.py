@@ -20,7 +20,7 @@ import ray
 
 from tradesys.actors.proxy import ActorProxy
 from tradesys.config import BrokerConfig, DataConfig, RiskConfig, StrategyConfig
-from tradesys.core.orders import Fill, Order, OrderEvent, OrderState, OrderStatus
+from tradesys.core.orders import Fill, Order, OrderEvent, OrderState
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
 from tradesys.execution.service import ExecutionService, StepReport
@@ -181,20 +181,14 @@ class RiskActor:
     """Owns the pre-trade gate; on (re)start it rebuilds the gate's windows from the data and the ledger."""
 
     def __init__(self, cfg: RiskConfig, data: DataConfig | None = None, ledger: Any = None) -> None:
-        from tradesys.risk import replay
+        from tradesys.engine.recovery import warm_gate
 
         self.gate = PreTradeRisk(cfg)
         upto = booked_ts(ledger) if data is not None else 0
         if data is not None and upto > 0:
             book = ActorProxy(ledger, "ledger")
-            orders = book.read("orders")
-            rejected = replay.risk_rejected_ids(book.read("audit_log"))
-            self.gate.warm_up(
-                replay.step_marks(bars_upto(data, upto)),
-                replay.accepted_orders(orders, rejected, upto),
-                replay.day_checks(book.read("equity_curve"), book.snapshot().initial_cash, upto),
-                replay.rejects_by_reason(orders, rejected),
-            )
+            warm_gate(self.gate, bars_upto(data, upto), book.read("orders"), book.read("audit_log"),
+                      book.read("equity_curve"), book.snapshot().initial_cash, upto)
 
     def check(
         self, orders: Sequence[Order], book: PortfolioSnapshot, now_ns: int, working: Mapping[str, float] | None
@@ -216,19 +210,14 @@ class BrokerActor:
 
     def __init__(self, cfg: BrokerConfig, data: DataConfig | None = None, ledger: Any = None) -> None:
         from tradesys.broker.sim import SimBroker
+        from tradesys.engine.recovery import restore_venue
 
         upto = booked_ts(ledger) if data is not None else 0
+        self.venue = SimBroker(cfg)
         if data is not None and upto > 0:
-            from tradesys.risk.replay import risk_rejected_ids
-
             book = ActorProxy(ledger, "ledger")
             orders, fills = book.ledger_rows()
-            rejected = risk_rejected_ids(book.read("audit_log"))
-            sent = {o["client_order_id"] for o in orders if o["client_order_id"] not in rejected
-                    and o["status"] != OrderStatus.NEW.value}
-            self.venue = SimBroker.restore(cfg, orders, fills, sent, bars_upto(data, upto))
-        else:
-            self.venue = SimBroker(cfg)
+            self.venue = restore_venue(cfg, bars_upto(data, upto), orders, fills, book.read("audit_log"))
 
     def submit(self, orders: Sequence[Order]) -> list[OrderEvent]:
         return self.venue.submit(orders)

@@ -34,6 +34,7 @@ from tradesys.actors.proxy import ActorProxy
 from tradesys.backtest.metrics import summarize
 from tradesys.config import TradesysConfig
 from tradesys.data import bars_per_year
+from tradesys.engine.recovery import resume_after
 from tradesys.engine.step import TradingComponents, run_step
 from tradesys.ledger.base import AuditEntry
 
@@ -200,8 +201,8 @@ class Supervisor:
         if booked <= 0:
             return booked, []
         orders = self.ledger_proxy.read("orders")
-        decided = any(int(o["ts_ns"]) == booked for o in orders)
-        after = booked if decided else booked - 1  # not decided: run the last booked step again
+        after = resume_after(booked, orders)
+        decided = after == booked
         steps = len({int(r["ts_ns"]) for r in self.ledger_proxy.read("equity_curve")})
         msg = f"run {self.run_id} resumes after step {booked}" + ("" if decided else " (re-running that step)")
         return after, [AuditEntry(booked, "resume", msg, payload={
