@@ -44,11 +44,12 @@ def test_demo_length_backtest_keeps_the_books() -> None:
 
 
 def test_risk_rejections_are_recorded_with_reasons() -> None:
-    cfg = cfg_with(**{"risk.max_order_notional": 20_000})
+    # a VaR limit: the strategy sizes within the order and position limits, not within the book's VaR
+    cfg = cfg_with(**{"risk.var_limit_pct": 0.01, "risk.daily_loss_limit_pct": 0.5})
     summary, ledger = run_backtest(cfg)
     rejected = ledger.orders(status="rejected")
     assert summary.rejected == len(rejected) > 0
-    assert {o["reason"] for o in rejected} == {"max_order_notional"}
+    assert {o["reason"] for o in rejected} == {"var_limit"}
     audit = ledger.audit_log(kind="risk_reject")
     assert {a["client_order_id"] for a in audit} == {o["client_order_id"] for o in rejected}
     assert_ledger_consistent(ledger, cfg.initial_cash)
