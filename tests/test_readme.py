@@ -303,6 +303,27 @@ def test_readme_command_runs(tour: Tour, i: int) -> None:
     assert re.search(pattern, r.output, flags=re.M), f"`{r.cmd}`: no line matches {pattern!r}:\n{r.output[-3000:]}"
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+def test_readme_kafka_command(tansu_broker: str, tmp_path: Path) -> None:
+    """The table's Kafka row, run with its placeholder `host:9092` pointed at a real Kafka-protocol broker (Tansu),
+    on a fresh topic and group, shortened to a quarter of data: the loop reads its bars through Kafka to the end."""
+    rows = [c for c in table_commands() if "data.bus=kafka" in c]
+    assert rows, "the Commands table has no Kafka row"
+    topic = f"readme-{os.getpid()}-{time.monotonic_ns()}"
+    for cmd in rows:
+        assert "host:9092" in cmd, cmd
+        words = shlex.split(cmd.replace("host:9092", tansu_broker))
+        argv = [TRADESYS, *words[1:], "-s", "data.start=2022-10-01", "-s", f'data.topic="{topic}"',
+                "-s", f'data.consumer_group="{topic}"']  # fmt: skip
+        env = {**os.environ, "COLUMNS": "200", "RAY_USAGE_STATS_ENABLED": "0"}
+        env.pop("RAY_ADDRESS", None)
+        proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"`{cmd}` exited {proc.returncode}:\n{out[-3000:]}"
+        assert re.search(key_line(cmd), out, flags=re.M), out[-3000:]
+
+
 # --- fast checks --------------------------------------------------------------------------------------------------
 
 
