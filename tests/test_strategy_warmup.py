@@ -253,3 +253,23 @@ def test_scale_to_leverage_keeps_gross_and_net_within_limits() -> None:
     assert sum(abs(v) for v in finite) <= 0.98 + 1e-12 and abs(sum(finite)) <= 0.49 + 1e-12
     assert w["A"] / w["C"] == pytest.approx(-4.0) and w["D"] != w["D"]
     assert scale_to_leverage({"A": 0.1}, cfg.risk) == {"A": 0.1}
+
+
+def test_feature_bank_warm_up_gives_the_undisturbed_values(run_data: Any) -> None:
+    """Streaming features rebuilt from the bars before a resume point continue with the same values."""
+    from tradesys.actors.features import live_feature_bank
+
+    cfg, batches, _ = run_data
+    symbols = make_source(cfg.data).symbols
+    undisturbed = live_feature_bank(symbols)
+    for b in batches[:200]:
+        undisturbed.update(b)
+    want = [undisturbed.update(b) for b in batches[200:230]]
+    warmed = live_feature_bank(symbols)
+    assert warmed.warm_up(batches[:200], chunk=64) == 200
+    for b, w in zip(batches[200:230], want, strict=True):
+        got = warmed.update(b)
+        for col in undisturbed.columns:
+            np.testing.assert_allclose(got.column(col).to_numpy(), w.column(col).to_numpy(), rtol=1e-12, atol=0)
+    cold = live_feature_bank(symbols).update(batches[200])
+    assert not np.allclose(np.nan_to_num(cold.column("sma20").to_numpy()), want[0].column("sma20").to_numpy())

@@ -24,7 +24,7 @@ not skipped: they propagate into that symbol's state.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -675,6 +675,26 @@ class FeatureBank:
                     out[next(col_iter)][a:b] = v
         arrays = [batch.column("ts"), batch.column("symbol"), *(pa.array(out[c]) for c in self.columns)]
         return pa.RecordBatch.from_arrays(arrays, names=["ts", "symbol", *self.columns])
+
+    def warm_up(self, batches: Iterable[pa.RecordBatch], chunk: int = 512) -> int:
+        """Advance the state over the bars up to a resume point, discarding the outputs; return the steps taken.
+
+        Why: a restarted or resumed feature process must hold the state an undisturbed one holds, so the next
+        `update` gives the same values. The batches go through in tables of `chunk` steps (one call each).
+        """
+        n = 0
+        buf: list[pa.RecordBatch] = []
+        for b in batches:
+            if not b.num_rows:
+                continue
+            buf.append(b)
+            if len(buf) == chunk:
+                self.update(pa.Table.from_batches(buf))
+                n, buf = n + len(buf), []
+        if buf:
+            self.update(pa.Table.from_batches(buf))
+            n += len(buf)
+        return n
 
 
 __all__ = [
