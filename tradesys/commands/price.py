@@ -18,15 +18,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tradesys.quant.options.batch import (
-    american_columns,
-    coerce_columns,
-    iv_columns,
-    option_columns,
-    price_columns,
-    reasons,
-)
-
 app = typer.Typer(no_args_is_help=True, help="Price options, Greeks, implied vols, American exercise, vol surfaces.")
 console = Console()
 
@@ -105,6 +96,8 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 def _emit(inputs: dict[str, Any], outputs: dict[str, Any], out: Path | None, as_json: bool) -> None:
+    from tradesys.quant.options.batch import reasons
+
     frame = pd.DataFrame({**{k: np.asarray(v) for k, v in inputs.items()}, **outputs})
     if out is not None:
         frame.to_csv(out, index=False)
@@ -167,6 +160,8 @@ def european(
 ) -> None:
     """Black-Scholes-Merton (or Black-76) prices and Greeks. Example: --spot 100 --strike 90,100,110 --expiry 0.5
     --vol 0.2 --type C."""
+    from tradesys.quant.options.batch import coerce_columns, option_columns, price_columns
+
     given = {"S": spot, "F": forward, "K": strike, "T": expiry, "r": rate, "q": div, "sigma": vol, "is_call": type_}
     try:
         raw = _inputs(csv, given)
@@ -193,6 +188,8 @@ def iv(
     as_json: Json = False,
 ) -> None:
     """Implied volatility to machine precision; prices outside the no-arbitrage bounds show NaN and a code."""
+    from tradesys.quant.options.batch import coerce_columns, iv_columns, option_columns
+
     given = {"price": price, "S": spot, "F": forward, "K": strike, "T": expiry, "r": rate, "q": div,
              "is_call": type_}
     try:
@@ -221,6 +218,8 @@ def american(
     as_json: Json = False,
 ) -> None:
     """American or Bermudan vanilla prices by tree, finite differences or Longstaff-Schwartz."""
+    from tradesys.quant.options.batch import american_columns, coerce_columns, option_columns
+
     given = {"S": spot, "K": strike, "T": expiry, "r": rate, "q": div, "sigma": vol, "is_call": type_}
     try:
         cols = coerce_columns(_inputs(csv, given), option_columns("bsm"))
