@@ -232,7 +232,8 @@ def test_auth_and_unknown_version(server: Any) -> None:
     assert (r.status_code, r.json()["error"]) == (401, "unauthorized")
     assert c.get("/v1/predict/status").status_code == 401
     r = c.post("/v1/predict", json={"windows": x, "version": "9"}, headers=H)
-    assert r.status_code == 404 and "'9'" in r.json()["detail"]
+    assert r.status_code == 404 and r.json()["detail"][0]["field"] == "version"
+    assert "'9'" in r.json()["detail"][0]["reason"]
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +276,7 @@ def test_saturated_research_lane_is_429_while_live_is_served(lanes: tuple[Any, A
 
     rs = asyncio.run(burst())
     assert [r.status_code for r in rs] == [200, 429, 200, 200]
-    assert rs[1].json()["error"] == "too_many_requests" and "research lane" in rs[1].json()["detail"]
+    assert rs[1].json()["error"] == "too_many_requests" and "research lane" in rs[1].json()["detail"][0]["reason"]
 
 
 def test_config_is_validated() -> None:
@@ -357,4 +358,5 @@ def test_timeout_is_504(real_app: str) -> None:
     c.predict_state.config.request_timeout_s = BATCH_WAIT_S / 5  # type: ignore[attr-defined]
     r = c.post("/v1/predict", json={"windows": x}, headers=H)  # a lone request waits BATCH_WAIT_S for company
     assert r.status_code == 504
-    assert r.json() == {"error": "gateway_timeout", "detail": "prediction did not finish within 0.01 s"}
+    assert r.json() == {"error": "gateway_timeout",
+                        "detail": [{"field": "request", "reason": "prediction did not finish within 0.01 s"}]}

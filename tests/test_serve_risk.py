@@ -215,7 +215,7 @@ def test_stress_hypothetical_reverse_and_historical(client: TestClient) -> None:
     [
         ({"book": {"linear": [{"symbol": "A", "quantity": 1, "price": 1.0}]}, "historical": ["1929"]}, "historical.0"),
         ({"book": {"linear": [{"symbol": "A", "quantity": 1, "price": -1.0}]}, "hypothetical": "all"},
-         "linear[0].price"),
+         "book.linear.0.price"),
         ({"book": {"linear": [{"symbol": "A", "quantity": 1, "price": 1.0}]}}, "request"),
     ],
 )

@@ -27,11 +27,35 @@ MAX_JSON_ROWS = 100_000
 MAX_ARROW_ROWS = 5_000_000
 
 
+_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def drop_null(schema: dict[str, Any]) -> None:
+    """Optional fields are optional by absence: drop the `null` branch pydantic writes for `X | None = None`, so a
+    schema-valid body never sends `"S": null` where the code wants a value or nothing (a `oneOf` of `required`
+    rules would otherwise be met by a null)."""
+    for prop in schema.get("properties", {}).values():
+        branches = prop.get("anyOf")
+        if isinstance(branches, list) and {"type": "null"} in branches:
+            kept = [b for b in branches if b != {"type": "null"}]
+            prop.pop("anyOf")
+            if len(kept) == 1:
+                prop.update(kept[0])
+            else:
+                prop["anyOf"] = kept
+            if prop.get("default", 0) is None:
+                prop.pop("default")
+        for raw, key in _BOUNDS.items():  # pydantic leaves a bound on `Annotated[int, validator] | None` unconverted
+            if raw in prop:
+                prop[key] = prop.pop(raw)
+
+
 def request_body_doc(json_model: type[Any], refine: Callable[[dict[str, Any]], dict[str, Any]] | None = None
                      ) -> dict[str, Any]:
     """`openapi_extra` for a route that reads its body itself: both encodings listed in /openapi.json; `refine`
     adds the cross-field rules (oneOf, if/then) the model cannot state."""
     schema = json_model.model_json_schema()
+    drop_null(schema)
     return {
         "requestBody": {
             "required": True,

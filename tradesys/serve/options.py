@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from tradesys.quant.options.batch import (
     AMERICAN_LIMITS,
@@ -41,7 +41,12 @@ Flags = bool | Annotated[list[bool], Field(min_length=1)]
 Kinds = Literal["C", "P", "c", "p", "call", "put", "CALL", "PUT"] | Annotated[
     list[Literal["C", "P", "c", "p", "call", "put", "CALL", "PUT"]], Field(min_length=1)]
 Greek = Literal[(*GREEK_NAMES[1:], "all")]  # type: ignore[valid-type]
-SInt = Annotated[int, Strict()]
+def _whole(v: Any) -> Any:
+    """JSON Schema's integer includes 5.0: accept a whole float for an int option (a bool still fails)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+SInt = Annotated[int, Strict(), BeforeValidator(_whole)]
 SFloat = Annotated[float, Strict()]
 
 # Work caps per request, in the cost units of each method (measured on one core: about 5e-8 s per LR tree unit,
@@ -53,7 +58,7 @@ LSM_MAX_PATHS = 200_000
 EUROPEAN_CHUNK_ROWS = 250_000
 WORK_CAPS = {"lr": TREE_WORK, "crr": TREE_WORK, "fd": FD_WORK, "lsm": LSM_WORK}
 COLUMN_RULES = (
-    "Columns given as lists must all have the same length (scalars broadcast); `S` goes with model bsm and `F` with "
+    "Also 422: columns given as lists of different lengths (scalars broadcast). `S` goes with model bsm and `F` with "
     "black76; give `is_call` or `type`, not both."
 )
 
@@ -83,7 +88,7 @@ class IvOptions(_Strict):
 class AmericanOptions(_Strict):
     method: Literal["lr", "crr", "fd", "lsm"] = "lr"
     resolution: SInt | None = Field(
-        None, ge=2, le=max(c for _, _, c in AMERICAN_LIMITS.values()),
+        None, ge=4, le=max(c for _, _, c in AMERICAN_LIMITS.values()),
         description="tree steps, FD space steps or LSM paths (method's default); per method: "
         + ", ".join(f"{m}: {k} <= {min(c, LSM_MAX_PATHS) if m == 'lsm' else c}"
                     for m, (k, _, c) in AMERICAN_LIMITS.items())
@@ -129,7 +134,8 @@ def _exactly_one(schema: dict[str, Any], underlying: bool = True) -> dict[str, A
     if underlying:
         rules.append({"oneOf": [
             {"required": ["S"], "not": {"required": ["F"]}, "properties": {"model": {"const": "bsm"}}},
-            {"required": ["F", "model"], "not": {"required": ["S"]}, "properties": {"model": {"const": "black76"}}},
+            {"required": ["F", "model"], "not": {"anyOf": [{"required": ["S"]}, {"required": ["q"]}]},
+             "properties": {"model": {"const": "black76"}}},
         ]})
     return {**schema, "allOf": rules}
 
@@ -326,9 +332,9 @@ outside the no-arbitrage bounds gives null and its reason code for that row. {CO
         + ", ".join(f"{m}: {k} <= {min(c, LSM_MAX_PATHS) if m == 'lsm' else c}"
                     for m, (k, _, c) in AMERICAN_LIMITS.items())
         + f". The work per request is capped (rows x steps^2 <= {TREE_WORK:.0e} for trees, rows x space_steps^2 <= "
-        f"{FD_WORK:.0e} for FD, rows x paths x exercise dates <= {LSM_WORK:.0e} for LSM): 413 naming `rows` beyond, "
-        f"422 naming `resolution` when one option alone is over. {COLUMN_RULES} `exercise_per_year` is required "
-        "with style bermudan."
+        f"{FD_WORK:.0e} for FD, rows x paths x exercise dates <= {LSM_WORK:.0e} for LSM): 413 naming `rows` beyond; "
+        "Also 422 naming `resolution` when one option alone costs more (its T x exercise_per_year counts for LSM). "
+        f"{COLUMN_RULES} `exercise_per_year` is required with style bermudan."
     )
 
     @router.post("/v1/options/american", openapi_extra=request_body_doc(AmericanRequest, _american_schema),
@@ -348,11 +354,14 @@ outside the no-arbitrage bounds gives null and its reason code for that row. {CO
                  description=f"""Fit a volatility surface to an option chain: mid implied vols on parity forwards,
 raw SVI per expiry calibrated free of butterfly arbitrage (or SABR), calendar-free interpolation in total variance,
 and the arbitrage report; optional vol(K, T) queries. JSON columns, or an Arrow IPC chain with options in the query
-string. At most {MAX_CHAIN_ROWS} quotes and {MAX_QUERY_POINTS} query points; chain columns of equal length;
-`valuation_date` with dated expiries; `query_T` with `query_K`.""")
+string. At most {MAX_CHAIN_ROWS} quotes and {MAX_QUERY_POINTS} query points. Also 422: chain columns of unequal
+length; `valuation_date` missing with dated expiries; `query_T` missing with `query_K`, or of another length; a
+chain where no expiry has enough usable quotes to fit (positive strikes, bid <= ask, prices inside the no-arbitrage
+bounds).""")
     async def surface(request: Request) -> Response:
         raw, body_opts, query_opts, _ = await read_batch(request, CHAIN_COLUMNS)
         refuse_bools(raw, CHAIN_COLUMNS - {"type", "expiry"})
+        raw = {"rate": 0.0, "dividend": 0.0, **raw}  # the documented defaults
         o: SurfaceOptions = parse_options(SurfaceOptions, body_opts, query_opts)
         n = max((np.size(v) for v in raw.values()), default=0)
         if n > MAX_CHAIN_ROWS:
@@ -364,7 +373,14 @@ string. At most {MAX_CHAIN_ROWS} quotes and {MAX_QUERY_POINTS} query points; cha
 
 
 def _american_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    schema["properties"].pop("F", None)  # American exercise is priced on spot only
     out = _exactly_one(schema, underlying=False)
+    for method, (_, _, ceiling) in AMERICAN_LIMITS.items():  # each method's own resolution ceiling
+        top = min(ceiling, LSM_MAX_PATHS) if method == "lsm" else ceiling
+        chosen: dict[str, Any] = {"properties": {"method": {"const": method}}, "required": ["method"]}
+        if method == "lr":  # the default method
+            chosen = {"anyOf": [chosen, {"not": {"required": ["method"]}}]}
+        out["allOf"].append({"if": chosen, "then": {"properties": {"resolution": {"maximum": top}}}})
     out["allOf"].append({"if": {"properties": {"style": {"const": "bermudan"}}, "required": ["style"]},
                          "then": {"required": ["exercise_per_year"]}})
     return out

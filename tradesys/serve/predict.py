@@ -440,7 +440,7 @@ class _Service:
                 resp = handle.options(multiplexed_model_id=version).describe.remote(version)
                 self._shapes[version] = await asyncio.wait_for(_awaitable(resp), timeout)
             except LookupError as exc:
-                raise StarletteHTTPException(404, str(exc)) from None
+                raise StarletteHTTPException(404, [{"field": "version", "reason": str(exc)}]) from None
             except ValueError as exc:
                 raise BadRequest.from_value_error(exc) from None
         return self._shapes[version]
@@ -511,7 +511,7 @@ class _Service:
                     504, f"prediction did not finish within {self.config.request_timeout_s:g} s") from None
             except LookupError as exc:
                 self._outcome(version, "error")
-                raise StarletteHTTPException(404, str(exc)) from None
+                raise StarletteHTTPException(404, [{"field": "version", "reason": str(exc)}]) from None
             except Exception:
                 self._outcome(version, "error", time.perf_counter() - ts)
                 raise

@@ -15,9 +15,10 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from tradesys.quant.risk.stress import HISTORICAL_SCENARIOS, HYPOTHETICAL_SHOCKS
+from tradesys.serve.columnar import drop_null
 from tradesys.serve.errors import BadRequest
 from tradesys.serve.limits import run_in_budget
 
@@ -41,12 +42,31 @@ Column = Annotated[list[float | None], Field(min_length=1, max_length=MAX_ROWS)]
 # None stands for a missing value (JSON has no NaN): refused by the library where it matters.
 Series = Annotated[dict[str, Column], Field(min_length=1, max_length=MAX_ASSETS)]
 Dates = Annotated[list[str], Field(min_length=1, max_length=MAX_ROWS)]
+NumberColumn = Annotated[list[float], Field(min_length=1, max_length=MAX_ROWS)]
+
+
+def _schema_extra(extra: dict[str, Any] | None = None) -> Callable[[dict[str, Any]], None]:
+    """json_schema_extra: no `null` for optional fields (`columnar.drop_null`), plus the model's oneOf/anyOf."""
+
+    def apply(schema: dict[str, Any]) -> None:
+        drop_null(schema)
+        schema.update(extra or {})
+
+    return apply
+
+
+def _whole(v: Any) -> Any:
+    """JSON Schema's integer includes 5.0: accept a whole float for an int field (a bool still fails, strictly)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+Int = Annotated[int, BeforeValidator(_whole)]
 
 
 class _Strict(BaseModel):
     """Unknown fields refused; strict types, so `"horizon_days": false` is a 422 instead of 0."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_schema_extra())
 
 
 def _too_large(field: str, reason: str) -> BadRequest:
@@ -133,10 +153,14 @@ class OptimizeRequest(_Strict):
     """Either `returns`, or `cov` (with `mu` optional and `assets` or `mu` as {asset: value}): `oneOf` in the
     schema."""
 
-    model_config = ConfigDict(json_schema_extra={"oneOf": [
+    model_config = ConfigDict(json_schema_extra=_schema_extra({"oneOf": [
         {"required": ["returns"], "not": {"anyOf": [{"required": ["mu"]}, {"required": ["cov"]}]}},
-        {"required": ["cov"], "not": {"required": ["returns"]}},
-    ]})
+        {"required": ["cov"], "not": {"required": ["returns"]},
+         "anyOf": [{"required": ["assets"]}, {"required": ["mu"], "properties": {"mu": {"type": "object"}}}]},
+    ], "allOf": [  # the objective's own input
+        {"if": {"required": ["objective"], "properties": {"objective": {"const": name}}},
+         "then": {"required": [name]}} for name in ("target_return", "target_risk", "black_litterman")
+    ]}))
 
     returns: Series | None = Field(None, description="periodic returns per asset (annualised by periods_per_year)")
     dates: Dates | None = None
@@ -157,7 +181,8 @@ class OptimizeRequest(_Strict):
     risk_budget: dict[str, float] | list[float] | None = None
     hrp_linkage: Literal["single", "complete", "average", "ward"] = "single"
     black_litterman: ViewsIn | None = None
-    frontier_points: int = Field(0, ge=0, le=200, description="also return an efficient frontier of this many points")
+    frontier_points: Int = Field(0, ge=0, le=200, json_schema_extra={"not": {"const": 1}},
+                                 description="also return an efficient frontier of this many points (0: none; >= 2)")
 
 
 def _optimize(req: OptimizeRequest) -> dict[str, Any]:
@@ -182,6 +207,8 @@ def _optimize(req: OptimizeRequest) -> dict[str, Any]:
         mu = None
         if req.mu is not None:
             mu = pd.Series(req.mu).reindex(names) if isinstance(req.mu, dict) else req.mu
+        if len({len(row) for row in req.cov}) > 1:
+            raise ValueError("cov: rows of unequal length (a square matrix, one row per asset)")
         data = (mu, np.asarray(req.cov, dtype=float))
     c = req.constraints
     constraints = PortfolioConstraints(**c.model_dump())
@@ -208,19 +235,23 @@ def _optimize(req: OptimizeRequest) -> dict[str, Any]:
 
 class FactorAttributionRequest(_Strict):
     kind: Literal["factor"] = "factor"
-    portfolio_returns: Column
-    factor_returns: Series
+    portfolio_returns: NumberColumn
+    factor_returns: Annotated[dict[str, NumberColumn], Field(min_length=1, max_length=MAX_ASSETS)]
     dates: Dates | None = None
     rf: float | list[float | None] | str | None = Field(None, description="number, series, or a factor column name")
-    hac_lags: int | None = Field(None, ge=0)
+    hac_lags: Int | None = Field(None, ge=0, le=1000)
+
+
+BySector = Annotated[dict[str, float], Field(min_length=1, max_length=MAX_ASSETS)]
+NumberSeries = Annotated[dict[str, NumberColumn], Field(min_length=1, max_length=MAX_ASSETS)]
 
 
 class BrinsonRequest(_Strict):
     kind: Literal["brinson"]
-    portfolio_weights: dict[str, float] | Series
-    benchmark_weights: dict[str, float] | Series
-    portfolio_returns: dict[str, float] | Series
-    benchmark_returns: dict[str, float] | Series
+    portfolio_weights: BySector | NumberSeries
+    benchmark_weights: BySector | NumberSeries
+    portfolio_returns: BySector | NumberSeries
+    benchmark_returns: BySector | NumberSeries
     dates: Dates | None = Field(None, description="one per period when the inputs are per-period lists")
     method: Literal["brinson_fachler", "bhb"] = "brinson_fachler"
     linking: Literal["carino", "menchero"] = "carino"
@@ -259,26 +290,62 @@ def _attribution(req: FactorAttributionRequest | BrinsonRequest) -> dict[str, An
 # --- /v1/risk/var ---------------------------------------------------------------------------------------------------
 
 
-class BookIn(_Strict):
-    """Positions for full revaluation (`tradesys.quant.risk.book.RiskBook.from_records`)."""
+Symbol = Annotated[str, Field(min_length=1, max_length=64)]
 
-    linear: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_POSITIONS,
-                                         description="{symbol, quantity, price, ...}")
-    options: list[dict[str, Any]] = Field(
-        default_factory=list, max_length=MAX_POSITIONS,
-        description="{symbol, strike, T, is_call, quantity, implied_vol, style, multiplier}",
-    )
+
+class LinearIn(_Strict):
+    """A stock (or other linear) position: `tradesys.quant.risk.book.LinearPosition`."""
+
+    symbol: Symbol
+    quantity: float
+    price: float = Field(gt=0)
+    rate_duration: float = 0.0
+    spread_duration: float = 0.0
+
+
+class OptionIn(_Strict):
+    """An option position: `tradesys.quant.risk.book.OptionPosition`; its underlying's spot is in `spots` or a
+    linear position on the same symbol."""
+
+    symbol: Symbol
+    strike: float = Field(gt=0)
+    T: float = Field(ge=0, description="years to expiry")
+    is_call: bool
+    quantity: float
+    implied_vol: float = Field(ge=0)
+    style: Literal["european", "american"] = "european"
+    multiplier: float = Field(1.0, gt=0)
+
+
+class BookIn(_Strict):
+    """Positions for full revaluation (`tradesys.quant.risk.book.RiskBook.from_records`); at least one."""
+
+    model_config = ConfigDict(json_schema_extra=_schema_extra({"anyOf": [
+        {"required": ["linear"], "properties": {"linear": {"minItems": 1}}},
+        {"required": ["options"], "properties": {"options": {"minItems": 1}}}]}))
+
+    linear: list[LinearIn] = Field(default_factory=list, max_length=MAX_POSITIONS)
+    options: list[OptionIn] = Field(default_factory=list, max_length=MAX_POSITIONS)
     spots: dict[str, float] | None = None
     dividend_yields: dict[str, float] | float = 0.0
     rate: float = 0.0
-    american_steps: int = Field(101, ge=3, le=2001)
+    american_steps: Int = Field(101, ge=3, le=2001)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> BookIn:
+        if not self.linear and not self.options:
+            raise ValueError("give at least one linear or option position")
+        return self
 
 
 VAR_METHODS = Literal["historical", "age_weighted", "evt", "fhs", "normal", "student_t", "cornish_fisher", "ewma",
                       "mc_normal", "mc_t"]
+PNL_METHODS = ("historical", "age_weighted", "evt", "fhs", "normal", "student_t", "cornish_fisher")
 _ONE_OF_VAR = [
-    {"required": ["pnl"], "not": {"anyOf": [{"required": ["book"]}, {"required": ["weights"]}]}},
-    {"required": ["book", "returns"], "not": {"anyOf": [{"required": ["pnl"]}, {"required": ["weights"]}]}},
+    {"required": ["pnl"], "not": {"anyOf": [{"required": ["book"]}, {"required": ["weights"]}]},
+     "properties": {"method": {"enum": list(PNL_METHODS)}}},
+    {"required": ["book", "returns"], "not": {"anyOf": [{"required": ["pnl"]}, {"required": ["weights"]}]},
+     "properties": {"method": {"enum": list(PNL_METHODS)}}},
     {"required": ["weights", "returns"], "not": {"anyOf": [{"required": ["pnl"]}, {"required": ["book"]}]}},
 ]
 
@@ -286,17 +353,19 @@ _ONE_OF_VAR = [
 class VarRequest(_Strict):
     """Exactly one of `pnl`, `book` (with `returns`) or `weights` (with `returns`): `oneOf` in the schema."""
 
-    model_config = ConfigDict(json_schema_extra={"oneOf": _ONE_OF_VAR})
+    model_config = ConfigDict(json_schema_extra=_schema_extra({"oneOf": _ONE_OF_VAR}))
 
-    returns: Series | None = Field(None, description="daily simple returns per asset (or per book symbol)")
+    returns: Annotated[dict[str, NumberColumn], Field(min_length=1, max_length=MAX_ASSETS)] | None = Field(
+        None, description="daily simple returns per asset (or per book symbol)")
     dates: Dates | None = None
     weights: dict[str, float] | Annotated[list[float], Field(min_length=1, max_length=MAX_ASSETS)] | None = Field(
         None, description="with returns: exposures per asset")
     value: float = Field(1.0, gt=0, description="portfolio value the weights are fractions of")
-    pnl: Column | None = Field(None, description="a P&L scenario vector instead of returns")
+    pnl: Annotated[list[float], Field(min_length=1, max_length=MAX_ROWS)] | None = Field(
+        None, description="a P&L scenario vector instead of returns (methods: " + ", ".join(PNL_METHODS) + ")")
     book: BookIn | None = Field(None, description="positions revalued in full under each row of returns")
     alpha: float = Field(0.99, gt=0, lt=1, description="confidence level (0.99 = 1% tail)")
-    horizon_days: int = Field(1, ge=1, le=250)
+    horizon_days: Int = Field(1, ge=1, le=250)
     method: VAR_METHODS = "historical"
     options: dict[str, Any] = Field(
         default_factory=dict,
@@ -332,13 +401,21 @@ def _check_var_work(req: VarRequest, n_assets: int) -> None:
         raise _too_large("options.n_sims", f"n_sims x horizon_days exceeds the limit of {MAX_FHS_CELLS}")
 
 
+def _book(b: BookIn) -> Any:
+    from tradesys.quant.risk.book import RiskBook
+
+    return RiskBook.from_records([p.model_dump() for p in b.linear], [o.model_dump() for o in b.options],
+                                 spots=b.spots, dividend_yields=b.dividend_yields, rate=b.rate,
+                                 american_steps=b.american_steps)
+
+
 def _check_book(book: BookIn, scenarios: int) -> None:
     """Full revaluation costs options x scenarios (x steps^2 for American ones): bounded per request."""
     n_opt = len(book.options)
     if n_opt * scenarios > MAX_REVALUATIONS:
         raise _too_large("book.options", f"{n_opt} options x {scenarios} scenarios exceed the limit of "
                                          f"{MAX_REVALUATIONS} revaluations")
-    n_am = sum(1 for o in book.options if str(o.get("style", "european")).lower() == "american")
+    n_am = sum(1 for o in book.options if o.style == "american")
     work = n_am * max(1, scenarios) * book.american_steps**2
     if work > MAX_TREE_WORK:
         raise _too_large("book.american_steps", f"{n_am} American options x {scenarios} scenarios x "
@@ -346,12 +423,12 @@ def _check_book(book: BookIn, scenarios: int) -> None:
 
 
 def _var(req: VarRequest) -> dict[str, Any]:
-    from tradesys.quant.risk.book import RiskBook, scenario_pnl
+    from tradesys.quant.risk.book import scenario_pnl
     from tradesys.quant.risk.var import estimate_var, var_from_pnl
 
     if req.pnl is not None:
         _check_var_work(req, 1)
-        pnl = np.array([np.nan if v is None else v for v in req.pnl], dtype=float)
+        pnl = np.array(req.pnl, dtype=float)
         return var_from_pnl(pnl, req.alpha, req.method, horizon_days=req.horizon_days, **req.options).to_dict()
     if req.returns is None:
         raise ValueError("returns: required with book or weights")
@@ -360,8 +437,7 @@ def _var(req: VarRequest) -> dict[str, Any]:
     if req.book is not None:
         b = req.book
         _check_book(b, len(frame))
-        book = RiskBook.from_records(b.linear, b.options, spots=b.spots, dividend_yields=b.dividend_yields,
-                                     rate=b.rate, american_steps=b.american_steps)
+        book = _book(b)
         missing = [s for s in book.symbols if s not in frame.columns]
         if missing:
             raise ValueError(f"returns: no column for book symbol {missing[0]!r}")
@@ -413,8 +489,8 @@ class ReverseIn(_Strict):
 class StressRequest(_Strict):
     """At least one of `historical`, `hypothetical` or `reverse` (`anyOf` in the schema)."""
 
-    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["historical"]},
-                                                           {"required": ["hypothetical"]}, {"required": ["reverse"]}]})
+    model_config = ConfigDict(json_schema_extra=_schema_extra(
+        {"anyOf": [{"required": ["historical"]}, {"required": ["hypothetical"]}, {"required": ["reverse"]}]}))
 
     book: BookIn
     historical: Annotated[list[HistoricalName], Field(min_length=1, max_length=100)] | Literal["all"] = Field(
@@ -438,7 +514,6 @@ def _market_history() -> Any:
 
 
 def _stress(req: StressRequest) -> dict[str, Any]:
-    from tradesys.quant.risk.book import RiskBook
     from tradesys.quant.risk.stress import (
         HISTORICAL_SCENARIOS,
         HYPOTHETICAL_SHOCKS,
@@ -451,8 +526,7 @@ def _stress(req: StressRequest) -> dict[str, Any]:
 
     b = req.book
     _check_book(b, 1)
-    book = RiskBook.from_records(b.linear, b.options, spots=b.spots, dividend_yields=b.dividend_yields, rate=b.rate,
-                                 american_steps=b.american_steps)
+    book = _book(b)
     results = []
     names = sorted(HISTORICAL_SCENARIOS) if req.historical == "all" else req.historical
     for name in names:
@@ -487,33 +561,59 @@ def _stress(req: StressRequest) -> dict[str, Any]:
     return {"results": results}
 
 
+# Rules across values that JSON Schema cannot state: a schema-valid request that breaks one is a 422 naming the
+# field. Each route's description lists its rules; tests/test_serve_schema.py allows exactly these reasons.
+SERIES_RULES = ("series (and `dates`) of equal length; enough observations for the method (a VaR tail at alpha "
+                "needs at least 1/(1 - alpha) observations; EVT, FHS, Cornish-Fisher and covariances need more)")
+DATA_RULES = {
+    "/v1/portfolio/optimize": (
+        f"{SERIES_RULES}; `cov` square and positive semi-definite with one name per row (`assets` or `mu` keys); "
+        "`mu` where the objective needs expected returns; feasible constraints (budget within the bounds, "
+        "`current_weights` with `max_turnover`, known assets and groups, one value per asset); non-zero variances "
+        "for risk parity and HRP"),
+    "/v1/risk/var": (
+        f"{SERIES_RULES}; `weights` one per returns column; a returns column and a spot for every book symbol; "
+        "more rows than `horizon_days`; method options that the method takes"),
+    "/v1/risk/stress": (
+        "a spot (in `spots` or a linear position) for every option symbol; `betas` and shocks naming book symbols; "
+        "`returns` with a column per book symbol for the mahalanobis reverse stress"),
+    "/v1/risk/attribution": (
+        f"{SERIES_RULES}; at least as many observations as factors plus one; sector weights and returns over the "
+        "same sectors and periods"),
+}
+
+
+def _doc(path: str, text: str) -> str:
+    return f"{text}\n\n{LIMITS_DOC}Also 422: {DATA_RULES[path]}."
+
+
 def risk_router(dependencies: Sequence[Any], responses: dict[int | str, dict[str, Any]]) -> APIRouter:
     router = APIRouter(dependencies=list(dependencies), responses=responses)
 
-    @router.post("/v1/portfolio/optimize", tags=["portfolio"])
+    @router.post("/v1/portfolio/optimize", tags=["portfolio"], description=_doc("/v1/portfolio/optimize", (
+        "Allocation: min variance, max Sharpe, target return/risk, max utility, risk parity, HRP, Black-Litterman, "
+        "under long-only, box, group, turnover and transaction-cost constraints (cvxpy).")))
     async def optimize(req: OptimizeRequest, request: Request) -> dict[str, Any]:
-        """Allocation: min variance, max Sharpe, target return/risk, max utility, risk parity, HRP, Black-Litterman,
-        under long-only, box, group, turnover and transaction-cost constraints (cvxpy). Infeasible constraints or a
-        covariance that is not positive semi-definite are a 422 naming the field."""
         return await _compute(request, lambda: _optimize(req))
 
-    @router.post("/v1/risk/var", tags=["risk"])
+    @router.post("/v1/risk/var", tags=["risk"], description=_doc("/v1/risk/var", (
+        "VaR and expected shortfall (positive losses) of a linear portfolio (returns + weights), of a P&L vector, "
+        "or of a book of stocks and options revalued in full under each historical row of returns. Exactly one of "
+        "`pnl`, `book` or `weights`. Methods: historical, age_weighted, evt, fhs, normal, student_t, cornish_fisher, "
+        "ewma, mc_normal, mc_t (with `pnl` or `book`, whose P&L is a scenario vector: the first seven).")))
     async def var(req: VarRequest, request: Request) -> dict[str, Any]:
-        """VaR and expected shortfall (positive losses) of a linear portfolio (returns + weights), of a P&L vector,
-        or of a book of stocks and options revalued in full under each historical row of returns. Methods:
-        historical, age_weighted, evt, fhs, normal, student_t, cornish_fisher, ewma, mc_normal, mc_t."""
         return await _compute(request, lambda: _var(req))
 
-    @router.post("/v1/risk/stress", tags=["risk"])
+    @router.post("/v1/risk/stress", tags=["risk"], description=_doc("/v1/risk/stress", (
+        "Stress a book: historical windows replayed from real data (2008, 2010, 2020, 1987), hypothetical factor "
+        "shocks (named or custom), and a reverse stress test (smallest shock losing `reverse.loss`).")))
     async def stress(req: StressRequest, request: Request) -> dict[str, Any]:
-        """Stress a book: historical windows replayed from real data (2008, 2010, 2020, 1987), hypothetical factor
-        shocks (named or custom), and a reverse stress test (smallest shock losing `reverse.loss`)."""
         return await _compute(request, lambda: _stress(req))
 
-    @router.post("/v1/risk/attribution", tags=["risk"])
+    @router.post("/v1/risk/attribution", tags=["risk"], description=_doc("/v1/risk/attribution", (
+        "Factor attribution (OLS with Newey-West errors; per-period contributions sum to the excess return) or "
+        "Brinson sector attribution (`kind: \"brinson\"`, Brinson-Fachler or BHB, multi-period linking).")))
     async def attribution(req: FactorAttributionRequest | BrinsonRequest, request: Request) -> dict[str, Any]:
-        """Factor attribution (OLS with Newey-West errors; per-period contributions sum to the excess return) or
-        Brinson sector attribution (`kind: "brinson"`, Brinson-Fachler or BHB, multi-period linking)."""
         return await _compute(request, lambda: _attribution(req))
 
     return router
