@@ -273,3 +273,38 @@ def test_feature_bank_warm_up_gives_the_undisturbed_values(run_data: Any) -> Non
             np.testing.assert_allclose(got.column(col).to_numpy(), w.column(col).to_numpy(), rtol=1e-12, atol=0)
     cold = live_feature_bank(symbols).update(batches[200])
     assert not np.allclose(np.nan_to_num(cold.column("sma20").to_numpy()), want[0].column("sma20").to_numpy())
+
+
+def test_kill_switch_latch_is_rebuilt_from_the_equity_curve(tmp_path: Path) -> None:
+    """A breach earlier in the day latches the rebuilt gate; a breach on an earlier day does not."""
+    cfg = load_config(overrides={**SMALL, "risk.daily_loss_limit_pct": 0.001, "data.synthetic_days": 2})
+    batches = [b for b in make_source(cfg.data).batches() if b.num_rows]
+    book = BookKeeper(open_ledger(f"sqlite:///{tmp_path}/k.db"), cfg.initial_cash)
+    c = _components(cfg, book, batches)
+    day = 86_400_000_000_000
+    states = []
+    for i, b in enumerate(batches):
+        run_step(b, batch_ts(b), c)
+        states.append(c.risk.kill_switch_active)  # type: ignore[attr-defined]
+        if i + 1 < len(batches) and batch_ts(batches[i + 1]) // day != batch_ts(b) // day:
+            first_day_end = i
+    assert any(states) and not all(states), "the limit must trip on some steps only"
+    led = book.ledger
+    on = [k for k, v in enumerate(states) if v]
+    after = [k for k in range(on[0], len(states)) if not states[k]]
+    for k in sorted({on[0], on[-1], *after[:1], first_day_end, first_day_end + 1}):
+        upto = batch_ts(batches[k])
+        gate = warm_gate(PreTradeRisk(cfg.risk), batches[: k + 1], led.orders(), led.audit_log(),
+                         [r for r in led.equity_curve() if r["ts_ns"] <= upto], cfg.initial_cash, upto)
+        assert gate.kill_switch_active == states[k], k
+
+
+def test_restored_book_keeps_the_start_of_day_equity(tmp_path: Path, run_data: Any) -> None:
+    cfg, batches, _ = run_data
+    url = f"sqlite:///{tmp_path}/d.db"
+    book = BookKeeper(open_ledger(url), cfg.initial_cash)
+    c = _components(cfg, book, batches)
+    for b in batches[:200]:
+        run_step(b, batch_ts(b), c)
+    again = BookKeeper(open_ledger(url), cfg.initial_cash)
+    assert again.snapshot().day_start_equity == book.snapshot().day_start_equity != book.snapshot().equity
