@@ -206,7 +206,9 @@ class RiskActor:
 
 @ray.remote(num_cpus=0)
 class BrokerActor:
-    """The simulated venue. Separate from execution, as a real venue is: it survives an OMS crash."""
+    """The simulated venue. Separate from execution, as a real venue is: it survives an OMS crash. On its own
+    restart it is rebuilt from the ledger and the data (`restore_venue`): its orders, fills, resting orders,
+    liquidity left and counters continue, and the OMS reconciles with it on the next call as usual."""
 
     def __init__(self, cfg: BrokerConfig, data: DataConfig | None = None, ledger: Any = None) -> None:
         from tradesys.broker.sim import SimBroker

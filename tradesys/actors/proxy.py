@@ -2,7 +2,9 @@
 
 A call that fails because the actor died is retried once Ray has restarted it (the actors are created with
 `max_restarts`); this is safe because every call the loop makes is idempotent (client order ids, fill ids and
-bar timestamps dedupe). `on_restart` is told about each retry so the supervisor can count and audit it.
+bar timestamps dedupe) and a restarted actor rebuilds its state in its constructor before it answers. `on_restart`
+is told about each *retry* (one restart can fail several calls, or none); the Supervisor counts restarts from Ray's
+own record, not from these.
 """
 
 from __future__ import annotations
