@@ -111,6 +111,18 @@ class DriftMonitor:
         async with self._lock:
             return await asyncio.to_thread(self.core.tick)
 
+    async def observe_and_tick(
+        self,
+        features: Frame | None,
+        predictions: Frame | pd.Series | np.ndarray | None = None,
+        realised: pd.Series | np.ndarray | Sequence[float] | None = None,
+    ) -> dict[str, Any] | None:
+        """`observe` then `tick` under one lock: an async actor may start two separate calls out of order (a tick
+        before the observe sent just ahead of it), which would move a due check to a later batch."""
+        async with self._lock:
+            self.core.observe(features, predictions, realised)
+            return await asyncio.to_thread(self.core.tick)
+
     async def check(self) -> dict[str, Any]:
         async with self._lock:
             return await asyncio.to_thread(self.core.check)
@@ -185,7 +197,8 @@ class DriftMonitor:
 
 class MonitorFeed:
     """The model strategy's observer in the live loop: buffers `BarObservation`s and forwards them to a
-    `DriftMonitor` every `every_bars` bars as ONE ``observe`` call (then a ``tick``), without waiting.
+    `DriftMonitor` every `every_bars` bars as ONE call (``observe_and_tick``, or ``observe`` with `tick` False),
+    without waiting.
 
     Backpressure without blocking the trading step: with `max_in_flight` calls still outstanding (a slow check
     holds the monitor), the buffered bars are dropped and counted instead of queued. `flush` sends the rest and
@@ -240,14 +253,13 @@ class MonitorFeed:
         batch, self._buffer = self._buffer, []
         rows = sum(len(o.symbols) for o in batch)
         self._prune()
-        if len(self._refs) >= self.max_in_flight * (2 if self.tick else 1):  # observe (+ tick) per batch
+        if len(self._refs) >= self.max_in_flight:  # one call per batch
             self.dropped_batches += 1
             self.dropped_rows += rows
             return
         feats, preds, realised = self.frames(batch)
-        self._refs.append(self.monitor.observe.remote(feats, preds, realised))
-        if self.tick:
-            self._refs.append(self.monitor.tick.remote())
+        call = self.monitor.observe_and_tick if self.tick else self.monitor.observe
+        self._refs.append(call.remote(feats, preds, realised))
         self.sent_batches += 1
         self.sent_rows += rows
 
