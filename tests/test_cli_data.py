@@ -142,3 +142,15 @@ def test_topics_unreachable_broker_is_one_line() -> None:
     assert r.exception is None or isinstance(r.exception, SystemExit)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: broker 127.0.0.1:") and "Unable to bootstrap" in lines[0]
+
+
+def test_replay_to_unreachable_broker_is_one_line() -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    r = runner.invoke(app, ["data", "replay", "--topic", "t", "--bootstrap", f"127.0.0.1:{port}", "--start",
+                            "2016-01-01", "--end", "2016-01-10"])
+    assert r.exit_code == 2, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --bootstrap: broker 127.0.0.1:{port} failed:"), r.stderr

@@ -99,6 +99,8 @@ def replay(
 
     Per-time-step messages (the default) are what the live loop reads with `data.bus = kafka, data.publish = false`.
     """
+    from kafka.errors import KafkaError
+
     from tradesys.bus import publish_batch
     from tradesys.bus.kafka import KafkaBus
     from tradesys.data.busfeed import publish_batches
@@ -142,6 +144,8 @@ def replay(
         bus.close()
     except ValueError as exc:
         raise _fail(exc) from None
+    except KafkaError as exc:  # unreachable broker, refused request: one line naming the flag, not a traceback
+        raise _fail(ValueError(f"--bootstrap: broker {bootstrap} failed: {' '.join(str(exc).split())}")) from None
     console.print(f"published {sent:,} messages to {topic} on {bootstrap}")
 
 
