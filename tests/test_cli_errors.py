@@ -77,3 +77,21 @@ def test_help_shows_no_value_for_flags() -> None:
         assert r.exit_code == 0, (p, r.output)
         assert "<bool>" not in r.output, p
     assert "<path>" in runner.invoke(app, ["backtest", "--help"], terminal_width=200).output  # values still typed
+
+
+def test_json_output_is_strict() -> None:
+    """`--json` promises valid JSON: NaN and inf become null, numpy values plain numbers, dates ISO strings."""
+    from datetime import date
+
+    import numpy as np
+
+    from tradesys.commands.output import dumps
+
+    text = dumps({"nan": float("nan"), "inf": np.float64(-np.inf), "f32": np.float32(1.5), "i": np.int64(3),
+                  "arr": np.array([1.0, np.nan]), "day": date(2020, 1, 2), "ok": np.bool_(True), 4: None})
+
+    def refuse(name: str) -> None:
+        raise AssertionError(name)
+
+    assert json.loads(text, parse_constant=refuse) == {"nan": None, "inf": None, "f32": 1.5, "i": 3,
+                                                       "arr": [1.0, None], "day": "2020-01-02", "ok": True, "4": None}

@@ -274,7 +274,9 @@ def surface(
             qt.add_row(f"{k:g}", f"{t:g}", f"{v:.4%}")
         console.print(qt)
     if out is not None:
-        out.write_text(json.dumps(fitted.to_dict(include_quotes=False), indent=2))
+        from tradesys.commands.output import write_json
+
+        write_json(out, fitted.to_dict(include_quotes=False))
         console.print(f"surface JSON: {out}")
     if plot is not None:
         from tradesys.quant.vol.plot import plot_surface

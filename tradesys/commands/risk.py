@@ -85,7 +85,10 @@ def _table(title: str, rows: list[tuple[str, Any]]) -> Table:
 
 
 def _emit_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, default=str))
+    """Strict JSON on stdout: NaN/inf become null (the shared `--json` contract)."""
+    from tradesys.commands.output import dumps
+
+    typer.echo(dumps(obj))
 
 
 @app.command()
