@@ -90,8 +90,11 @@ def test_asha_search_logs_trials_to_mlflow_and_picks_the_best(ray_session, tiny_
 
 
 def test_training_job_registers_and_promotes_by_dm(ray_session, tmp_path: Path) -> None:
-    """Two job runs into one store: the first becomes champion (no champion yet); the second is a challenger that
-    is promoted only if the DM test says so, and the decision recorded on its run matches the aliases."""
+    """Two job runs into one store. The first is champion only if it beats both baselines (the gate, first model
+    included); a champion is then set by hand if needed; the second is a challenger promoted only if it passes the
+    gate AND the DM test against that champion, and the decision recorded on its run matches the aliases."""
+    from tradesys.train.registry import set_champion
+
     sys.path.insert(0, str(ROOT / "jobs"))
     import train as job  # jobs/train.py
 
@@ -102,13 +105,22 @@ def test_training_job_registers_and_promotes_by_dm(ray_session, tmp_path: Path) 
         "--runs-dir", str(tmp_path / "runs"),
     ]  # fmt: skip
     s1 = job.main(common)
-    assert s1["version"] == 1 and s1["promotion"]["reason"] == "no_champion" and s1["champion"] == 1
+    p1 = s1["promotion"]
+    assert s1["version"] == 1 and [b["baseline"] for b in p1["baselines"]] == ["naive", "garch"]
+    beats = all(b["beaten"] for b in p1["baselines"])
+    assert p1["promoted"] == beats and p1["reason"] == ("no_champion" if beats else "not_better_than_baselines")
+    assert s1["champion"] == (1 if beats else None)
+    if not beats:
+        set_champion("fc-job", 1, "test: a champion to compare the second run with", tracking_uri=uri)
     s2 = job.main([*common, "--seed", "1"])
     assert s2["version"] == 2
     dec = s2["promotion"]
     assert dec["champion_version"] == 1 and dec["h"] == 3 and dec["n"] == 120
     assert s2["champion"] == (2 if dec["promoted"] else 1)
-    assert dec["promoted"] == (dec["pvalue"] < 0.05)
+    if all(b["beaten"] for b in dec["baselines"]):
+        assert dec["promoted"] == (dec["pvalue"] < 0.05)
+    else:
+        assert not dec["promoted"] and dec["reason"] == "not_better_than_baselines"
 
     client = MlflowClient(uri)
     mv = client.get_model_version_by_alias("fc-job", "challenger")
