@@ -38,6 +38,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from tradesys.cli import app
+from tradesys.config import TradesysConfig, load_config
 
 from .conftest import free_port
 from .test_ray_job import ray_head  # noqa: F401 (the real head fixture, owned by tests/test_ray_job.py)
@@ -57,9 +58,9 @@ EXPECT: dict[str, str] = {
     "tradesys config --toml": r"^\[risk\]",
     "tradesys config": r'"initial_cash": 1000000',
     "tradesys price european": r"\b5\.63\d*\b",  # the at-the-money call: BSM(100, 100, 0.5, 0.2) = 5.6372
-    "tradesys price surface": r"(?i)arbitrage",
+    "tradesys price surface": r"^arbitrage report: surface clean",  # the sample chain is made from an SVI skew
     "tradesys risk var": r"VaR 99\.0% 1d",
-    "tradesys risk stress": r"(?i)stress",
+    "tradesys risk stress": r"^\W*covid_2020\W+historical\W+-[\d,]+\.\d\d\b",
     "tradesys data generate": r"wrote [\d,]+ trades rows",
     "tradesys train run": r"registry\W+tradesys-forecaster v\d+\b",
     "tradesys models list": r"version\(s\)",
@@ -302,6 +303,19 @@ def test_readme_command_runs(tour: Tour, i: int) -> None:
     assert r.rc == 0, f"`{r.cmd}` exited {r.rc} after {r.seconds:.0f}s:\n{r.output[-3000:]}"
     pattern = key_line(r.cmd)
     assert re.search(pattern, r.output, flags=re.M), f"`{r.cmd}`: no line matches {pattern!r}:\n{r.output[-3000:]}"
+    for name in written_paths(r.cmd):  # what the command says it writes is there and not empty
+        path = tour.cwd / name
+        assert path.exists() and (any(path.iterdir()) if path.is_dir() else path.stat().st_size > 0), name
+        if name.endswith(".png"):
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        if name.endswith(".toml"):  # the template loads back as the default configuration
+            assert load_config(path, []) == TradesysConfig(), name
+
+
+def written_paths(cmd: str) -> list[str]:
+    """Files a README command names as its output: `> FILE`, `--plot FILE`, `--out PATH`."""
+    paths = re.findall(r"(?:>|--plot|--out)\s+(\S+)", cmd)
+    return [p.rstrip("/") for p in paths]
 
 
 @pytest.mark.slow
