@@ -303,7 +303,7 @@ def test_the_schema_states_the_caps_and_the_one_of_rules(client: TestClient) -> 
     assert var["properties"]["horizon_days"]["maximum"] == 250
     american = spec["paths"]["/v1/options/american"]["post"]
     body = american["requestBody"]["content"]["application/json"]["schema"]
-    assert (body["properties"]["resolution"]["minimum"], body["properties"]["resolution"]["maximum"]) == (2, 1_000_000)
+    assert (body["properties"]["resolution"]["minimum"], body["properties"]["resolution"]["maximum"]) == (4, 1_000_000)
     assert "rows x steps^2" in american["description"] and "413" in american["description"]
     price = spec["paths"]["/v1/options/price"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert [len(rule["oneOf"]) for rule in price["allOf"]] == [2, 2]

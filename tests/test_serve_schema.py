@@ -40,7 +40,8 @@ ALLOWED_422: dict[str, tuple[str, ...]] = {
                      "has no returns column", "fewer than horizon_days", "pnl: is empty", "unknown option(s)",
                      "validity domain", "unknown symbol(s)"),
     "/v1/risk/stress": ("spots", "unknown symbol(s)", "no column for book symbol"),
-    "/v1/risk/attribution": (*_LENGTHS, *_OBSERVATIONS, "sectors differ", "period index does not match"),
+    "/v1/risk/attribution": (*_LENGTHS, *_OBSERVATIONS, "sectors differ", "period index does not match",
+                             "no factor columns left"),
 }
 
 

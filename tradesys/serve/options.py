@@ -25,6 +25,7 @@ from tradesys.quant.options.batch import (
     price_columns,
     reasons,
 )
+from tradesys.quant.options.errors import OptionError
 from tradesys.quant.options.european import GREEK_NAMES
 from tradesys.serve.columnar import (
     MAX_ARROW_ROWS,
@@ -49,11 +50,12 @@ def _whole(v: Any) -> Any:
 SInt = Annotated[int, Strict(), BeforeValidator(_whole)]
 SFloat = Annotated[float, Strict()]
 
-# Work caps per request, in the cost units of each method (measured on one core: about 5e-8 s per LR tree unit,
-# 1e-6 s per FD unit, 1e-7 s per LSM unit), so a capped request costs about 10 s at most; chunks are 1/20 of it.
+# Work caps per request, in the cost units of each method (measured here: about 5e-8 s per LR tree unit and 1e-6 s
+# per FD unit on one idle core; LSM 1e-7 s per unit idle, 2e-6 s at load average 9-15 on 2 cores), so a capped
+# request costs seconds to tens of seconds; chunks are 1/20 of the cap, and the time budget (504) bounds the rest.
 TREE_WORK = 200_000_000  # rows x steps^2
 FD_WORK = 10_000_000  # rows x space_steps^2 x max(1, exercise dates / 100)
-LSM_WORK = 25_000_000  # rows x paths x exercise dates (T x exercise_per_year); 8 bytes each in memory per row
+LSM_WORK = 10_000_000  # rows x paths x exercise dates (T x exercise_per_year); 8 bytes each in memory per row
 LSM_MAX_PATHS = 200_000
 EUROPEAN_CHUNK_ROWS = 250_000
 WORK_CAPS = {"lr": TREE_WORK, "crr": TREE_WORK, "fd": FD_WORK, "lsm": LSM_WORK}
@@ -278,6 +280,33 @@ def american_work(cols: dict[str, np.ndarray], o: AmericanOptions) -> tuple[floa
     return per_row, per_row * len(T)
 
 
+INPUT_CODES = (OptionError.NAN_INPUT, OptionError.NON_POSITIVE_SPOT, OptionError.NON_POSITIVE_STRIKE,
+               OptionError.NEGATIVE_EXPIRY, OptionError.NEGATIVE_VOL)
+AMERICAN_OUTPUTS = {"lr": ("delta", "gamma"), "crr": ("delta", "gamma"), "fd": ("delta", "gamma"), "lsm": ("stderr",)}
+
+
+def screen_rows(cols: dict[str, np.ndarray]) -> np.ndarray:
+    """Per-row input codes (NaN, spot, strike, expiry, vol), from the European validator: the same codes the American
+    pricers give, found in microseconds, so rows that can only come back null never reach a tree or a simulation
+    (the library's LSM spends seconds on such a row)."""
+    codes = np.asarray(price_columns(cols, "bsm")["code"])
+    return np.where(np.isin(codes, np.asarray(INPUT_CODES, dtype=codes.dtype)), codes, 0).astype(np.int8)
+
+
+def scatter_rows(method: str, n: int, keep: np.ndarray, screened: np.ndarray,
+                 part: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Full-length outputs: computed rows where `keep`, NaN and the screened code elsewhere."""
+    names = ("price", *AMERICAN_OUTPUTS[method])
+    out = {k: np.full(n, np.nan) for k in names}
+    out["code"] = screened.copy()
+    if part is not None:
+        for k, v in part.items():
+            if k != "code":
+                out.setdefault(k, np.full(n, np.nan))[keep] = v
+        out["code"][keep] = part["code"]
+    return out
+
+
 def check_american(cols: dict[str, np.ndarray], o: AmericanOptions) -> int:
     """Refuse a request over its work cap (422 when one row alone is over, 413 for the batch); rows per chunk."""
     if o.method == "lsm" and o.resolution is not None and o.resolution > LSM_MAX_PATHS:
@@ -344,10 +373,17 @@ outside the no-arbitrage bounds gives null and its reason code for that row. {CO
         refuse_bools(raw, NUMERIC_COLUMNS)
         o: AmericanOptions = parse_options(AmericanOptions, body_opts, query_opts)
         cols = columns_for(raw, option_columns("bsm"), limit)
-        chunk = check_american(cols, o)
-        out = await compute_rows(
-            request, lambda c: american_columns(c, o.method, resolution=o.resolution, style=o.style,
-                                                exercise_per_year=o.exercise_per_year, seed=o.seed), cols, chunk)
+        n = len(cols["S"])
+        screened = screen_rows(cols)
+        keep = screened == 0
+        good = {k: np.asarray(v)[keep] for k, v in cols.items()}
+        chunk = check_american(good, o)
+        part = None
+        if keep.any():
+            part = await compute_rows(
+                request, lambda c: american_columns(c, o.method, resolution=o.resolution, style=o.style,
+                                                    exercise_per_year=o.exercise_per_year, seed=o.seed), good, chunk)
+        out = scatter_rows(o.method, n, keep, screened, part)
         return batch_response(request, out, {"method": o.method, "reasons": reasons(out["code"])})
 
     @router.post("/v1/vol/surface", openapi_extra=request_body_doc(SurfaceRequest), tags=["vol"],

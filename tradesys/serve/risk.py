@@ -297,8 +297,8 @@ class LinearIn(_Strict):
     """A stock (or other linear) position: `tradesys.quant.risk.book.LinearPosition`."""
 
     symbol: Symbol
-    quantity: float
-    price: float = Field(gt=0)
+    quantity: float = Field(ge=-1e12, le=1e12)
+    price: float = Field(ge=1e-6, le=1e12)
     rate_duration: float = 0.0
     spread_duration: float = 0.0
 
@@ -308,11 +308,11 @@ class OptionIn(_Strict):
     linear position on the same symbol."""
 
     symbol: Symbol
-    strike: float = Field(gt=0)
-    T: float = Field(ge=0, description="years to expiry")
+    strike: float = Field(ge=1e-6, le=1e12)
+    T: float = Field(ge=0, le=100, description="years to expiry")
     is_call: bool
-    quantity: float
-    implied_vol: float = Field(ge=0)
+    quantity: float = Field(ge=-1e12, le=1e12)
+    implied_vol: float = Field(ge=0, le=10, description="decimal, 0.2 = 20%")
     style: Literal["european", "american"] = "european"
     multiplier: float = Field(1.0, gt=0)
 
@@ -578,8 +578,8 @@ DATA_RULES = {
         "a spot (in `spots` or a linear position) for every option symbol; `betas` and shocks naming book symbols; "
         "`returns` with a column per book symbol for the mahalanobis reverse stress"),
     "/v1/risk/attribution": (
-        f"{SERIES_RULES}; at least as many observations as factors plus one; sector weights and returns over the "
-        "same sectors and periods"),
+        f"{SERIES_RULES}; at least as many observations as factors plus one; `rf` given as a column name leaves at "
+        "least one factor; sector weights and returns over the same sectors and periods"),
 }
 
 
