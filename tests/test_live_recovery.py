@@ -88,6 +88,7 @@ def _check(url: str, cfg: TradesysConfig, baseline: tuple[list[tuple], list[tupl
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_stop_then_resume_trades_as_undisturbed(ray_session: None, tmp_path: Path, baseline: Any) -> None:
     url = f"sqlite:///{tmp_path}/stop.db"
     cfg = small_cfg(url, **{"data.speed": 150.0})
@@ -113,6 +114,7 @@ CHILDREN = ["strategy", "risk", "execution", "ledger", "broker", "market_data"]
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.parametrize("child", CHILDREN)
 def test_killed_child_is_restarted_and_trades_as_undisturbed(
     ray_session: None, tmp_path: Path, baseline: Any, child: str
@@ -148,6 +150,7 @@ run_live(load_config(overrides=json.loads(sys.argv[2])), show_progress=False, ru
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_driver_killed_9_then_resumed_trades_as_undisturbed(
     ray_session: None, tmp_path: Path, baseline: Any
 ) -> None:
