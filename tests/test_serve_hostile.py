@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.conftest import free_port
+from tradesys.quant.options.errors import OptionError
 from tradesys.quant.options.european import bsm_greeks
 from tradesys.serve import ServeLimits, create_api, run_serve
 from tradesys.serve.columnar import ARROW_STREAM, arrow_stream, read_arrow_stream
@@ -118,6 +119,37 @@ def test_american_work_is_capped_before_any_compute(
     r = client.post("/v1/options/american", json=body, headers={"X-API-Key": KEY})
     assert_error_shape(r, status, field)
     assert time.perf_counter() - t0 < 3.0  # refused up front: the uncapped LR request ran for minutes
+
+
+def test_rows_with_invalid_inputs_never_reach_the_simulation(client: TestClient) -> None:
+    """Schemathesis found one LSM row with T = -6.7e16 holding a worker for 21 s to answer null."""
+    body = {**ONE_OPTION, "T": [-6.7e16, 1.0], "S": [100.0, -5.0], "method": "lsm"}
+    t0 = time.perf_counter()
+    r = client.post("/v1/options/american", json=body, headers={"X-API-Key": KEY})
+    assert r.status_code == 200, r.text
+    assert time.perf_counter() - t0 < 3.0
+    out = r.json()
+    assert out["price"] == [None, None] and out["stderr"] == [None, None]
+    assert out["code"] == [OptionError.NEGATIVE_EXPIRY, OptionError.NON_POSITIVE_SPOT]
+
+
+def test_screened_rows_keep_their_place_in_a_mixed_batch(client: TestClient) -> None:
+    from tradesys.quant.options.batch import american_columns
+
+    S = [100.0, 100.0, 90.0, float("nan")]
+    T = [1.0, -1.0, 0.5, 1.0]
+    body = {**ONE_OPTION, "S": [100.0, 100.0, 90.0, 100.0], "T": T, "sigma": [0.2, 0.2, 0.3, -0.2], "method": "crr"}
+    r = client.post("/v1/options/american", json=body, headers={"X-API-Key": KEY})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["code"] == [0, OptionError.NEGATIVE_EXPIRY, 0, OptionError.NEGATIVE_VOL]
+    ok = american_columns({"S": np.array([100.0, 90.0]), "K": np.full(2, 100.0), "T": np.array([1.0, 0.5]),
+                           "r": np.full(2, 0.05), "q": np.zeros(2), "sigma": np.array([0.2, 0.3]),
+                           "is_call": np.zeros(2, bool)}, "crr")
+    assert [out["price"][0], out["price"][2]] == pytest.approx(ok["price"].tolist(), rel=1e-12)
+    assert [out["delta"][0], out["delta"][2]] == pytest.approx(ok["delta"].tolist(), rel=1e-12)
+    assert out["price"][1] is None and out["delta"][3] is None
+    assert len(S) == out["n"]
 
 
 def test_a_large_request_under_the_cap_still_prices(client: TestClient) -> None:
