@@ -37,7 +37,7 @@ def assert_contract(outputs: dict[str, np.ndarray], codes: np.ndarray) -> None:
         assert np.isnan(v[~ok]).all(), (name, v, codes)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(S=pos, K=pos, T=expiry, r=rate, q=rate, sigma=st.one_of(pos, st.just(0.0)), call=st.booleans())
 def test_extreme_finite_inputs_are_finite_and_ok_or_nan_and_coded(
     S: float, K: float, T: float, r: float, q: float, sigma: float, call: bool
@@ -54,6 +54,14 @@ def test_extreme_finite_inputs_are_finite_and_ok_or_nan_and_coded(
                           option_columns("bsm"))  # fmt: skip
     out = price_columns(cols, "bsm", ["all"])
     assert_contract({k: v for k, v in out.items() if k != "code"}, out["code"])
+    for method in ("crr", "fd"):  # the American pricers behind the same column layer (small grids: speed)
+        am = american_columns(cols, method, resolution=20)
+        assert_contract({k: v for k, v in am.items() if k != "code"}, am["code"])
+    price = out["price"][0] if out["code"][0] == OK else 1.0
+    iv_cols = coerce_columns({"price": price, "S": S, "K": K, "T": T, "r": r, "q": q, "is_call": call},
+                             option_columns("bsm", price=True, vol=False))  # fmt: skip
+    iv = iv_columns(iv_cols, "bsm")
+    assert_contract({"iv": iv["iv"]}, iv["code"])
 
 
 def test_the_reported_cases_are_coded() -> None:
@@ -103,3 +111,14 @@ def test_column_layer_codes_a_bad_option_type_for_every_entry_point(flag: object
     am = american_columns(coerce_columns(raw, option_columns("bsm"), flags="code"), "crr", resolution=50)
     assert am["code"].tolist() == want
     assert_contract({k: v for k, v in am.items() if k != "code"}, am["code"])
+
+
+def test_column_layer_codes_nan_from_the_american_pricers() -> None:
+    """FD at sigma = 1e300 and LSM at r = 1e10 returned NaN prices with code OK; the column layer now codes them."""
+    cases = [({"S": 100.0, "K": 100.0, "T": 1e-300, "r": 0.0, "q": 0.0, "sigma": 1e300}, "fd", 50),
+             ({"S": 100.0, "K": 100.0, "T": 1.0, "r": 1e10, "q": 0.0, "sigma": 0.2}, "lsm", 2000)]  # fmt: skip
+    for raw, method, size in cases:
+        cols = coerce_columns({**raw, "is_call": [True, False]}, option_columns("bsm"))
+        am = american_columns(cols, method, resolution=size)
+        assert_contract({k: v for k, v in am.items() if k != "code"}, am["code"])
+        assert am["code"][0] == int(OptionError.OVERFLOW)  # the call: NaN from the pricer, now coded

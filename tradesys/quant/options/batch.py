@@ -105,11 +105,19 @@ def _split_flag(cols: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray,
 
 def _code_flags(out: dict[str, Any], nan: np.ndarray, bad: np.ndarray) -> dict[str, Any]:
     """Code the rows whose option type is NaN (NAN_INPUT, first as in european) or not a call/put (BAD_OPTION_TYPE,
-    unless another check already failed) and NaN all their outputs."""
+    unless another check already failed), then any row still OK with a non-finite output (OVERFLOW: a pricer that
+    left float range on extreme finite inputs), and NaN all outputs of every coded row: the module's contract holds
+    whatever the pricer behind it does."""
+    ok = int(OptionError.OK)
     code = out["code"]
     code = np.where(nan, int(OptionError.NAN_INPUT), code)
-    code = np.where(bad & (code == int(OptionError.OK)), int(OptionError.BAD_OPTION_TYPE), code).astype(np.int8)
-    failed = code != int(OptionError.OK)
+    code = np.where(bad & (code == ok), int(OptionError.BAD_OPTION_TYPE), code)
+    nonfinite = np.zeros(code.shape, dtype=bool)
+    for k, v in out.items():
+        if k != "code":
+            nonfinite |= ~np.isfinite(np.asarray(v, dtype=np.float64))
+    code = np.where(nonfinite & (code == ok), int(OptionError.OVERFLOW), code).astype(np.int8)
+    failed = code != ok
     for k, v in out.items():
         if k != "code":
             out[k] = np.where(failed, np.nan, np.asarray(v, dtype=np.float64))
