@@ -7,16 +7,17 @@
 
 A thin argparse shell around `tradesys.train.pipeline.run_training` (the steps, the leakage rules, the promotion
 rule and the Ray Train hyper-parameter choice are described there and in docs/training.md). Prints the JSON
-summary (strict JSON: NaN as null). Inside a Ray job RAY_ADDRESS points at the cluster; otherwise a local Ray is
-started.
+summary (strict JSON: NaN as null) on stdout, after the promotion decision block on stderr. Inside a Ray job
+RAY_ADDRESS points at the cluster; otherwise a local Ray is started.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from tradesys.train.pipeline import LOSSES, TRAINERS, TrainSettings, run_training, summary_json
+from tradesys.train.pipeline import LOSSES, TRAINERS, TrainSettings, promotion_lines, run_training, summary_json
 
 
 def _features(text: str) -> list[str]:
@@ -81,6 +82,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainSettings:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = run_training(settings_from_args(parse_args(argv)))
+    print("\n".join(promotion_lines(summary["promotion"])), file=sys.stderr, flush=True)  # for the job's reader
     print(summary_json(summary))
     return summary
 

@@ -89,10 +89,11 @@ def test_asha_search_logs_trials_to_mlflow_and_picks_the_best(ray_session, tiny_
     assert rescored[METRIC] == pytest.approx(out.best_metrics[METRIC], rel=1e-4)
 
 
-def test_training_job_registers_and_promotes_by_dm(ray_session, tmp_path: Path) -> None:
+def test_training_job_registers_and_promotes_by_dm(ray_session, tmp_path: Path, capsys) -> None:
     """Two job runs into one store. The first is champion only if it beats both baselines (the gate, first model
     included); a champion is then set by hand if needed; the second is a challenger promoted only if it passes the
     gate AND the DM test against that champion, and the decision recorded on its run matches the aliases."""
+    from tradesys.train.launch import last_json_object
     from tradesys.train.registry import set_champion
 
     sys.path.insert(0, str(ROOT / "jobs"))
@@ -105,7 +106,11 @@ def test_training_job_registers_and_promotes_by_dm(ray_session, tmp_path: Path) 
         "--runs-dir", str(tmp_path / "runs"),
     ]  # fmt: skip
     s1 = job.main(common)
+    printed = capsys.readouterr()
+    assert (last_json_object(printed.out) or {}).get("run_id") == s1["run_id"]  # stdout: the summary, as JSON
     p1 = s1["promotion"]
+    head = "promotion: PROMOTED to champion" if p1["promoted"] else "promotion: NOT PROMOTED"
+    assert f"{head} ({p1['reason']})" in printed.err and "vs garch: network" in printed.err  # the job's reader
     assert s1["version"] == 1 and [b["baseline"] for b in p1["baselines"]] == ["naive", "garch"]
     beats = all(b["beaten"] for b in p1["baselines"])
     assert p1["promoted"] == beats and p1["reason"] == ("no_champion" if beats else "not_better_than_baselines")
