@@ -35,7 +35,7 @@ ALLOWED_422: dict[str, tuple[str, ...]] = {
     "/v1/portfolio/optimize": (*_LENGTHS, *_OBSERVATIONS, "infeasible", "does not match", "square matrix",
                                "rows of unequal length", "names for a", "required for this objective", "for objective",
                                "zero variance", "unknown asset", "unknown group", "needs current_weights",
-                               "positive semi-definite"),
+                               "positive semi-definite", "solver_error"),
     "/v1/risk/var": (*_LENGTHS, *_OBSERVATIONS, "no column for book symbol", "spots", "does not match",
                      "has no returns column", "fewer than horizon_days", "pnl: is empty", "unknown option(s)",
                      "validity domain", "unknown symbol(s)"),

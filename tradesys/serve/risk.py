@@ -38,10 +38,11 @@ LIMITS_DOC = (
     f"scenarios), {MAX_SCENARIOS} Monte Carlo scenarios and {MAX_MC_CELLS} scenario cells; 413 beyond. "
 )
 
-Column = Annotated[list[float | None], Field(min_length=1, max_length=MAX_ROWS)]
-# None stands for a missing value (JSON has no NaN): refused by the library where it matters.
+Column = Annotated[list[float], Field(min_length=1, max_length=MAX_ROWS)]
+# Numbers only: every library behind these routes refuses missing values, so the schema does too.
 Series = Annotated[dict[str, Column], Field(min_length=1, max_length=MAX_ASSETS)]
-Dates = Annotated[list[str], Field(min_length=1, max_length=MAX_ROWS)]
+DateText = Annotated[str, Field(json_schema_extra={"format": "date"}, description="YYYY-MM-DD")]
+Dates = Annotated[list[DateText], Field(min_length=1, max_length=MAX_ROWS)]
 NumberColumn = Annotated[list[float], Field(min_length=1, max_length=MAX_ROWS)]
 
 
@@ -185,6 +186,17 @@ class OptimizeRequest(_Strict):
                                  description="also return an efficient frontier of this many points (0: none; >= 2)")
 
 
+def _solved(req: OptimizeRequest) -> dict[str, Any]:
+    """`_optimize`, with a solver that gives up on the client's numbers (degenerate covariance, extreme values) a
+    422 naming the constraints, not a 500: the library raises RuntimeError("solver: <field>: <reason>")."""
+    try:
+        return _optimize(req)
+    except RuntimeError as exc:
+        if str(exc).startswith("solver: "):
+            raise ValueError(str(exc).removeprefix("solver: ")) from None
+        raise
+
+
 def _optimize(req: OptimizeRequest) -> dict[str, Any]:
     from tradesys.quant.portfolio import (
         BlackLittermanViews,
@@ -238,7 +250,7 @@ class FactorAttributionRequest(_Strict):
     portfolio_returns: NumberColumn
     factor_returns: Annotated[dict[str, NumberColumn], Field(min_length=1, max_length=MAX_ASSETS)]
     dates: Dates | None = None
-    rf: float | list[float | None] | str | None = Field(None, description="number, series, or a factor column name")
+    rf: float | NumberColumn | str | None = Field(None, description="number, series, or a factor column name")
     hac_lags: Int | None = Field(None, ge=0, le=1000)
 
 
@@ -570,7 +582,7 @@ DATA_RULES = {
         f"{SERIES_RULES}; `cov` square and positive semi-definite with one name per row (`assets` or `mu` keys); "
         "`mu` where the objective needs expected returns; feasible constraints (budget within the bounds, "
         "`current_weights` with `max_turnover`, known assets and groups, one value per asset); non-zero variances "
-        "for risk parity and HRP"),
+        "for risk parity and HRP; numbers the solver can solve (a solver_error names the constraints)"),
     "/v1/risk/var": (
         f"{SERIES_RULES}; `weights` one per returns column; a returns column and a spot for every book symbol; "
         "more rows than `horizon_days`; method options that the method takes"),
@@ -594,7 +606,7 @@ def risk_router(dependencies: Sequence[Any], responses: dict[int | str, dict[str
         "Allocation: min variance, max Sharpe, target return/risk, max utility, risk parity, HRP, Black-Litterman, "
         "under long-only, box, group, turnover and transaction-cost constraints (cvxpy).")))
     async def optimize(req: OptimizeRequest, request: Request) -> dict[str, Any]:
-        return await _compute(request, lambda: _optimize(req))
+        return await _compute(request, lambda: _solved(req))
 
     @router.post("/v1/risk/var", tags=["risk"], description=_doc("/v1/risk/var", (
         "VaR and expected shortfall (positive losses) of a linear portfolio (returns + weights), of a P&L vector, "
