@@ -60,7 +60,8 @@ def ray_head(tmp_path: Path):
         )
         try:
             _wait_for_dashboard(dash, proc, timeout_s=120)
-            yield f"http://127.0.0.1:{dash}", env  # the job client's environment, before RAY_AUTH_MODE
+            # the dashboard, the job client's environment (before RAY_AUTH_MODE) and the GCS address
+            yield f"http://127.0.0.1:{dash}", env, f"127.0.0.1:{gcs}"
         finally:
             for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
                 try:
@@ -110,7 +111,7 @@ def test_job_client_needs_ray_auth_mode_token(ray_head) -> None:
     The head turned token auth on because a token exists; the client sends the token only when RAY_AUTH_MODE is
     `token` in its own environment (Ray 2.60 reads the mode, not the token file, to decide).
     """
-    address, env = ray_head
+    address, env, _ = ray_head
     bare = subprocess.run([RAY, "job", "list", f"--address={address}"], env=env, capture_output=True, text=True,
                           timeout=120)
     assert bare.returncode != 0
@@ -125,7 +126,7 @@ def test_job_client_needs_ray_auth_mode_token(ray_head) -> None:
 def test_live_job_on_a_ray_head(ray_head, tmp_path: Path) -> None:
     """The README's job command, with no ledger.url: the ledger lands in $TRADESYS_RUNS_DIR (not in Ray's
     temporary working directory) and outlives the job; the summary is strict JSON on stdout and in --out."""
-    address, env = ray_head
+    address, env, _ = ray_head
     runs = tmp_path / "runs"
     out = tmp_path / "summary.json"
     proc = _submit(
@@ -171,3 +172,20 @@ def test_job_refuses_a_relative_runs_dir() -> None:
     assert job_config(load_config(None, ['ledger.runs_dir="/srv/runs"'])).ledger.runs_dir == "/srv/runs"
     pinned = load_config(None, ['ledger.url="sqlite:///x.db"'])
     assert job_config(pinned) is pinned
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_joining_a_cluster_without_its_token_is_one_line(ray_head, tmp_path: Path) -> None:
+    """A driver that names a token-protected cluster but has no token: the setting and the reason, exit 2."""
+    _, env, gcs = ray_head
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "live.py"), "--quiet", "-s", f'ray.address="{gcs}"'],
+        env={**env, "HOME": str(stranger)}, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"config error: ray.address: cannot join the Ray cluster at {gcs}: ")
+    assert "Traceback" not in proc.stderr

@@ -77,18 +77,27 @@ def connect_ray(cfg: TradesysConfig, console: Console | None = None) -> tuple[st
         return _dashboard_url(), None
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     cluster: LocalCluster | None = None
+    console = console or Console(stderr=True)
     if address is None:
         for note in localray.cleanup_leftovers():
-            (console or Console(stderr=True)).print(f"[yellow]{note}[/yellow]")
+            console.print(f"[yellow]{note}[/yellow]")
         localray.ensure_private_token()
-        cluster = localray.start_local_cluster(cfg.ray.num_cpus, cfg.ray.include_dashboard)
+        console.print("[dim]Starting a local Ray cluster on 127.0.0.1 ...[/dim]")
+        try:
+            cluster = localray.start_local_cluster(cfg.ray.num_cpus, cfg.ray.include_dashboard)
+        except RuntimeError as exc:
+            raise RunError(f"the local Ray cluster did not start: {' '.join(str(exc).split())}") from None
         localray.join_as_single_machine()
         address = cluster.address
     try:
         info = ray.init(address=address, log_to_driver=False)
-    except BaseException:
+    except BaseException as exc:
         if cluster is not None:
             cluster.stop(5.0)
+        if isinstance(exc, Exception) and cluster is None:
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            field = "ray.address" if cfg.ray.address else "RAY_ADDRESS"
+            raise ConfigError(f"{field}: cannot join the Ray cluster at {redact_url(address)}: {lines[-1]}") from None
         raise
     url = getattr(info, "dashboard_url", None)
     return (f"http://{url}" if url else None), cluster
