@@ -109,6 +109,7 @@ def test_tiny_cli_run_from_the_feature_store(ray_session, sp500_store: Path, tmp
     assert printed == summary  # --json: stdout is the summary alone; --out: the same summary in the file
     text = " ".join(result.stderr.split())
     assert "1/1 epochs" in text and "training run" in text  # the bar reached trials x epochs; the table printed
+    assert "fc-cli v1 (champion: none)" in text
 
     # the independent record: GARCH's and the network's holdout QLIKE as the MLflow run logged them
     client = MlflowClient(uri)

@@ -91,7 +91,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
     rows: list[tuple[str, Any]] = [
         ("trainer", summary.get("trainer", "tune")),
         ("data / symbol", f"{summary.get('data', '')} / {summary.get('symbol', '')}"),
-        ("registry", f"{summary['registry_name']} v{summary['version']} (champion: v{summary['champion']})"),
+        ("registry", f"{summary['registry_name']} v{summary['version']} (champion: "
+                     f"{'none' if summary['champion'] is None else 'v' + str(summary['champion'])})"),
         ("promotion", f"{'promoted' if promo.get('promoted') else 'not promoted'} ({promo.get('reason', '')})"),
         ("best config", ", ".join(f"{k}={fmt(v)}" for k, v in summary["best_config"].items())),
         ("best val_loss", summary["best_val_loss"]),
