@@ -2,6 +2,10 @@
 
 Used by `tradesys demo`, `tradesys live` and `jobs/live.py` (a Ray job). Ctrl-C or SIGTERM (which
 `ray job stop` sends) asks the Supervisor to finish the step in flight and stop; the ledger stays consistent.
+
+Settings are checked before Ray starts. With no cluster named, the driver starts a loopback-only local one
+(`tradesys.localray`) that goes away with it. Whatever fails inside the actors reaches the user as one line:
+a ConfigError/DataError naming the setting, or a RunError that says how to resume on the same ledger.
 """
 
 from __future__ import annotations
