@@ -40,7 +40,7 @@ def run_backtest(
     book = BookKeeper(ledger, cfg.initial_cash)
     gate = PreTradeRisk(cfg.risk)
     components = TradingComponents(
-        strategy=make_strategy(cfg.strategy, len(source.symbols), bars_per_year(cfg.data)),
+        strategy=make_strategy(cfg.strategy, len(source.symbols), bars_per_year(cfg.data), cfg.risk),
         risk=gate,
         execution=ExecutionService(SimBroker(cfg.broker), book),
     )
