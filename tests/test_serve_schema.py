@@ -41,7 +41,7 @@ ALLOWED_422: dict[str, tuple[str, ...]] = {
                      "validity domain", "unknown symbol(s)"),
     "/v1/risk/stress": ("spots", "unknown symbol(s)", "no column for book symbol"),
     "/v1/risk/attribution": (*_LENGTHS, *_OBSERVATIONS, "sectors differ", "period index does not match",
-                             "no factor columns left"),
+                             "no factor columns left", "must sum to 1"),
 }
 
 
@@ -50,7 +50,7 @@ def _reasons(body: Any) -> list[str]:
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
+@settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 def test_schema_valid_requests_get_no_5xx_and_no_422(case: Any) -> None:
     r = case.call(headers={"X-API-Key": KEY})

@@ -41,7 +41,8 @@ LIMITS_DOC = (
 Column = Annotated[list[float], Field(min_length=1, max_length=MAX_ROWS)]
 # Numbers only: every library behind these routes refuses missing values, so the schema does too.
 Series = Annotated[dict[str, Column], Field(min_length=1, max_length=MAX_ASSETS)]
-DateText = Annotated[str, Field(json_schema_extra={"format": "date"}, description="YYYY-MM-DD")]
+DateText = Annotated[str, Field(json_schema_extra={"format": "date"}, pattern=r"^(1[89]|2[01])\d\d-",
+                                description="YYYY-MM-DD, years 1800-2199 (pandas' timestamp range)")]
 Dates = Annotated[list[DateText], Field(min_length=1, max_length=MAX_ROWS)]
 NumberColumn = Annotated[list[float], Field(min_length=1, max_length=MAX_ROWS)]
 
@@ -502,7 +503,10 @@ class StressRequest(_Strict):
     """At least one of `historical`, `hypothetical` or `reverse` (`anyOf` in the schema)."""
 
     model_config = ConfigDict(json_schema_extra=_schema_extra(
-        {"anyOf": [{"required": ["historical"]}, {"required": ["hypothetical"]}, {"required": ["reverse"]}]}))
+        {"anyOf": [{"required": ["historical"]}, {"required": ["hypothetical"]}, {"required": ["reverse"]}],
+         "if": {"required": ["reverse"], "properties": {"reverse": {
+             "required": ["method"], "properties": {"method": {"const": "mahalanobis"}}}}},
+         "then": {"required": ["returns"]}}))
 
     book: BookIn
     historical: Annotated[list[HistoricalName], Field(min_length=1, max_length=100)] | Literal["all"] = Field(
@@ -591,7 +595,7 @@ DATA_RULES = {
         "`returns` with a column per book symbol for the mahalanobis reverse stress"),
     "/v1/risk/attribution": (
         f"{SERIES_RULES}; at least as many observations as factors plus one; `rf` given as a column name leaves at "
-        "least one factor; sector weights and returns over the same sectors and periods"),
+        "least one factor; sector weights and returns over the same sectors and periods, weights summing to 1"),
 }
 
 
