@@ -407,4 +407,4 @@ def test_real_serve_sheds_a_burst_with_503_retry_after_and_caps_bodies(
                        headers={"X-API-Key": KEY, "Content-Type": "application/json"})
         assert_error_shape(r, (400, 422), "body")
     finally:
-        serve.delete("hostile")
+        serve.shutdown()  # the proxy keeps its port until shutdown: the next Serve test picks its own
