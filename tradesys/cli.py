@@ -97,7 +97,7 @@ def _emit(summary: dict[str, object], json_stdout: bool, out: Path | None) -> No
 @app.command()
 def demo(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Run the live loop on embedded defaults: local Ray, real S&P 500 stocks replayed, SQLite ledger."""
-    from tradesys.live import run_live
+    from tradesys.live import RunError, run_live
 
     cfg = _config(config, set_)
     console.print(
@@ -108,18 +108,22 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None) -> None:
         run_live(cfg, console=console)
     except ConfigError as exc:
         _fail("config", str(exc))
+    except RunError as exc:
+        _fail("run", str(exc))
 
 
 @app.command()
 def live(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False, out: OutOpt = None) -> None:
     """Run the live loop under a Supervisor actor (joins RAY_ADDRESS or ray.address if set)."""
-    from tradesys.live import run_live
+    from tradesys.live import RunError, run_live
 
     cfg = _config(config, set_)
     try:
         summary = run_live(cfg, console=_console(json_))
     except ConfigError as exc:
         _fail("config", str(exc))
+    except RunError as exc:
+        _fail("run", str(exc))
     _emit(summary, json_, out)
 
 

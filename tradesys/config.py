@@ -182,11 +182,21 @@ class RiskConfig(_Section):
 class BrokerConfig(_Section):
     """The simulated venue."""
 
-    kind: Literal["sim", "alpaca"] = Field("sim", description="the venue: sim (SimBroker) or alpaca (paper)")
+    kind: str = Field("sim", description="the venue: sim (SimBroker, the only broker so far)")
     fee_bps: float = Field(0.5, ge=0, description="fee per fill in bps of notional")
     fee_min: float = Field(0.0, ge=0, description="minimum fee per fill")
     slippage_bps: float = Field(2.0, ge=0, description="fill price slippage in bps against the order")
     participation_cap: float = Field(0.10, gt=0, le=1, description="max fraction of bar volume per fill")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_venue(cls, v: str) -> str:
+        """Refuse a venue that nothing would use: an accepted setting must do what it says."""
+        if v == "sim":
+            return v
+        if v == "alpaca":
+            raise ValueError("no Alpaca broker yet: only 'sim' (tradesys.data.alpaca is market data only)")
+        raise ValueError(f"unknown broker {v!r}: only 'sim'")
 
 
 class LedgerConfig(_Section):

@@ -310,12 +310,18 @@ def summary_table(s: dict[str, Any]) -> Table:
     ]
     risk = s.get("risk") or {}
     metrics = risk.get("metrics") or {}
-    if metrics.get("var") == metrics.get("var"):  # not NaN: the VaR window had filled
-        rows.append(("VaR (last step, % of equity)", f"{metrics['var']:,.2f} ({metrics['var_pct']:.2%})"))
-    if metrics:
+    var, var_pct = metrics.get("var"), metrics.get("var_pct")
+    if _number(var) and _number(var_pct):  # NaN or absent until the VaR window has filled
+        rows.append(("VaR (last step, % of equity)", f"{var:,.2f} ({var_pct:.2%})"))
+    if _number(metrics.get("gross_leverage")) and _number(metrics.get("net_leverage")):
         rows.append(("gross / net leverage", f"{metrics['gross_leverage']:.2f} / {metrics['net_leverage']:.2f}"))
     if risk.get("rejects_by_reason"):
         rows.append(("rejects by reason", ", ".join(f"{k} {v}" for k, v in sorted(risk["rejects_by_reason"].items()))))
     for k, v in rows:
         t.add_row(k, v)
     return t
+
+
+def _number(x: Any) -> bool:
+    """A finite number (not None, not NaN, not a bool) that the summary table can format."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and x == x and abs(x) != float("inf")

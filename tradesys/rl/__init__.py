@@ -1,1 +1,1 @@
-"""Reinforcement learning (the RLlib PPO agent): built under its own issue."""
+"""Reinforcement learning: reserved for the RLlib PPO agent (issue: RL agent). It holds no code yet."""
