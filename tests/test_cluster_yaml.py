@@ -40,3 +40,13 @@ def test_schema_rejects_broken_variants(mutate) -> None:
     with pytest.raises((ValueError, Exception)) as info:
         validate_config(prepare_config(cfg))
     assert info.type is not AssertionError
+
+
+def test_setup_installs_the_shipped_tree_not_a_package_index_name() -> None:
+    """`pip install -e ~/tradesys` needs the tree mounted there; a fallback to `pip install tradesys` would install
+    whatever a package index holds under that name."""
+    cfg = _load()
+    assert cfg["file_mounts"].get("~/tradesys") == "."
+    setup = " ".join(cfg["setup_commands"])
+    assert "pip install -q -e ~/tradesys" in setup
+    assert "||" not in setup and "pip install -q tradesys" not in setup
