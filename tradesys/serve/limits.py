@@ -188,6 +188,11 @@ class ClientGone(BadRequest):
         super().__init__([("request", "client disconnected")], status=499)
 
 
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def deadline_of(request: Request, default_s: float = 30.0) -> float:
     """The request's deadline on the event loop's clock (set by `Admission`, or `default_s` from now)."""
     state = request.scope.get("state", {})
@@ -201,6 +206,7 @@ async def run_in_budget(request: Request, fn: Callable[[], T], *, poll_s: float 
     loop = asyncio.get_running_loop()
     deadline = deadline_of(request)
     task: asyncio.Future[T] = asyncio.ensure_future(run_in_threadpool(fn))
+    task.add_done_callback(_consume)  # an abandoned task's late exception is nobody's: never logged as unretrieved
     while True:
         remaining = deadline - loop.time()
         if remaining <= 0:
