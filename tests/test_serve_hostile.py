@@ -123,14 +123,14 @@ def test_american_work_is_capped_before_any_compute(
 
 def test_rows_with_invalid_inputs_never_reach_the_simulation(client: TestClient) -> None:
     """Schemathesis found one LSM row with T = -6.7e16 holding a worker for 21 s to answer null."""
-    body = {**ONE_OPTION, "T": [-6.7e16, 1.0], "S": [100.0, -5.0], "method": "lsm"}
+    body = {**ONE_OPTION, "T": [-6.7e16, 1.0] * 10, "S": [100.0, -5.0] * 10, "method": "lsm"}
     t0 = time.perf_counter()
     r = client.post("/v1/options/american", json=body, headers={"X-API-Key": KEY})
     assert r.status_code == 200, r.text
-    assert time.perf_counter() - t0 < 3.0
+    assert time.perf_counter() - t0 < 2.0  # the library alone: 1.4 s per such row on an idle core, 21 s loaded
     out = r.json()
-    assert out["price"] == [None, None] and out["stderr"] == [None, None]
-    assert out["code"] == [OptionError.NEGATIVE_EXPIRY, OptionError.NON_POSITIVE_SPOT]
+    assert out["price"] == [None] * 20 and out["stderr"] == [None] * 20
+    assert out["code"] == [OptionError.NEGATIVE_EXPIRY, OptionError.NON_POSITIVE_SPOT] * 10
 
 
 def test_screened_rows_keep_their_place_in_a_mixed_batch(client: TestClient) -> None:
@@ -319,9 +319,10 @@ def test_repeated_and_comma_separated_greeks_are_all_returned(client: TestClient
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
-        ("/v1/risk/var", {"pnl": [0.01, -0.02, 0.03] * 20, "horizon_days": False}, "horizon_days"),
-        ("/v1/risk/var", {"pnl": [0.01, -0.02, 0.03] * 20, "alpha": True}, "alpha"),
-        ("/v1/risk/var", {"pnl": [0.01, -0.02, 0.03] * 20, "horizon_days": 2.5}, "horizon_days"),
+        ("/v1/risk/var", {"pnl": [0.01, -0.02, 0.03] * 40, "horizon_days": True}, "horizon_days"),  # lax: 1
+        ("/v1/risk/var", {"pnl": [0.01, -0.02, 0.03] * 40, "horizon_days": False}, "horizon_days"),
+        ("/v1/risk/var", {"returns": {"a": [0.01, -0.02, 0.03] * 40}, "weights": [1.0], "value": True}, "value"),
+        ("/v1/risk/var", {"pnl": [0.01, -0.02, 0.03] * 40, "horizon_days": 2.5}, "horizon_days"),
         ("/v1/risk/var", {"pnl": []}, "pnl"),
         ("/v1/risk/var", {"pnl": [0.01] * 60, "weights": [1.0], "returns": {"a": [0.01] * 60}}, "request"),
         ("/v1/options/american", {**ONE_OPTION, "seed": False}, "seed"),
