@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-from tradesys.config import FeaturesConfig
+from tradesys.config import DataConfig, FeaturesConfig
 
 LIVE_COLUMNS = ("sma20", "ema20", "rsi14", "atr14", "bb20_upper", "bb20_lower")
 
@@ -41,12 +41,22 @@ def make_online_store(cfg: FeaturesConfig) -> Any:
 
 @ray.remote(num_cpus=0, max_concurrency=1)
 class FeatureActor:
-    def __init__(self, cfg: FeaturesConfig, symbols: Sequence[str]) -> None:
+    def __init__(
+        self, cfg: FeaturesConfig, symbols: Sequence[str], data: DataConfig | None = None, ledger: Any = None
+    ) -> None:
+        """With `data` and the run's `ledger`, a (re)started actor first rebuilds its streaming state from the bars
+        up to the ledger's last booked step, so its features equal those of an undisturbed run."""
+        from tradesys.actors.children import bars_upto, booked_ts
+
         self.cfg = cfg
         self.bank = live_feature_bank(symbols)
         self.store = make_online_store(cfg)
         self.batches = 0
         self.last_ts_ns = -1
+        upto = booked_ts(ledger) if data is not None else 0
+        if data is not None and upto > 0:
+            self.bank.warm_up(bars_upto(data, upto))
+            self.last_ts_ns = upto
 
     def on_bars(self, bars: pa.RecordBatch) -> int:
         """Advance the features by one bar batch and publish the new values; returns the rows written."""

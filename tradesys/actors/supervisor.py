@@ -101,7 +101,9 @@ class Supervisor:
         if cfg.features.enabled:
             from tradesys.actors.features import FeatureActor
 
-            self.features = FeatureActor.options(name=f"{run_id}:features", **opts).remote(cfg.features, self.symbols)
+            self.features = FeatureActor.options(name=f"{run_id}:features", **opts).remote(
+                cfg.features, self.symbols, cfg.data, self.ledger
+            )
 
     def _feed_features(self, bars: Any) -> None:
         """Hand the batch to the FeatureActor without waiting, but with at most max_in_flight outstanding."""
