@@ -1,8 +1,8 @@
 """The broker interface: where orders go and where fills come from.
 
-`SimBroker` (a matching engine over replayed bars) implements it in-process; the Alpaca adapter implements it
-against Alpaca's paper API. Submitting a client order id the broker has already seen returns no new events:
-a retry after a crash never sends an order twice.
+`SimBroker` (a matching engine over replayed bars) implements it in-process; it is the only venue so far (there
+is no Alpaca broker yet: `tradesys.data.alpaca` is market data only). Submitting a client order id the broker
+has already seen returns no new events: a retry after a crash never sends an order twice.
 """
 
 from __future__ import annotations
