@@ -181,7 +181,7 @@ def test_sigterm_stops_the_driver_cleanly(tmp_path: Path) -> None:
     cmd = [
         sys.executable, str(Path(__file__).resolve().parents[1] / "jobs" / "live.py"), "--quiet",
         "--set", f'ledger.url="sqlite:///{db}"', "--set", "data.speed=40", "--set", "ray.include_dashboard=false",
-        "--set", "ray.num_cpus=2", "--json", str(out),
+        "--set", "ray.num_cpus=2", "--out", str(out),
         *[f"--set={k}={v}" for k, v in SHORT.items()],
     ]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
