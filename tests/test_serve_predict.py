@@ -328,6 +328,9 @@ def test_real_serve_http(real_app: str, model_dir: Path) -> None:
     assert (r.status_code, r.json()["detail"][0]["field"]) == (422, "windows.0")
     r = httpx.get(f"{base}/v1/predict/status", headers=H, timeout=30)
     assert r.status_code == 200 and r.json()["rolled_back"] is False
+    r = httpx.post(f"{base}/v1/predict", content=b"[" * (17 << 20), timeout=60,
+                   headers={**H, "Content-Type": "application/json"})  # over the 16 MiB JSON cap: refused unread
+    assert r.status_code == 413 and r.json()["detail"][0]["field"] == "body"
 
 
 @pytest.mark.ray

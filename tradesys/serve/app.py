@@ -5,8 +5,10 @@ Serve deployment only builds the same app inside its replica (`__serve_build_asg
 ingress), because the app needs the ledger url, which is a constructor argument. The analytics routes live in
 their own modules (`options`, `risk`) and call the pure `tradesys.quant` libraries; this module composes them.
 
-Every error body is `{"error": <code>, "detail": <message, or a list of {field, reason}>}`; an unexpected
-exception is logged server-side and answered with a bare 500, never a traceback.
+Every error body, whatever the status (401, 404, 405, 413, 415, 422, 503, 504, 500), is
+`{"error": <code>, "detail": [{"field", "reason"}]}`; an unexpected exception is logged server-side (one line) and
+answered with a bare 500, never a traceback. Each request is bounded (`limits.ServeLimits`): body size, requests
+running and queued per replica (503 with Retry-After beyond), a time budget (504), and per-route work caps.
 """
 
 from __future__ import annotations

@@ -64,6 +64,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tradesys.serve.auth import API_KEY_ENV, api_key_dependency, load_api_key
 from tradesys.serve.errors import BadRequest, ErrorBody, install_error_handlers
+from tradesys.serve.limits import BodyLimit, ServeLimits
 
 __all__ = [
     "MAX_MODELS_PER_REPLICA",
@@ -607,6 +608,7 @@ class PredictRouter:
     def __serve_build_asgi_app__(self) -> FastAPI:
         app = FastAPI(title="tradesys predict", version="1")
         install_error_handlers(app)
+        app.add_middleware(BodyLimit, limits=ServeLimits())  # a body over the cap is a 413 before it is read whole
         app.include_router(predict_router(self._live, self._research, config=self._config, api_key=self._key))
         return app
 
