@@ -58,10 +58,8 @@ def resolve_ledger_url(cfg: TradesysConfig, run_id: str) -> str:
 
 def check_settings(cfg: TradesysConfig) -> None:
     """Every setting that can be checked without Ray, checked before anything starts (ConfigError naming it)."""
-    try:
-        from tradesys.data import check_data
-    except ImportError:  # older tree: building the source once finds the same errors
-        from tradesys.data.check import check_data
+    from tradesys.data import check_data
+
     check_data(cfg.data)
     if cfg.data.bus == "kafka":
         cfg.data.bootstrap()
@@ -83,15 +81,11 @@ def connect_ray(cfg: TradesysConfig, console: Console | None = None) -> tuple[st
     cluster: LocalCluster | None = None
     console = console or Console(stderr=True)
     if address is None:
-        for note in localray.cleanup_leftovers():
-            console.print(f"[yellow]{note}[/yellow]")
-        localray.ensure_private_token()
-        console.print("[dim]Starting a local Ray cluster on 127.0.0.1 ...[/dim]")
+        say = console.print
         try:
-            cluster = localray.start_local_cluster(cfg.ray.num_cpus, cfg.ray.include_dashboard)
+            cluster = localray.start_for_driver(cfg.ray.num_cpus, cfg.ray.include_dashboard, say)
         except RuntimeError as exc:
             raise RunError(f"the local Ray cluster did not start: {' '.join(str(exc).split())}") from None
-        localray.join_as_single_machine()
         address = cluster.address
     try:
         info = ray.init(address=address, log_to_driver=False)

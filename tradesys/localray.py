@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,6 +237,43 @@ def start_local_cluster(num_cpus: int | None, include_dashboard: bool, timeout_s
         time.sleep(0.2)
     cluster.stop(5)
     raise RuntimeError(f"the local Ray head did not start within {timeout_s:.0f} s (log: {log})")
+
+
+def start_for_driver(
+    num_cpus: int | None, include_dashboard: bool, say: Callable[[str], None] = lambda _m: None
+) -> LocalCluster:
+    """What a driver does before `ray.init` when no cluster is named: remove the leftovers of earlier clusters
+    (saying so), keep the token private, start a loopback-only head, and join it as 127.0.0.1."""
+    for note in cleanup_leftovers():
+        say(note)
+    ensure_private_token()
+    say("Starting a local Ray cluster on 127.0.0.1 ...")
+    cluster = start_local_cluster(num_cpus, include_dashboard)
+    join_as_single_machine()
+    return cluster
+
+
+def init_local(num_cpus: int | None = None, include_dashboard: bool = False,
+               say: Callable[[str], None] = lambda _m: None) -> LocalCluster:
+    """`ray.init` on a loopback-only local head started here; it stops when this process exits (the watchdog
+    also tears it down if the process is killed). For CLI commands other than the live loop (training)."""
+    import atexit
+
+    import ray
+
+    cluster = start_for_driver(num_cpus, include_dashboard, say)
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+    except BaseException:
+        cluster.stop(5.0)
+        raise
+
+    def _stop() -> None:
+        ray.shutdown()
+        cluster.stop(5.0)
+
+    atexit.register(_stop)
+    return cluster
 
 
 def _watch(driver_pid: int, driver_start: int, pgid: int, state_file: Path, temp_dir: Path) -> None:

@@ -62,6 +62,8 @@ class ProgressView:
                 self.task = self.progress.add_task(label, total=total, best="")
             elif stage != "done":
                 self.progress.console.print(f"[bold]{stage}[/bold]: {_STAGE_TEXT.get(stage, '')}".rstrip(": "))
+        elif kind == "note":
+            self.progress.console.print(str(ev["message"]), highlight=False)
         elif kind == "trial_result" and self.task is not None:
             tid, epoch = str(ev["trial_id"]), int(ev["epoch"])
             step = max(0, epoch - self.seen.get(tid, 0))

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -511,7 +512,12 @@ def run_training(settings: TrainSettings, progress: Progress | None = None) -> d
     runs_dir = Path(s.runs_dir).expanduser().resolve()
     uri, _ = setup_tracking(s.experiment, s.mlflow_uri, runs_dir=runs_dir)
     if not ray.is_initialized():
-        ray.init(num_cpus=None, include_dashboard=False)  # RAY_ADDRESS (inside a Ray job) joins that cluster
+        if os.environ.get("RAY_ADDRESS"):  # inside a Ray job, or a cluster the user named: join it
+            ray.init(include_dashboard=False)
+        else:  # a loopback-only local head that goes away with this process (tradesys.localray)
+            from tradesys.localray import init_local
+
+            init_local(None, False, lambda m: emit({"event": "note", "message": m}))
     if s.trainer == "ray-train":
         from tradesys.train.distributed import check_resources
 
