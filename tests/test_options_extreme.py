@@ -122,3 +122,21 @@ def test_column_layer_codes_nan_from_the_american_pricers() -> None:
         am = american_columns(cols, method, resolution=size)
         assert_contract({k: v for k, v in am.items() if k != "code"}, am["code"])
         assert am["code"][0] == int(OptionError.OVERFLOW)  # the call: NaN from the pricer, now coded
+
+
+@pytest.mark.parametrize("method", ["lr", "crr", "fd", "lsm"])
+def test_american_rows_outside_the_numerical_domain_are_coded_not_raised(method: str) -> None:
+    """T = 1e300 made LSM raise for the whole batch; r or q = 1e10 gave FD a finite but meaningless price (a call
+    at 125 with S = K = 100). Such rows are coded OVERFLOW; the good row in the same batch is priced as alone."""
+    from tradesys.quant.options.american import american_price
+
+    kw = {"paths": 4000, "seed": 3} if method == "lsm" else {}
+    T = np.array([0.5, 1e300, 0.5, 0.5, 0.5])
+    r = np.array([0.03, 0.03, 1e10, 0.03, 0.03])
+    q = np.array([0.0, 0.0, 0.0, 1e10, 0.0])
+    sigma = np.array([0.2, 0.2, 0.2, 0.2, 50.0])
+    res = american_price(100.0, 100.0, T, r, q, sigma, False, method, **kw)
+    alone = american_price(100.0, 100.0, 0.5, 0.03, 0.0, 0.2, False, method, **kw)
+    assert list(res.codes) == [OptionError.OK] + [OptionError.OVERFLOW] * 4
+    assert np.isnan(res.price[1:]).all()
+    assert res.price[0] == pytest.approx(float(np.asarray(alone.price)), rel=1e-12 if method != "lsm" else 0.05)

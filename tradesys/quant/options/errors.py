@@ -43,5 +43,5 @@ _MESSAGES = {
     OptionError.ZERO_EXPIRY: "time to expiry is zero: implied volatility is undefined",
     OptionError.BAD_CORRELATION: "correlation must be within [-1, 1]",
     OptionError.BAD_OPTION_TYPE: "option type must be a call or a put (true/false, 1/0, or C/P)",
-    OptionError.OVERFLOW: "the inputs are finite but too extreme for float arithmetic (expiry, rate or vol)",
+    OptionError.OVERFLOW: "the inputs are finite but outside float range or the pricer's domain (expiry, rate or vol)",
 }

@@ -59,6 +59,12 @@ class AmericanResult:
 # --------------------------------------------------------------------------------------------------------------
 
 
+# The numerical domain of the American pricers (years, continuously compounded rates, annual vol).
+MAX_EXPIRY = 100.0
+MAX_RATE = 1.0
+MAX_VOL = 5.0
+
+
 @dataclass
 class Prepared:
     """Flattened float64 inputs with per-row codes; invalid rows hold harmless values and are NaN-ed at the end."""
@@ -165,6 +171,9 @@ def prepare(
         (K_ <= 0, OptionError.NON_POSITIVE_STRIKE),
         (T_ < 0, OptionError.NEGATIVE_EXPIRY),
         (v_ < 0, OptionError.NEGATIVE_VOL),
+        # finite but outside what the lattices, grids and path simulations can resolve (a 1e300-year LSM grid
+        # cannot be allocated; r = 1e10 makes the FD grid meaningless): coded, never a raise or a wrong price
+        ((T_ > MAX_EXPIRY) | (np.abs(r_) > MAX_RATE) | (np.abs(q_) > MAX_RATE) | (v_ > MAX_VOL), OptionError.OVERFLOW),
     ]
     for bad, code in checks:
         codes = np.where((codes == 0) & bad, np.int8(code), codes)
