@@ -372,6 +372,7 @@ def test_real_serve_sheds_a_burst_with_503_retry_after_and_caps_bodies(
     limits = ServeLimits(max_ongoing_requests=1, max_queued_requests=1, retry_after_s=3, request_timeout_s=60,
                          max_json_body_bytes=1 << 20)
     body = {**ONE_OPTION, "S": [100.0] * 150, "method": "lr", "resolution": 201}  # about 0.3-1 s each
+    serve.shutdown()  # a Serve left running by another module keeps its proxy on its own port
     try:
         run_serve(None, "127.0.0.1", port, name="hostile", limits=limits)
         deadline = time.monotonic() + 60

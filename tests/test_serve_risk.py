@@ -129,7 +129,7 @@ def test_factor_attribution_matches_least_squares(client: TestClient) -> None:
     ("body", "field"),
     [
         ({"portfolio_returns": [0.1, 0.2], "factor_returns": {"m": [0.1, 0.2, 0.3]}}, "portfolio_returns"),
-        ({"portfolio_returns": [0.1], "factor_returns": {"m": [0.1]}, "dates": ["x", "y"]}, "dates"),
+        ({"portfolio_returns": [0.1], "factor_returns": {"m": [0.1]}, "dates": ["x", "y"]}, "dates.0"),
         ({"kind": "brinson", "portfolio_weights": {"a": 0.5, "b": 0.2}, "benchmark_weights": {"a": 0.5, "b": 0.5},
           "portfolio_returns": {"a": 0.1, "b": 0.1}, "benchmark_returns": {"a": 0.1, "b": 0.1}},
          "portfolio_weights"),  # weights sum to 0.7

@@ -45,6 +45,9 @@ DateText = Annotated[str, Field(json_schema_extra={"format": "date"}, pattern=r"
                                 description="YYYY-MM-DD, years 1800-2199 (pandas' timestamp range)")]
 Dates = Annotated[list[DateText], Field(min_length=1, max_length=MAX_ROWS)]
 NumberColumn = Annotated[list[float], Field(min_length=1, max_length=MAX_ROWS)]
+SimpleReturn = Annotated[float, Field(ge=-1, le=100, description="simple return, -1 = -100%")]
+Returns = Annotated[dict[str, Annotated[list[SimpleReturn], Field(min_length=1, max_length=MAX_ROWS)]],
+                    Field(min_length=1, max_length=MAX_ASSETS)]
 
 
 def _schema_extra(extra: dict[str, Any] | None = None) -> Callable[[dict[str, Any]], None]:
@@ -164,7 +167,7 @@ class OptimizeRequest(_Strict):
          "then": {"required": [name]}} for name in ("target_return", "target_risk", "black_litterman")
     ]}))
 
-    returns: Series | None = Field(None, description="periodic returns per asset (annualised by periods_per_year)")
+    returns: Returns | None = Field(None, description="periodic returns per asset (annualised by periods_per_year)")
     dates: Dates | None = None
     mu: Annotated[dict[str, float], Field(min_length=1, max_length=MAX_ASSETS)] | AssetList | None = Field(
         None, description="annual expected returns, with cov")
@@ -312,8 +315,8 @@ class LinearIn(_Strict):
     symbol: Symbol
     quantity: float = Field(ge=-1e12, le=1e12)
     price: float = Field(ge=1e-6, le=1e12)
-    rate_duration: float = 0.0
-    spread_duration: float = 0.0
+    rate_duration: float = Field(0.0, ge=-100, le=100, description="years")
+    spread_duration: float = Field(0.0, ge=-100, le=100, description="years")
 
 
 class OptionIn(_Strict):
@@ -368,8 +371,7 @@ class VarRequest(_Strict):
 
     model_config = ConfigDict(json_schema_extra=_schema_extra({"oneOf": _ONE_OF_VAR}))
 
-    returns: Annotated[dict[str, NumberColumn], Field(min_length=1, max_length=MAX_ASSETS)] | None = Field(
-        None, description="daily simple returns per asset (or per book symbol)")
+    returns: Returns | None = Field(None, description="daily simple returns per asset (or per book symbol)")
     dates: Dates | None = None
     weights: dict[str, float] | Annotated[list[float], Field(min_length=1, max_length=MAX_ASSETS)] | None = Field(
         None, description="with returns: exposures per asset")
@@ -483,20 +485,25 @@ HistoricalName = Literal[tuple(sorted(HISTORICAL_SCENARIOS))]  # type: ignore[va
 ShockName = Literal[tuple(HYPOTHETICAL_SHOCKS)]  # type: ignore[valid-type]
 
 
+EquityMove = Annotated[float, Field(ge=-1, le=10, description="-0.3 = -30%")]
+VolMove = Annotated[float, Field(ge=-10, le=10, description="vol points as a decimal, 0.1 = +10 points")]
+Beta = Annotated[float, Field(ge=-100, le=100)]
+
+
 class ShockIn(_Strict):
     name: str = "custom"
-    equity_pct: float | dict[str, float] = 0.0
-    betas: dict[str, float] | None = None
-    vol_points: float | dict[str, float] = 0.0
-    rates_bp: float = 0.0
-    credit_spread_bp: float = 0.0
-    horizon_days: float = 0.0
+    equity_pct: EquityMove | dict[str, EquityMove] = 0.0
+    betas: dict[str, Beta] | None = None
+    vol_points: VolMove | dict[str, VolMove] = 0.0
+    rates_bp: float = Field(0.0, ge=-10_000, le=10_000)
+    credit_spread_bp: float = Field(0.0, ge=-10_000, le=10_000)
+    horizon_days: float = Field(0.0, ge=0, le=3650)
 
 
 class ReverseIn(_Strict):
-    loss: float = Field(gt=0, description="loss threshold, currency (positive)")
+    loss: float = Field(gt=0, le=1e15, description="loss threshold, currency (positive)")
     method: Literal["uniform", "mahalanobis"] = "uniform"
-    betas: dict[str, float] | None = None
+    betas: dict[str, Beta] | None = None
 
 
 class StressRequest(_Strict):
@@ -514,7 +521,7 @@ class StressRequest(_Strict):
     hypothetical: Annotated[list[ShockName | ShockIn], Field(min_length=1, max_length=100)] | Literal["all"] = Field(
         default_factory=list)
     reverse: ReverseIn | None = None
-    returns: Series | None = Field(None, description="history for the mahalanobis reverse stress covariance")
+    returns: Returns | None = Field(None, description="history for the mahalanobis reverse stress covariance")
 
 
 _HISTORY: list[Any] = []
