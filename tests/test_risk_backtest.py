@@ -171,3 +171,15 @@ def test_rolling_report_validation(sp500: pd.Series) -> None:
     rep = rolling_var_backtest(two, [0.5, 0.5], method="normal", window=250, start="2001-06-01", value=1e6)
     assert rep.frame.index[0] >= pd.Timestamp("2001-06-01")
     assert rep.frame["pnl"].iloc[0] == pytest.approx(1e6 * two.loc[rep.frame.index[0]].sum() * 0.5)
+
+
+def test_ewma_backtest_with_a_window_shorter_than_one_ewma_window_names_the_window() -> None:
+    """The per-day estimate refuses an EWMA from too few rows; the backtest says so up front, naming `window`."""
+    import numpy as np
+
+    from tradesys.quant.risk.backtest import rolling_var_backtest
+
+    r = np.random.default_rng(0).normal(0, 0.01, 200)
+    with pytest.raises(ValueError, match=r"^window: an EWMA estimate needs at least 17 rows"):
+        rolling_var_backtest(r, window=10, method="ewma")
+    assert rolling_var_backtest(r, window=17, method="ewma").n_obs == 183

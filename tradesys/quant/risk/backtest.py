@@ -35,6 +35,7 @@ from tradesys.quant.risk.var import (
     _plain,
     empirical_var_es,
     estimate_var,
+    ewma_min_obs,
     fhs_var_es,
 )
 
@@ -316,6 +317,11 @@ def rolling_var_backtest(
         raise ValueError(f"window: must be in [2, {T - 1}] for {T} rows, got {window!r}")
     if int(refit_every) < 1:
         raise ValueError(f"refit_every: must be >= 1, got {refit_every!r}")
+    # checked up front, naming the window, not mid-backtest on a slice
+    if method == "ewma" or method_kwargs.get("covariance") == "ewma":
+        need = ewma_min_obs(float(method_kwargs.get("lam", 0.94)))
+        if int(window) < need:
+            raise ValueError(f"window: an EWMA estimate needs at least {need} rows (one EWMA window), got {window!r}")
     window = int(window)
     idx = index if index is not None else pd.RangeIndex(T)
     first = window
