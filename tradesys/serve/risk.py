@@ -151,7 +151,8 @@ class ViewsIn(_Strict):
     confidences: list[float] | None = None
 
 
-AssetList = Annotated[list[float], Field(min_length=1, max_length=MAX_ASSETS)]
+Moment = Annotated[float, Field(ge=-1e6, le=1e6, description="annualised; beyond +-1e6 the solver overflows")]
+AssetList = Annotated[list[Moment], Field(min_length=1, max_length=MAX_ASSETS)]
 
 
 class OptimizeRequest(_Strict):
@@ -169,7 +170,7 @@ class OptimizeRequest(_Strict):
 
     returns: Returns | None = Field(None, description="periodic returns per asset (annualised by periods_per_year)")
     dates: Dates | None = None
-    mu: Annotated[dict[str, float], Field(min_length=1, max_length=MAX_ASSETS)] | AssetList | None = Field(
+    mu: Annotated[dict[str, Moment], Field(min_length=1, max_length=MAX_ASSETS)] | AssetList | None = Field(
         None, description="annual expected returns, with cov")
     cov: Annotated[list[AssetList], Field(min_length=1, max_length=MAX_ASSETS)] | None = Field(
         None, description="annual covariance matrix, with assets")
