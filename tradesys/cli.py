@@ -162,19 +162,30 @@ def backtest(
 @app.command()
 def serve(
     ledger: Annotated[str | None, typer.Option(help="ledger URL to expose read-only (omit: analytics only)")] = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    replicas: Annotated[int, typer.Option(min=1, help="Serve replicas of the API")] = 1,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default: serve.host)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="port (default: serve.port)")] = None,
+    replicas: Annotated[int | None, typer.Option(min=1, help="Serve replicas (default: serve.replicas)")] = None,
 ) -> None:
-    """Serve the HTTP API (analytics routes, plus ledger views with --ledger). Needs TRADESYS_API_KEY set."""
+    """Serve the HTTP API (analytics routes, plus ledger views with --ledger). Needs the API key in the environment
+    variable serve.api_key_env (TRADESYS_API_KEY); the `serve` section sets the body caps, queue and time budget."""
     import time
 
-    from tradesys.serve import run_serve
+    from tradesys.serve import ServeLimits, run_serve
 
-    if not os.environ.get("TRADESYS_API_KEY"):
-        console.print("[red]TRADESYS_API_KEY is not set[/red]: the API refuses to start without a key")
-        raise typer.Exit(2)
-    run_serve(ledger, host=host, port=port, replicas=replicas)
+    s = _config(config, set_, check_data=False).serve
+    if not os.environ.get(s.api_key_env):
+        _fail("config", f"serve.api_key_env: ${s.api_key_env} is not set: the API refuses to start without a key")
+    limits = ServeLimits(**{k: getattr(s, k) for k in ServeLimits.model_fields})
+    host, port = host or s.host, port or s.port
+    import ray
+
+    if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):
+        from tradesys.localray import init_local
+
+        init_local(None, True, lambda m: console.print(m, highlight=False))
+    run_serve(ledger, host=host, port=port, replicas=replicas or s.replicas, api_key_env=s.api_key_env, limits=limits)
     console.print(f"Serving on http://{host}:{port} (OpenAPI at /openapi.json); Ctrl-C to stop")
     try:
         while True:

@@ -220,9 +220,18 @@ class LedgerConfig(_Section):
 
 
 class ServeConfig(_Section):
+    """`tradesys serve`: where the HTTP API listens and the limits of each replica (tradesys.serve.ServeLimits)."""
+
     host: str = Field("127.0.0.1", description="HTTP API bind address")
     port: int = Field(8000, gt=0, lt=65536, description="HTTP API port")
-    api_key_env: str = Field("TRADESYS_API_KEY", description="env var holding the HTTP API key")
+    api_key_env: str = Field("TRADESYS_API_KEY", min_length=1, description="env var holding the HTTP API key")
+    replicas: int = Field(1, ge=1, le=64, description="Serve replicas of the API")
+    max_json_body_bytes: int = Field(16 * 2**20, ge=1024, description="largest JSON request body (413 beyond)")
+    max_arrow_body_bytes: int = Field(256 * 2**20, ge=1024, description="largest Arrow IPC request body (413 beyond)")
+    max_ongoing_requests: int = Field(8, ge=1, le=1024, description="requests computing at once per replica")
+    max_queued_requests: int = Field(32, ge=0, le=100_000, description="requests waiting per replica (503 beyond)")
+    retry_after_s: int = Field(1, ge=0, le=3600, description="Retry-After seconds on a 503")
+    request_timeout_s: float = Field(30.0, gt=0, le=3600, description="time budget per request (504 beyond)")
 
 
 class RayConfig(_Section):
