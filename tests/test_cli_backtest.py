@@ -41,7 +41,8 @@ def test_backtest_shows_its_result_with_the_risk_section(tmp_path: Path) -> None
     """Regression: the summary table raised KeyError: 'var' after every backtest."""
     db = tmp_path / "bt.db"
     out = tmp_path / "sub" / "summary.json"
-    r = runner.invoke(app, ["backtest", *SHORT, "-s", "risk.max_order_notional=20000", "--ledger", f"sqlite:///{db}",
+    # a VaR limit: the strategy sizes within the order and position limits, not within the book's VaR
+    r = runner.invoke(app, ["backtest", *SHORT, "-s", "risk.var_limit_pct=0.002", "--ledger", f"sqlite:///{db}",
                             "--json", "--out", str(out)])
     assert r.exit_code == 0, r.output
     s = _strict_json(r.stdout)  # stdout is only the JSON: progress and the table went to stderr
@@ -54,7 +55,7 @@ def test_backtest_shows_its_result_with_the_risk_section(tmp_path: Path) -> None
     rejected = [o for o in orders if o["status"] == "rejected"]
     assert s["rejected"] == len(rejected) > 0
     assert sum(s["risk"]["rejects_by_reason"].values()) == len(rejected)  # every reject counted once, by reason
-    assert set(s["risk"]["rejects_by_reason"]) == {o["reason"] for o in rejected} == {"max_order_notional"}
+    assert set(s["risk"]["rejects_by_reason"]) == {o["reason"] for o in rejected} == {"var_limit"}
     assert s["risk"]["kill_switch"] is False
     m = s["risk"]["metrics"]
     assert math.isclose(m["equity"], ledger.equity_curve()[-1]["equity"], rel_tol=1e-9)

@@ -51,6 +51,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from tradesys.core.jsonsafe import json_ready
+
 PSI_EPS = 1e-4
 """Proportion given to an empty bin in PSI (ln(0) is undefined); Evidently's value for windows under 10,000 rows."""
 
@@ -333,32 +335,7 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN and inf become None, so `json.dumps(..., allow_nan=False)` works)."""
-        return _json_ready(asdict(self))
-
-
-def _json_ready(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, bool | np.bool_):
-        return bool(obj)
-    if isinstance(obj, int | np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, timedelta):
-        return obj.total_seconds()
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    return obj
-
-
-def json_ready(obj: Any) -> Any:
-    """`obj` with NaN/inf as None, numpy scalars as Python numbers, datetimes as ISO strings and timedeltas as
-    seconds: what `json.dumps(..., allow_nan=False)` accepts (the audit and MLflow records of the DriftMonitor)."""
-    return _json_ready(obj)
+        return json_ready(asdict(self))
 
 
 def _as_frame(x: ArrayLike2D, name: str) -> pd.DataFrame:
@@ -541,7 +518,7 @@ class DegradationResult:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("rolling_error")
-        return _json_ready(d)
+        return json_ready(d)
 
 
 def performance_degradation(
@@ -637,7 +614,7 @@ class RetrainDecision:
         return tuple(r.code for r in self.reasons)
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_ready(asdict(self))
+        return json_ready(asdict(self))
 
 
 @dataclass(frozen=True)

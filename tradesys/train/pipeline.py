@@ -38,7 +38,6 @@ Progress events, passed to ``progress`` as plain dicts in the calling thread:
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -365,21 +364,11 @@ def _best_known_hparams(s: TrainSettings) -> tuple[dict[str, Any], str]:
 # --------------------------------------------------------------------------------------------- the run
 
 
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, np.generic):
-        return _jsonable(o.item())
-    if isinstance(o, Mapping):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    return o
-
-
 def summary_json(summary: Mapping[str, Any]) -> str:
     """The summary as strict JSON: NaN/inf become null, anything else unknown its str()."""
-    return json.dumps(_jsonable(summary), indent=2, default=str)
+    from tradesys.core.jsonsafe import dumps
+
+    return dumps(summary)
 
 
 def _load_samples(s: TrainSettings) -> tuple[Any, str]:
