@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
@@ -9,6 +10,7 @@ import pyarrow as pa
 
 from tradesys.core.orders import Order
 from tradesys.core.portfolio import PortfolioSnapshot
+from tradesys.core.schemas import batch_ts
 
 
 @runtime_checkable
@@ -32,3 +34,28 @@ class Strategy(Protocol):
         undisturbed run makes: a bar at or before the last one seen is not counted twice.
         """
         ...
+
+
+class CloseHistory:
+    """The closes a strategy has seen, per symbol, each bar time counted once (a retried or replayed step, or a
+    warm-up that overlaps the live feed, never appends the same bar twice)."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.maxlen = maxlen
+        self.closes: dict[str, deque[float]] = {}
+        self.last_ts: int | None = None
+
+    def observe(self, bars: pa.RecordBatch) -> list[tuple[str, float]]:
+        """Append the batch's usable closes (once per bar time); return its usable (symbol, close) rows."""
+        ts = batch_ts(bars)
+        rows = [
+            (sym, px)
+            for sym, px in zip(bars.column("symbol").to_pylist(), bars.column("close").to_pylist(), strict=True)
+            if px is not None and px > 0
+        ]
+        if self.last_ts is not None and ts <= self.last_ts:
+            return rows
+        self.last_ts = ts
+        for sym, px in rows:
+            self.closes.setdefault(sym, deque(maxlen=self.maxlen)).append(px)
+        return rows

@@ -39,7 +39,7 @@ import logging
 import math
 import os
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,7 @@ from tradesys.config import RiskConfig, StrategyConfig
 from tradesys.core.orders import Order
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
+from tradesys.strategy.base import CloseHistory
 from tradesys.strategy.sizing import rebalance_order, scale_to_leverage, vol_target_weight
 from tradesys.train.data import Standardizer, default_features
 
@@ -313,8 +314,8 @@ class ModelStrategy:
         self.history = self.lookback + WARMUP_RETURNS  # closes kept per symbol
         self._mean32 = standardizer.mean.astype(np.float32)
         self._std32 = standardizer.std.astype(np.float32)
-        self._closes: dict[str, deque[float]] = {}
-        self._last_ts: int | None = None
+        self._history = CloseHistory(self.history)
+        self._closes = self._history.closes
         self.limits = limits
         self._wall = wall_clock
         self.bars = 0
@@ -389,27 +390,12 @@ class ModelStrategy:
         return {"bars": self.bars, "forecast_calls": self.forecast_calls, "misses": sum(self.misses.values()),
                 "misses_by_reason": dict(self.misses), "non_finite": self.non_finite}
 
-    def _observe(self, bars: pa.RecordBatch) -> list[tuple[str, float]]:
-        """Append the batch's closes (once per bar time) and return its usable (symbol, close) rows."""
-        ts = batch_ts(bars)
-        rows = [
-            (sym, px)
-            for sym, px in zip(bars.column("symbol").to_pylist(), bars.column("close").to_pylist(), strict=True)
-            if px is not None and px > 0
-        ]
-        if self._last_ts is not None and ts <= self._last_ts:
-            return rows  # a retried or replayed step: the history already holds this bar
-        self._last_ts = ts
-        for sym, px in rows:
-            self._closes.setdefault(sym, deque(maxlen=self.history)).append(px)
-        return rows
-
     def warm_up(self, batches: Iterable[pa.RecordBatch]) -> int:
         """Rebuild the close history from the bars up to a resume point (no forecasts); return the bars taken."""
         n = 0
         for bars in batches:
             if bars.num_rows:
-                self._observe(bars)
+                self._history.observe(bars)
                 n += 1
         return n
 
@@ -420,7 +406,7 @@ class ModelStrategy:
             return []
         self.bars += 1
         ts = batch_ts(bars)
-        rows = self._observe(bars)
+        rows = self._history.observe(bars)
         weights = {sym: 0.0 for sym, _ in rows}  # warm-up: flat
         if self.observer is not None:
             self._hand_over(dict(rows))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
@@ -29,6 +28,7 @@ from tradesys.config import RiskConfig, StrategyConfig
 from tradesys.core.orders import Order
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
+from tradesys.strategy.base import CloseHistory
 from tradesys.strategy.sizing import rebalance_order, scale_to_leverage, vol_target_weight
 
 
@@ -49,8 +49,8 @@ class TrendStrategy:
         self.n_symbols = n_symbols
         self.bars_per_year = bars_per_year
         self.limits = limits
-        self._closes: dict[str, deque[float]] = {}
-        self._last_ts: int | None = None
+        self._history = CloseHistory(max(cfg.slow, cfg.vol_lookback + 1))
+        self._closes = self._history.closes
         self._wall = wall_clock
 
     def target_weight(self, closes: np.ndarray) -> float:
@@ -65,28 +65,12 @@ class TrendStrategy:
         direction = 1.0 if fast > slow else -1.0 if fast < slow else 0.0
         return vol_target_weight(direction, sigma, cfg, self.n_symbols)
 
-    def _observe(self, bars: pa.RecordBatch) -> list[tuple[str, float]]:
-        """Append the batch's closes to the history (once per bar time) and return its usable (symbol, close)."""
-        ts = batch_ts(bars)
-        rows = [
-            (sym, px)
-            for sym, px in zip(bars.column("symbol").to_pylist(), bars.column("close").to_pylist(), strict=True)
-            if px is not None and px > 0
-        ]
-        if self._last_ts is not None and ts <= self._last_ts:
-            return rows  # a retried or replayed step: the history already holds this bar
-        self._last_ts = ts
-        maxlen = max(self.cfg.slow, self.cfg.vol_lookback + 1)
-        for sym, px in rows:
-            self._closes.setdefault(sym, deque(maxlen=maxlen)).append(px)
-        return rows
-
     def warm_up(self, batches: Iterable[pa.RecordBatch]) -> int:
         """Rebuild the close history from the bars up to a resume point (no orders); return the bars taken."""
         n = 0
         for bars in batches:
             if bars.num_rows:
-                self._observe(bars)
+                self._history.observe(bars)
                 n += 1
         return n
 
@@ -96,7 +80,7 @@ class TrendStrategy:
         if bars.num_rows == 0:
             return []
         ts = batch_ts(bars)
-        rows = self._observe(bars)
+        rows = self._history.observe(bars)
         weights = {}
         for sym, _ in rows:
             hist = self._closes[sym]
