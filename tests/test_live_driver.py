@@ -332,3 +332,13 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_local_cluster_ports_are_distinct() -> None:
+    """Each of Ray's components gets its own port: picking them one at a time, each socket freed at once, let the
+    kernel hand two components the same port and `ray start` refused to start (seen in the README test)."""
+    from tradesys.localray import _free_ports
+
+    for _ in range(50):
+        ports = _free_ports(9)
+        assert len(set(ports)) == 9

@@ -351,11 +351,11 @@ def _job_lines() -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_readme_ray_jobs_on_a_head(venv_on_path: None, ray_head: tuple[str, dict[str, str]]) -> None:  # noqa: F811
+def test_readme_ray_jobs_on_a_head(venv_on_path: None, ray_head: tuple[str, dict[str, str], str]) -> None:  # noqa: F811
     """The README's `ray job submit` lines without placeholders, submitted as typed (plus the head's address and
     `RAY_AUTH_MODE=token`, as the README says) to a real head with token authentication; jobs/live.py with its
     arguments is covered by tests/test_ray_job.py."""
-    address, env = ray_head
+    address, env, _gcs = ray_head
     runnable = [c for c in _job_lines() if is_runnable(c)]
     assert runnable, "no runnable `ray job submit` line in the README"
     for cmd in runnable:

@@ -44,10 +44,19 @@ def state_dir() -> Path:
     return Path(os.environ.get("TRADESYS_STATE_DIR") or Path.home() / ".tradesys" / "ray")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+def _free_ports(n: int) -> list[int]:
+    """`n` distinct free loopback ports: the sockets stay bound until all are picked, so none is handed out twice
+    (picking one port per component, each freed at once, let the kernel give two components the same port)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((LOOPBACK, 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _port_free(port: int) -> bool:
@@ -186,8 +195,10 @@ def cleanup_leftovers() -> list[str]:
 
 def start_local_cluster(num_cpus: int | None, include_dashboard: bool, timeout_s: float = 120.0) -> LocalCluster:
     """Start a head bound to loopback in its own process group, plus its watchdog; wait until it is up."""
-    gcs = _free_port()
-    dash = 8265 if _port_free(8265) else _free_port()
+    flags = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+             "runtime-env-agent-port", "node-manager-port", "object-manager-port", "ray-client-server-port")
+    gcs, spare_dash, *ports = _free_ports(2 + len(flags))
+    dash = 8265 if _port_free(8265) else spare_dash
     temp = Path(tempfile.mkdtemp(prefix=f"tsray{gcs}-", dir="/tmp"))  # Ray's socket paths must stay short
     ray_bin = str(Path(sys.executable).with_name("ray"))
     cmd = [
@@ -195,10 +206,7 @@ def start_local_cluster(num_cpus: int | None, include_dashboard: bool, timeout_s
         f"--temp-dir={temp}", "--disable-usage-stats", f"--include-dashboard={str(include_dashboard).lower()}",
         f"--dashboard-host={LOOPBACK}", f"--dashboard-port={dash}",
         # every port explicit: the defaults (e.g. the agent's 52365) clash with other Ray instances here
-        *(f"--{flag}={_free_port()}" for flag in (
-            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-            "runtime-env-agent-port", "node-manager-port", "object-manager-port", "ray-client-server-port",
-        )),
+        *(f"--{flag}={port}" for flag, port in zip(flags, ports, strict=True)),
     ]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
