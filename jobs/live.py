@@ -43,17 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", "-c", type=Path, default=None, help="TOML config file")
     ap.add_argument("--set", "-s", action="append", default=[], dest="overrides", help="section.field=value")
-    # `--json PATH` (the old form) still writes the file, as `--out PATH` does
-    ap.add_argument("--json", nargs="?", const=True, default=False, metavar="",
-                    help="print the summary as JSON on stdout")
+    ap.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     ap.add_argument("--out", type=Path, default=None, help="also write the summary as JSON to this file")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     out: Path | None = args.out
-    if isinstance(args.json, str):
-        out = out or Path(args.json)
-        args.json = True
-        print("jobs/live.py: --json PATH is deprecated; use --json --out PATH", file=sys.stderr)
     try:
         cfg = job_config(load_config(args.config, args.overrides))
         summary = run_live(cfg, show_progress=not args.quiet)
