@@ -104,6 +104,8 @@ class Supervisor:
             self.features = FeatureActor.options(name=f"{run_id}:features", **opts).remote(
                 cfg.features, self.symbols, cfg.data, self.ledger
             )
+            # ready before the loop starts: it rebuilds up to the steps booked *before* this run, not a racing few
+            ray.get(self.features.stats.remote())
 
     def _feed_features(self, bars: Any) -> None:
         """Hand the batch to the FeatureActor without waiting, but with at most max_in_flight outstanding."""
