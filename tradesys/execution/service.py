@@ -105,6 +105,9 @@ class ExecutionService:
             events += broker.submit(unsent)
         if events:
             applied = svc.oms.apply(events)
+            # stamped no earlier than the latest recovered fill: a venue that matched step T's bars before the
+            # crash must not rewrite the equity row of step T-1 (the retried step T marks the book afterwards)
+            ts = max([ts, *(f.ts_ns for f in applied.fills)])
             book.commit(
                 ts_ns=ts,
                 updates=applied.updates,
