@@ -59,3 +59,12 @@ class CloseHistory:
         for sym, px in rows:
             self.closes.setdefault(sym, deque(maxlen=self.maxlen)).append(px)
         return rows
+
+    def warm_up(self, batches: Iterable[pa.RecordBatch]) -> int:
+        """Observe the bars up to a resume point (what a strategy's `warm_up` rebuilds); return the bars taken."""
+        n = 0
+        for bars in batches:
+            if bars.num_rows:
+                self.observe(bars)
+                n += 1
+        return n

@@ -67,12 +67,7 @@ class TrendStrategy:
 
     def warm_up(self, batches: Iterable[pa.RecordBatch]) -> int:
         """Rebuild the close history from the bars up to a resume point (no orders); return the bars taken."""
-        n = 0
-        for bars in batches:
-            if bars.num_rows:
-                self._history.observe(bars)
-                n += 1
-        return n
+        return self._history.warm_up(batches)
 
     def on_bars(
         self, bars: pa.RecordBatch, book: PortfolioSnapshot, working: Mapping[str, float]
