@@ -236,6 +236,20 @@ def test_auth_and_unknown_version(server: Any) -> None:
     assert "'9'" in r.json()["detail"][0]["reason"]
 
 
+def test_routed_versions_are_loaded_before_the_replica_takes_traffic(model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    d = tmp_path / "models"
+    shutil.copytree(model_dir, d)
+    handle = serve.run(ModelServer.options(name="Preload").bind(str(d), preload=["1"]), name="preload",
+                       route_prefix=None, _local_testing_mode=True)
+    shutil.rmtree(d / "1")
+    shutil.rmtree(d / "2")  # version 1 was loaded by the constructor; version 2 would be loaded on demand
+    assert handle.describe.remote("1").result()["lookback"] == LOOKBACK
+    with pytest.raises(LookupError):
+        handle.describe.remote("2").result()
+
+
 @pytest.fixture(scope="module")
 def lanes(model_dir: Path) -> tuple[Any, Any]:
     live = serve.run(ModelServer.options(name="LaneLive").bind(str(model_dir)), name="lane_live", route_prefix=None,

@@ -10,6 +10,8 @@ Pieces:
   TorchScript ``*.pt`` file, ``model.onnx`` preferred) through ``@serve.multiplexed`` (at most
   `MAX_MODELS_PER_REPLICA` versions held per replica, least recently used evicted). Requests go through one
   ``@serve.batch`` method that stacks the windows of concurrent requests per version into one predictor call.
+  The champion and challenger are loaded in the constructor (``preload``), so a replica takes no traffic before
+  they are in memory and a cold load cannot use up the first requests' deadlines.
 * `PredictRouter` (Serve ingress, FastAPI, ``X-API-Key``): validation, routing, timeouts, metrics, rollback.
   `predict_router` builds the same routes as an `APIRouter` over any two handles (tests, or mounting in the main app).
 
@@ -131,20 +133,30 @@ class ModelServer:
     """
 
     def __init__(self, model_dir: str, *, backend: str = "auto", max_batch_size: int = 32,
-                 batch_wait_timeout_s: float = 0.005, predictor_options: dict[str, Any] | None = None) -> None:
+                 batch_wait_timeout_s: float = 0.005, predictor_options: dict[str, Any] | None = None,
+                 preload: tuple[str, ...] | list[str] = ()) -> None:
         self.model_dir = str(Path(model_dir).resolve())
         self.backend = backend
         self.predictor_options = dict(predictor_options or {})
         self._local_models: OrderedDict[str, Any] = OrderedDict()
+        # Loaded here so that the replica is not ready (and takes no traffic) before its routed versions are in
+        # memory: a cold load (torch import, weights) can outlast a request's deadline. The multiplexer takes them
+        # over on the first request of each version.
+        self._preloaded: dict[str, Any] = {v: self._load_sync(v) for v in dict.fromkeys(preload)}
         self._batch_log: deque[tuple[str, int, int]] = deque(maxlen=10_000)  # (version, requests, rows)
         self._predict_batch.set_max_batch_size(int(max_batch_size))
         self._predict_batch.set_batch_wait_timeout_s(float(batch_wait_timeout_s))
 
-    async def _load(self, version: str) -> Any:
+    def _load_sync(self, version: str) -> Any:
         from tradesys.train.inference import load_predictor
 
         path = find_model_file(self.model_dir, version)
-        return await asyncio.to_thread(load_predictor, path, self.backend, **self.predictor_options)  # type: ignore[arg-type]
+        return load_predictor(path, self.backend, **self.predictor_options)  # type: ignore[arg-type]
+
+    async def _load(self, version: str) -> Any:
+        if version in self._preloaded:
+            return self._preloaded.pop(version)
+        return await asyncio.to_thread(self._load_sync, version)
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_model(self, version: str) -> Any:
@@ -644,7 +656,8 @@ def build_predict_app(
                            **routing)
     key = load_api_key(api_key_env)
     opts = {"model_dir": str(Path(model_dir).resolve()), "backend": backend, "max_batch_size": max_batch_size,
-            "batch_wait_timeout_s": batch_wait_timeout_s}
+            "batch_wait_timeout_s": batch_wait_timeout_s,
+            "preload": [v for v in (champion, challenger) if v is not None]}
     live = ModelServer.options(name="ModelServerLive", num_replicas=live_replicas,
                                max_ongoing_requests=live_max_ongoing_requests,
                                ray_actor_options={"num_cpus": num_cpus}).bind(**opts)
