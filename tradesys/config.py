@@ -96,8 +96,8 @@ class StrategyConfig(_Section):
     """The strategy (docs/strategies.md). "trend": moving-average trend (tradesys.strategy.trend); "model": trades on
     a forecaster's predicted return and volatility (tradesys.strategy.model). Sizing and order fields are shared."""
 
-    name: Literal["trend", "model"] = Field("trend",
-        description="trend: moving-average trend; model: trades on a forecaster")
+    name: Literal["trend", "model", "weights"] = Field("trend",
+        description="trend: moving-average trend; model: trades on a forecaster; weights: a target-weight file")
     # trend
     fast: int = Field(20, gt=1, description="trend: fast moving-average window (bars)")
     slow: int = Field(100, gt=2, description="trend: slow moving-average window (bars)")
@@ -124,6 +124,9 @@ class StrategyConfig(_Section):
     api_key_env: str = Field("TRADESYS_API_KEY", min_length=1, description="env var holding the HTTP API key")
     timeout_ms: float = Field(250.0, gt=0.0, le=60_000.0, description="per-bar forecast deadline; late: hold")
     min_edge: float = Field(0.0, ge=0.0, description="flat unless |predicted ret| / predicted vol >= this")
+    # weights: a target-weight schedule (tradesys.strategy.weights)
+    weights_path: str | None = Field(None,
+        description="weights: .parquet or .csv, a ts or date column and one weight column per symbol")
 
     @field_validator("model_path", "standardizer_path")
     @classmethod
@@ -131,10 +134,21 @@ class StrategyConfig(_Section):
         """Absolute paths: the strategy may be built by an actor in another working directory."""
         return None if v is None else str(Path(v).expanduser().resolve())
 
+    @field_validator("weights_path")
+    @classmethod
+    def _weights_file(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        if Path(v).suffix.lower() not in {".parquet", ".csv"}:
+            raise ValueError(f"must be a .parquet or .csv file, got {v!r}")
+        return str(Path(v).expanduser().resolve())
+
     @model_validator(mode="after")
     def _consistent(self) -> StrategyConfig:
         if self.fast >= self.slow:
             raise ValueError(f"fast ({self.fast}) must be smaller than slow ({self.slow})")
+        if self.name == "weights" and self.weights_path is None:
+            raise ValueError("weights_path: required for name = 'weights' (a .parquet or .csv target-weight file)")
         if self.name != "model":
             return self
         if self.standardizer_path is None:

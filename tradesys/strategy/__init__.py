@@ -7,16 +7,17 @@ from typing import TYPE_CHECKING
 from tradesys.config import RiskConfig, StrategyConfig
 from tradesys.strategy.base import Strategy
 from tradesys.strategy.trend import TrendStrategy
+from tradesys.strategy.weights import TargetWeightsStrategy
 
 if TYPE_CHECKING:
     from tradesys.strategy.model import ModelStrategy
 
-__all__ = ["Strategy", "TrendStrategy", "make_strategy"]
+__all__ = ["Strategy", "TargetWeightsStrategy", "TrendStrategy", "make_strategy"]
 
 
 def make_strategy(
     cfg: StrategyConfig, n_symbols: int, bars_per_year: float = 252.0, limits: RiskConfig | None = None
-) -> TrendStrategy | ModelStrategy:
+) -> TrendStrategy | ModelStrategy | TargetWeightsStrategy:
     """The configured strategy; the backtest and the live loop's StrategyActor both build it here.
 
     `limits` (the run's RiskConfig) makes the strategy size its orders within the pre-trade limits; without it
@@ -28,4 +29,6 @@ def make_strategy(
         from tradesys.strategy.model import ModelStrategy  # pandas and the model runtime load only when used
 
         return ModelStrategy.from_config(cfg, n_symbols, bars_per_year, limits)
+    if cfg.name == "weights":
+        return TargetWeightsStrategy.from_config(cfg, limits)
     raise ValueError(f"strategy.name: unknown strategy {cfg.name!r}")
