@@ -38,6 +38,7 @@ console = Console()
 
 
 def _register_subcommands() -> None:
+    from tradesys.commands.backtest import app as backtest_app
     from tradesys.commands.data import app as data_app
     from tradesys.commands.models import app as models_app
     from tradesys.commands.price import app as price_app
@@ -49,6 +50,7 @@ def _register_subcommands() -> None:
     app.add_typer(data_app, name="data")
     app.add_typer(models_app, name="models")
     app.add_typer(train_app, name="train")
+    app.add_typer(backtest_app, name="backtest")
 
 
 _register_subcommands()
@@ -125,38 +127,6 @@ def live(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False, 
     except RunError as exc:
         _fail("run", str(exc))
     _emit(summary, json_, out)
-
-
-@app.command()
-def backtest(
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    ledger: Annotated[str, typer.Option(help="ledger URL")] = "sqlite:///:memory:",
-    json_: JsonOpt = False,
-    out: OutOpt = None,
-) -> None:
-    """Run the same strategy, risk and execution in-process over the replayed data (no actors)."""
-    from rich.progress import Progress
-
-    from tradesys.backtest.runner import run_backtest
-    from tradesys.config import DataError, redact_url
-    from tradesys.live import summary_table
-
-    cfg = _config(config, set_)
-    if not ledger.startswith(("sqlite://", "postgresql://", "postgres://")):
-        _fail("config", f"--ledger: must start with sqlite:// or postgresql://, got {redact_url(ledger)!r}")
-    shown = _console(json_)
-    try:
-        with Progress(console=shown, transient=True) as bar:
-            task = bar.add_task("backtest", total=None)
-            summary, _ = run_backtest(cfg, ledger, on_step=lambda i, n, _r: bar.update(task, completed=i, total=n))
-    except DataError as exc:
-        _fail("data", str(exc))
-    except ConfigError as exc:
-        _fail("config", str(exc))
-    result = {**summary.as_dict(), "run_id": "backtest", "reason": "completed", "ledger_url": redact_url(ledger)}
-    shown.print(summary_table(result))
-    _emit(result, json_, out)
 
 
 @app.command()

@@ -39,7 +39,7 @@ MAX_TRIALS = 100_000
 METRICS: tuple[str, ...] = (
     "total_return", "sharpe", "max_drawdown", "equity", "steps", "orders", "fills", "rejected",
 )
-Status = Literal["ok", "failed", "invalid"]
+Status = Literal["ok", "failed", "invalid", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
