@@ -51,6 +51,9 @@ def _register_subcommands() -> None:
     app.add_typer(models_app, name="models")
     app.add_typer(train_app, name="train")
     app.add_typer(backtest_app, name="backtest")
+    from tradesys.commands.report import report
+
+    app.command("report")(report)
 
 
 _register_subcommands()
