@@ -360,7 +360,7 @@ def probabilistic_sharpe_ratio(
     ku = _finite(kurtosis, "kurtosis")
     b = _finite(benchmark, "benchmark")
     z = (sr - b) * math.sqrt(t - 1) / _sharpe_sd_factor(sr, sk, ku)
-    return float(stats.norm.cdf(z))
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))  # the standard normal CDF
 
 
 def expected_max_sharpe(n_trials: int, variance: float, mean: float = 0.0) -> float:
@@ -440,12 +440,10 @@ def return_moments(returns: object) -> tuple[float, float, float, int]:
     x = r[:, 0]
     if np.ptp(x) == 0:
         raise ValueError("returns: constant series (zero variance): its Sharpe ratio is undefined")
-    return (
-        float(sharpe_per_period(x)[0]),
-        float(stats.skew(x)),
-        float(stats.kurtosis(x, fisher=False)),
-        int(x.shape[0]),
-    )
+    d = x - x.mean()
+    m2, m3, m4 = float(np.mean(d**2)), float(np.mean(d**3)), float(np.mean(d**4))
+    # population (biased) moments, as scipy.stats.skew / kurtosis(fisher=False) by default and as in the papers
+    return float(sharpe_per_period(x)[0]), m3 / m2**1.5, m4 / m2**2, int(x.shape[0])
 
 
 def psr_of_returns(returns: object, benchmark: float = 0.0) -> float:
