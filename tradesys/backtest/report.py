@@ -258,7 +258,10 @@ def load_tear_sheet(
 def _figure(rows: int = 1, height: float = 3.2) -> tuple[Any, Any]:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, height * rows), dpi=100, layout="constrained")
+    # fixed margins: a constrained layout measures every artist before drawing, which doubled the drawing time
+    inches = height * rows
+    fig = Figure(figsize=(10, inches), dpi=100)
+    fig.subplots_adjust(left=0.1, right=0.97, top=1 - 0.35 / inches, bottom=0.45 / inches, hspace=0.15)
     axes = fig.subplots(rows, 1, sharex=rows > 1, squeeze=False)[:, 0]
     return fig, axes
 
@@ -326,7 +329,7 @@ def render_pngs(sheet: TearSheet) -> dict[str, bytes]:
     a1.set_ylabel("x equity")
     a1.legend(loc="upper left")
     a1.set_title("Exposure and turnover")
-    a2.bar(ex.index, ex["turnover"] * 100, color="tab:brown", width=1.0)
+    a2.vlines(ex.index, 0, ex["turnover"] * 100, color="tab:brown", lw=1.0)  # one collection, not a bar per step
     a2.set_ylabel("turnover % of equity")
     out["exposure"] = _png(fig)
 

@@ -202,6 +202,9 @@ def create_api(
 
         app.include_router(options_router(auth, errors))
         app.include_router(risk_router(auth, errors))
+    from tradesys.serve.runs import runs_router
+
+    app.include_router(runs_router(auth, errors))  # /v1/runs/{id}/equity and /report: run folders, read-only
     return app
 
 
