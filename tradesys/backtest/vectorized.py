@@ -103,7 +103,8 @@ def stack_bars(batches: Iterable[pa.RecordBatch | pa.Table]) -> BarArrays:
     close, open_, high, low, vol = col("close"), col("open"), col("high"), col("low"), col("volume")
     good = np.isfinite(close) & (close > 0)
     order = list(pd.unique(syms[good]))
-    order += [s for s in pd.unique(syms) if s not in set(order)]
+    seen = set(order)
+    order += [s for s in pd.unique(syms) if s not in seen]
     sym_idx = pd.Index(order).get_indexer(syms)
     stamps, t_idx = np.unique(ts, return_inverse=True)
     shape = (len(stamps), len(order))
@@ -472,64 +473,67 @@ class VectorizedResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _tables(
-    bars: BarArrays, sim: SimArrays, strategy_id: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _ids(strategy_id: str, ts: np.ndarray, syms: np.ndarray) -> np.ndarray:
+    """Client order ids f"{strategy}-{ts}-{symbol}" for arrays of bar times and symbols (`rebalance_order`'s rule)."""
+    prefix = np.char.add(np.char.add(f"{strategy_id}-", ts.astype(str)), "-")
+    return np.char.add(prefix, syms.astype(str)).astype(object)
+
+
+def _tables(bars: BarArrays, sim: SimArrays, strategy_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Orders and fills of schedule 0 as the ledger would hold them (ids as `rebalance_order` and the venue
-    make them: order f"{strategy}-{ts}-{symbol}", fill f"{order}:{n}")."""
+    make them: order f"{strategy}-{ts}-{symbol}", fill f"{order}:{n}"); fills by bar, resting ones first."""
     assert sim.order_qty is not None and sim.submit_qty is not None and sim.rest_qty is not None
     assert sim.submit_price is not None and sim.submit_fee is not None
     assert sim.rest_price is not None and sim.rest_fee is not None and sim.rest_origin is not None
-    syms = np.asarray(bars.symbols, dtype=object)
+    syms = np.asarray(bars.symbols, dtype=str)
     ts = bars.ts_ns
-    oq, sq, rq = sim.order_qty[0], sim.submit_qty[0], sim.rest_qty[0]
+    oq, sq, rq, origin = sim.order_qty[0], sim.submit_qty[0], sim.rest_qty[0], sim.rest_origin[0]
     t, j = np.nonzero(oq)
-    cid = [f"{strategy_id}-{a}-{s}" for a, s in zip(ts[t], syms[j], strict=True)]
-    filled = np.abs(sq[t, j])
-    # the resting fill of each order, if any, sits at the bar where the order's symbol next traded
-    rt, rj = np.nonzero(rq)
-    rest_by = {(int(sim.rest_origin[0][a, b]), int(b)): abs(float(rq[a, b])) for a, b in zip(rt, rj, strict=True)}
-    filled = filled + np.array([rest_by.get((int(a), int(b)), 0.0) for a, b in zip(t, j, strict=True)])
     qty = np.abs(oq[t, j])
-    status = np.where(filled >= qty - FILL_EPS, "filled", "expired")
-    # an order still resting at the end of the data (its symbol never traded again) is still working
-    resting_at_end = np.zeros(len(t), dtype=bool)
-    for k, (a, b) in enumerate(zip(t, j, strict=True)):
-        if status[k] != "filled" and not bars.valid[a + 1 :, b].any():
-            resting_at_end[k] = True
-    status = np.where(resting_at_end, np.where(filled > 0, "partially_filled", "accepted"), status)
+    rt, rj = np.nonzero(rq)
+    ro = origin[rt, rj]
+    # the remainder's fill, booked at a later bar, belongs to the order at (origin bar, symbol)
+    rest_filled = np.zeros_like(oq)
+    rest_filled[ro, rj] = np.abs(rq[rt, rj])
+    filled = np.abs(sq[t, j]) + rest_filled[t, j]
+    status = np.where(filled >= qty - FILL_EPS, "filled", "expired").astype(object)
+    # an order whose symbol has no usable bar after it is still working at the end of the data
+    last = np.where(bars.valid.any(axis=0), bars.shape[0] - 1 - np.argmax(bars.valid[::-1], axis=0), -1)
+    working = (status != "filled") & (t >= last[j])
+    status[working] = np.where(filled[working] > 0, "partially_filled", "accepted")
     orders = pd.DataFrame(
         {
-            "client_order_id": cid,
+            "client_order_id": _ids(strategy_id, ts[t], syms[j]),
             "ts_ns": ts[t],
-            "symbol": syms[j],
-            "side": np.where(oq[t, j] > 0, "buy", "sell"),
+            "symbol": syms[j].astype(object),
+            "side": np.where(oq[t, j] > 0, "buy", "sell").astype(object),
             "qty": qty,
             "filled_qty": filled,
             "status": status,
         }
     )
-    rows = []
-    for a, b in zip(t, j, strict=True):
-        if sq[a, b] != 0.0:
-            rows.append((a, 0, b, f"{strategy_id}-{ts[a]}-{syms[b]}", 1, sq[a, b], sim.submit_price[0][a, b],
-                         sim.submit_fee[0][a, b]))
-    for a, b in zip(rt, rj, strict=True):
-        o = int(sim.rest_origin[0][a, b])
-        n = 2 if sq[o, b] != 0.0 else 1
-        rows.append((a, -1, b, f"{strategy_id}-{ts[o]}-{syms[b]}", n, rq[a, b], sim.rest_price[0][a, b],
-                     sim.rest_fee[0][a, b]))
-    rows.sort(key=lambda r: (r[0], r[1], r[2]))  # per bar: resting fills (at the open) before new ones
+    st, sj = np.nonzero(sq)
+    bar = np.concatenate([rt, st])
+    sym = np.concatenate([rj, sj])
+    order_bar = np.concatenate([ro, st])
+    # a remainder's fill is the order's second when the order also filled at once, else its first
+    number = np.concatenate([np.where(sq[ro, rj] != 0.0, 2, 1), np.ones(len(st), dtype=np.int64)])
+    signed = np.concatenate([rq[rt, rj], sq[st, sj]])
+    price = np.concatenate([sim.rest_price[0][rt, rj], sim.submit_price[0][st, sj]])
+    fee = np.concatenate([sim.rest_fee[0][rt, rj], sim.submit_fee[0][st, sj]])
+    first = np.concatenate([np.zeros(len(rt), dtype=np.int64), np.ones(len(st), dtype=np.int64)])
+    k = np.lexsort((sym, first, bar))  # per bar: resting fills (at the open) before new ones (at the close)
+    cid = _ids(strategy_id, ts[order_bar[k]], syms[sym[k]])
     fills = pd.DataFrame(
         {
-            "fill_id": [f"{r[3]}:{r[4]}" for r in rows],
-            "client_order_id": [r[3] for r in rows],
-            "ts_ns": np.array([ts[r[0]] for r in rows], dtype=np.int64),
-            "symbol": [str(syms[r[2]]) for r in rows],
-            "side": ["buy" if r[5] > 0 else "sell" for r in rows],
-            "qty": np.array([abs(r[5]) for r in rows], dtype=float),
-            "price": np.array([r[6] for r in rows], dtype=float),
-            "fee": np.array([r[7] for r in rows], dtype=float),
+            "fill_id": np.char.add(np.char.add(cid.astype(str), ":"), number[k].astype(str)).astype(object),
+            "client_order_id": cid,
+            "ts_ns": ts[bar[k]],
+            "symbol": syms[sym[k]].astype(object),
+            "side": np.where(signed[k] > 0, "buy", "sell").astype(object),
+            "qty": np.abs(signed[k]),
+            "price": price[k],
+            "fee": fee[k],
         }
     )
     return orders, fills
