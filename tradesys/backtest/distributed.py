@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from tradesys.ledger.sqlite import MEMORY, sqlite_path
 from tradesys.live import RunError, root_cause
 
 DEFAULT_RETRIES = 2
+_FIELD = re.compile(r"^[a-z_]+\.[a-z_]+: ")
 ATTEMPTS_FILE = "attempts"
 
 
@@ -150,7 +152,7 @@ def backtest_on_ray(
         kind, msg = task_error(exc)
         if kind == "DataError":
             raise DataError(msg) from None
-        if kind == "ConfigError":
+        if kind == "ConfigError" or _FIELD.match(msg):  # a setting's failure keeps its field-naming message
             raise ConfigError(msg) from None
         tries = attempts(run_dir)
         raise RunError(f"the backtest failed on Ray after {tries or '?'} attempt(s): {kind}: {redact_url(msg)}"

@@ -9,6 +9,9 @@ random search of strategy, risk and broker parameters, one Ray task per trial (d
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +30,17 @@ JsonOpt = Annotated[
 OutOpt = Annotated[Path | None, typer.Option("--out", help="also write the summary as JSON to this file")]
 RetriesOpt = Annotated[int, typer.Option(min=0, max=10, help="Ray task retries after a failure or a lost worker")]
 LEDGER_SCHEMES = ("sqlite://", "postgresql://", "postgres://")
+
+
+@contextlib.contextmanager
+def stdout_to_stderr(active: bool) -> Iterator[None]:
+    """While Ray runs: Ray's driver prints task-failure notices ("Task ... failed. There are N retries remaining")
+    on stdout, which must carry only the JSON summary under --json."""
+    if not active:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 @app.callback()
@@ -56,8 +70,11 @@ def backtest(
         _fail("config", f"--ledger: must start with sqlite:// or postgresql://, got {redact_url(ledger)!r}")
     shown = _console(json_)
     try:
-        result = _on_ray(cfg, ledger, retries, shown) if on_ray else _in_process(cfg, ledger or "sqlite:///:memory:",
-                                                                                 shown)
+        if on_ray:
+            with stdout_to_stderr(json_):
+                result = _on_ray(cfg, ledger, retries, shown)
+        else:
+            result = _in_process(cfg, ledger or "sqlite:///:memory:", shown)
     except DataError as exc:
         _fail("data", str(exc))
     except ConfigError as exc:
@@ -173,9 +190,11 @@ def sweep(
         _fail("config", str(exc))
     shown = _console(json_)
     try:
-        summary = run_sweep_on_ray(cfg, the_spec, config, set_ or [], runs_dir or Path(cfg.ledger.runs_dir), shown,
-                                   retries=retries, keep_ledgers=ledgers, mlflow=mlflow, tracking_uri=mlflow_uri,
-                                   experiment=experiment, rank_by=rank_by, n_trials=n)
+        with stdout_to_stderr(json_):
+            summary = run_sweep_on_ray(cfg, the_spec, config, set_ or [], runs_dir or Path(cfg.ledger.runs_dir),
+                                       shown,
+                                       retries=retries, keep_ledgers=ledgers, mlflow=mlflow,
+                                       tracking_uri=mlflow_uri, experiment=experiment, rank_by=rank_by, n_trials=n)
     except ConfigError as exc:
         _fail("config", str(exc))
     except RuntimeError as exc:
