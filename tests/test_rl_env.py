@@ -415,3 +415,19 @@ def test_market_from_the_offline_store_is_point_in_time(tmp_path: Path) -> None:
     np.testing.assert_array_equal(m.features[:, :, 1], m.close)
     lagged = market_from_store(store, [FeatureRef("px", 1, lag=int(ts[1] - ts[0]))], src)
     np.testing.assert_array_equal(lagged.features[1:, :, 1], lagged.close[:-1])
+
+
+def test_make_env_gives_rllib_a_vector_env_its_info_wrapper_accepts(market) -> None:
+    """RLlib's "vector_entry_point" mode calls the creator with num_envs and wraps it in DictInfoToList."""
+    from gymnasium.wrappers.vector import DictInfoToList
+
+    from tradesys.rl.env import make_env
+
+    cfg = {"window": 3, "episode_length": 4, "market": market}
+    assert isinstance(make_env(cfg), PortfolioEnv)
+    vec = DictInfoToList(make_env(cfg | {"num_envs": 2}))
+    obs, infos = vec.reset(seed=0)
+    assert obs.shape == (2, 3 * market.n_assets * 6 + market.n_assets + 1) and len(infos) == 2
+    for _ in range(5):
+        obs, _, _, _, infos = vec.step(vec.action_space.sample())
+    assert infos[0]["autoreset"] and infos[1]["autoreset"]  # both ended at step 4 and restarted at step 5

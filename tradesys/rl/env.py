@@ -50,7 +50,7 @@ from tradesys.config import BrokerConfig, ConfigError, DataConfig, RiskConfig
 from tradesys.rl import rewards
 from tradesys.rl.market import DEFAULT_FEATURES, FEATURES, MarketData, market_from_source
 
-__all__ = ["PortfolioEnv", "RLEnvConfig", "VectorPortfolioEnv", "load_market"]
+__all__ = ["PortfolioEnv", "RLEnvConfig", "VectorPortfolioEnv", "load_market", "make_env", "obs_layout"]
 
 CLIP_POSITION, CLIP_ORDER_QTY, CLIP_ORDER_NOTIONAL = 1, 2, 4
 
@@ -127,10 +127,10 @@ class RLEnvConfig:
         """From a plain dict (RLlib's env_config, TOML): nested broker/risk/data dicts are validated as the
         platform's sections; an unknown key is an error naming it."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known - {"market"})
+        unknown = sorted(set(values) - known - {"market", "num_envs"})
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown environment setting; known: {sorted(known)}")
-        kw = {k: v for k, v in values.items() if k != "market"}
+        kw = {k: v for k, v in values.items() if k not in ("market", "num_envs")}
         sections = {"broker": BrokerConfig, "risk": RiskConfig, "data": DataConfig}
         for name, model in sections.items():
             v = kw.get(name)
@@ -192,7 +192,8 @@ class _Core:
         self.cost = costs.CostModel.from_config(cfg.broker)
         self.limits = costs.SizingLimits.from_config(cfg.rebalance_band, cfg.risk)
         self.band_only = costs.SizingLimits(cfg.rebalance_band)
-        self.feat32 = np.ascontiguousarray(market.features, dtype=np.float32)
+        self.order_limits = math.isfinite(self.limits.max_order_qty) or math.isfinite(self.limits.max_order_notional)
+        self.feat_rows = np.ascontiguousarray(market.features, dtype=np.float32).reshape(market.n_bars, -1)
         self.liq_all = self.cost.liquidity(market.volume)  # (T, A) per-bar liquidity
         self.offsets = np.arange(-cfg.window + 1, 1)
         self.first_start = cfg.window - 1
@@ -232,10 +233,10 @@ class _Core:
         self.dsr_b[idx] = 0.0
 
     def observe(self) -> np.ndarray:
-        win = self.feat32[self.t[:, None] + self.offsets]  # (n, window, A, F)
-        close = self.m.close[self.t]
+        """A fresh (n, obs_dim) float32 array: feature windows, weights, cash weight."""
+        win = self.feat_rows[self.t[:, None] + self.offsets]  # (n, window, A * F)
         eq = self.equity[:, None]
-        w = (self.qty * close / eq).astype(np.float32)
+        w = (self.qty * self.m.close[self.t] / eq).astype(np.float32)
         cash = (self.cash / self.equity).astype(np.float32)[:, None]
         return np.concatenate([win.reshape(self.n, -1), w, cash], axis=1)
 
@@ -270,15 +271,19 @@ class _Core:
         target = costs.target_shares(w, eq_col, close, lim.max_position_notional)
         order = costs.order_qty(target, self.qty, close, lim)
         # what the gate would have been sent without the limits: report every clip
-        free_target = costs.target_shares(w, eq_col, close)
-        free_order = costs.order_qty(free_target, self.qty, close, self.band_only)
-        reason = np.where(free_target != target, CLIP_POSITION, 0)
-        want_any = np.abs(costs.order_qty(target, self.qty, close, self.band_only))
-        if math.isfinite(lim.max_order_qty):
-            reason = reason | np.where(want_any > math.floor(lim.max_order_qty), CLIP_ORDER_QTY, 0)
-        if math.isfinite(lim.max_order_notional):
-            cap = np.floor(lim.max_order_notional / close * (1 - 1e-12))
-            reason = reason | np.where(want_any > cap, CLIP_ORDER_NOTIONAL, 0)
+        reason = np.zeros(target.shape, dtype=np.int8)
+        free_order = order
+        if self.order_limits:
+            free_order = want = costs.order_qty(target, self.qty, close, self.band_only)
+            if math.isfinite(lim.max_order_qty):
+                reason |= np.where(np.abs(want) > math.floor(lim.max_order_qty), CLIP_ORDER_QTY, 0).astype(np.int8)
+            if math.isfinite(lim.max_order_notional):
+                cap = np.floor(lim.max_order_notional / close * (1 - 1e-12))
+                reason |= np.where(np.abs(want) > cap, CLIP_ORDER_NOTIONAL, 0).astype(np.int8)
+        if math.isfinite(lim.max_position_notional):
+            free_target = costs.target_shares(w, eq_col, close)
+            free_order = costs.order_qty(free_target, self.qty, close, self.band_only)
+            reason |= np.where(free_target != target, CLIP_POSITION, 0).astype(np.int8)
         # fills at bar t's close, within the liquidity resting fills left
         want = np.abs(order)
         side = np.sign(order)
@@ -329,7 +334,7 @@ class _Core:
             "order": order,
             "unclipped_order": free_order,
             "clipped": reason != 0,
-            "clip_reason": reason.astype(np.int8),
+            "clip_reason": reason,
             "fill_qty": signed,
             "fill_price": px,
             "fill_fee": fee,
@@ -415,14 +420,13 @@ class VectorPortfolioEnv(VectorEnv):
         # finished episodes start again now; their actions are ignored (NEXT_STEP autoreset)
         c.reset(again)
         live = ~again
-        saved = (c.t.copy(), c.cash.copy(), c.qty.copy(), c.liq_left.copy(), c.equity.copy(), c.peak.copy(),
-                 c.dsr_a.copy(), c.dsr_b.copy())
+        names = ("t", "cash", "qty", "liq_left", "equity", "peak", "dsr_a", "dsr_b")
+        any_again = bool(again.any())
+        saved = [getattr(c, k)[again] for k in names] if any_again else []
         reward, terminated, truncated, _, info = c.step(actions)
-        if again.any():  # restore the freshly reset episodes: they did not step
-            for arr_name, old in zip(("t", "cash", "qty", "liq_left", "equity", "peak", "dsr_a", "dsr_b"), saved,
-                                     strict=True):
-                arr = getattr(c, arr_name)
-                arr[again] = old[again]
+        if any_again:  # put the freshly reset episodes back: they did not step
+            for k, old in zip(names, saved, strict=True):
+                getattr(c, k)[again] = old
             reward = np.where(again, 0.0, reward)
             terminated = terminated & live
             truncated = truncated & live
@@ -477,3 +481,14 @@ def obs_layout(cfg: RLEnvConfig, market: MarketData) -> dict[str, tuple[int, ...
     a = market.n_assets
     return {"features": (cfg.window, a, len(market.feature_names)), "weights": (a,), "cash": (1,)}
 
+
+
+def make_env(env_config: Mapping[str, Any] | None = None) -> PortfolioEnv | VectorPortfolioEnv:
+    """An env creator for RLlib: `env_config` as `RLEnvConfig.from_mapping` reads it (plus an optional "market");
+    with a "num_envs" key (RLlib's `gym_env_vectorize_mode="vector_entry_point"` adds it) a VectorPortfolioEnv of
+    that many episodes, else a PortfolioEnv."""
+    values = dict(env_config or {})
+    n = values.pop("num_envs", None)
+    if n is None:
+        return PortfolioEnv(values)
+    return VectorPortfolioEnv(int(n), values)
