@@ -3,6 +3,9 @@
 Transitions: NEW -> ACCEPTED -> PARTIALLY_FILLED -> FILLED, and any open state -> CANCELED / EXPIRED;
 NEW -> REJECTED. Terminal states never change. Registering an id twice is a no-op (idempotency), a fill id
 seen twice is applied once, and a fill for an unknown order is refused: every fill has an order.
+
+The open orders are also kept in their own index (in registration order), so the per-step queries
+(`working_qty`, `open_orders`) cost the open orders, not every order the run ever sent.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Applied:
 class OrderManager:
     def __init__(self) -> None:
         self._orders: dict[str, OrderState] = {}
+        self._open: dict[str, OrderState] = {}  # the non-terminal subset of _orders, in registration order
         self._fill_ids: set[str] = set()
 
     def __len__(self) -> int:
@@ -63,7 +67,8 @@ class OrderManager:
             if o.client_order_id in self._orders:
                 dup.append(o)
             else:
-                self._orders[o.client_order_id] = OrderState(o)
+                st = OrderState(o)
+                self._orders[o.client_order_id] = self._open[o.client_order_id] = st
                 new.append(o)
         return new, dup
 
@@ -95,6 +100,8 @@ class OrderManager:
                 st.status, st.detail = OrderStatus.CANCELED, ev.detail
             elif ev.kind is EventKind.EXPIRED:
                 st.status, st.detail = OrderStatus.EXPIRED, ev.detail
+            if st.status.is_terminal:
+                self._open.pop(ev.client_order_id, None)
             out.updates.append(self._update(st, ev.ts_ns))
         return out
 
@@ -126,12 +133,12 @@ class OrderManager:
         )
 
     def open_orders(self) -> list[OrderState]:
-        return [st.copy() for st in self._orders.values() if not st.status.is_terminal]
+        return [st.copy() for st in self._open.values() if not st.status.is_terminal]
 
     def working_qty(self) -> dict[str, float]:
         """Signed quantity still working per symbol: what pre-trade risk adds to the position."""
         out: dict[str, float] = {}
-        for st in self._orders.values():
+        for st in self._open.values():
             if not st.status.is_terminal and st.leaves_qty > 0:
                 out[st.order.symbol] = out.get(st.order.symbol, 0.0) + st.order.side.sign * st.leaves_qty
         return out
@@ -173,6 +180,8 @@ class OrderManager:
                 detail=r.get("detail") or "",
             )
             oms._orders[order.client_order_id] = st
+            if not st.status.is_terminal:
+                oms._open[order.client_order_id] = st
         for f in fill_rows:
             oms._fill_ids.add(f["fill_id"])
             st = oms._orders.get(f["client_order_id"])
