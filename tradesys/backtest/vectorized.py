@@ -89,23 +89,29 @@ def stack_bars(batches: Iterable[pa.RecordBatch | pa.Table]) -> BarArrays:
     """Stack a source's bar batches (BAR_SCHEMA, any number of timestamps each) into `BarArrays`.
 
     If a symbol has two rows at one timestamp the last one wins (as at the venue)."""
-    parts = [b if isinstance(b, pa.Table) else pa.Table.from_batches([b]) for b in batches]
-    parts = [p for p in parts if p.num_rows]
-    if not parts:
+    items = [b for b in batches if b.num_rows]
+    if not items:
         raise ValueError("bars: no bars to stack")
-    table = pa.concat_tables(parts)
+    if all(isinstance(b, pa.RecordBatch) for b in items):
+        table = pa.Table.from_batches(items)  # one call: per-batch tables cost more than the data here
+    else:
+        table = pa.concat_tables([b if isinstance(b, pa.Table) else pa.Table.from_batches([b]) for b in items])
     ts = table.column("ts").cast(pa.int64()).to_numpy()
-    syms = table.column("symbol").to_numpy(zero_copy_only=False).astype(object)
+    encoded = table.column("symbol").combine_chunks().dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    names = encoded.dictionary.to_pylist()
 
     def col(name: str) -> np.ndarray:
         return table.column(name).to_numpy(zero_copy_only=False).astype(float)
 
     close, open_, high, low, vol = col("close"), col("open"), col("high"), col("low"), col("volume")
     good = np.isfinite(close) & (close > 0)
-    order = list(pd.unique(syms[good]))
+    order = list(pd.unique(codes[good]))  # first usable appearance; never-usable symbols last
     seen = set(order)
-    order += [s for s in pd.unique(syms) if s not in seen]
-    sym_idx = pd.Index(order).get_indexer(syms)
+    order += [c for c in range(len(names)) if c not in seen]
+    column = np.empty(len(names), dtype=np.int64)
+    column[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
+    sym_idx = column[codes]
     stamps, t_idx = np.unique(ts, return_inverse=True)
     shape = (len(stamps), len(order))
     out = {k: np.full(shape, np.nan) for k in ("open", "high", "low", "close", "volume")}
@@ -120,7 +126,7 @@ def stack_bars(batches: Iterable[pa.RecordBatch | pa.Table]) -> BarArrays:
     out["low"][t, j] = np.where(np.isnan(low[good]), np.minimum(o, c), low[good])
     out["volume"][t, j] = vol[good]
     valid[t, j] = True
-    return BarArrays(stamps, tuple(str(s) for s in order), valid=valid, **out)
+    return BarArrays(stamps, tuple(str(names[c]) for c in order), valid=valid, **out)
 
 
 def bars_from_config(cfg: TradesysConfig) -> tuple[BarArrays, int, float]:
