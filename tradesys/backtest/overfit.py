@@ -78,9 +78,10 @@ def sharpe_per_period(returns: np.ndarray) -> np.ndarray:
         r = r[:, None]
     mean = r.mean(axis=0)
     sd = r.std(axis=0, ddof=1)
+    flat = sd <= 1e-12 * np.abs(mean)  # zero variance, up to rounding
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(sd > 0, mean / np.where(sd > 0, sd, 1.0), np.sign(mean) * np.inf)
-    return np.where((sd == 0) & (mean == 0), 0.0, out)
+        out = np.where(flat, np.sign(mean) * np.inf, mean / np.where(flat, 1.0, sd))
+    return np.where(flat & (mean == 0), 0.0, out)
 
 
 def _sharpe_from_moments(n: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:

@@ -201,7 +201,7 @@ def sharpe(returns: np.ndarray, periods_per_year: float = 252.0) -> float:
     if r.size < 2:
         return 0.0 if r.size == 0 or r[0] == 0 else math.copysign(math.inf, float(r[0]))
     mean, sd = float(r.mean()), float(r.std(ddof=1))
-    if sd == 0.0:
+    if sd <= 1e-12 * abs(mean):  # zero variance, up to rounding
         return 0.0 if mean == 0.0 else math.copysign(math.inf, mean)
     return mean / sd * math.sqrt(periods_per_year)
 
