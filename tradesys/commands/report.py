@@ -95,4 +95,4 @@ def report(
     shown.print(table)
     for note in sheet.notes:
         shown.print(f"[dim]{note}[/dim]", highlight=False)
-    shown.print(f"Report written to {paths['html']}", highlight=False)
+    shown.print(f"Report written to {paths['html']}", highlight=False, soft_wrap=True)  # a path to copy: unwrapped
