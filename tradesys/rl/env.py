@@ -298,14 +298,19 @@ class _Core:
         # bar t+1: the DAY remainder fills at the open within the new bar's liquidity, then expires
         t1 = t + 1
         liq = self.liq_all[t1]
-        rside = np.sign(rest)
-        rfilled = costs.capped_qty(np.abs(rest), liq)
-        rpx = cost.fill_price(m.open[t1], rside)
-        rfee = cost.fees(rfilled, rpx)
-        rsigned = rside * rfilled
-        self.cash = self.cash - (rsigned * rpx + rfee).sum(axis=1)
-        self.qty = self.qty + rsigned
-        self.liq_left = liq - rfilled
+        if rest.any():
+            rside = np.sign(rest)
+            rfilled = costs.capped_qty(np.abs(rest), liq)
+            rpx = cost.fill_price(m.open[t1], rside)
+            rfee = cost.fees(rfilled, rpx)
+            rsigned = rside * rfilled
+            self.cash = self.cash - (rsigned * rpx + rfee).sum(axis=1)
+            self.qty = self.qty + rsigned
+            self.liq_left = liq - rfilled
+        else:  # nothing rests (the usual case when the cap does not bind)
+            rfilled = rsigned = np.zeros_like(rest)
+            rpx, rfee = np.zeros_like(rest), np.zeros_like(rest)
+            self.liq_left = liq
         e1 = self.cash + (self.qty * m.close[t1]).sum(axis=1)
         self.t = t1
         self.equity = e1
