@@ -24,7 +24,8 @@ What is timed (median of `--repeats`; symbol-bars = symbols x bars):
   `run()` alone.
 
     .venv/bin/python benchmarks/backtest_engines.py [--quick] [--repeats 3] [--datasets sp500,synthetic]
-        [--engines event,vectorized,vectorbt,backtrader,nautilus] [--peers-python PATH] [--json out.json]
+        [--engines event,vectorized,vectorbt,backtrader,nautilus] [--synthetic 500x2520] [--peers-python PATH]
+        [--json out.json]
 
 Peers venv: python3 -m venv /work/peers-venv && /work/peers-venv/bin/pip install vectorbt==1.0.0 'plotly<6'
 backtrader nautilus_trader==1.221.0 numpy 'pandas<3' pyarrow
@@ -73,16 +74,17 @@ class Dataset:
     n_symbols: int
 
 
-def datasets(quick: bool) -> dict[str, Dataset]:
-    """The two data sets of the issue's table; `--quick`: small slices of the same sources."""
+def datasets(quick: bool, synthetic: tuple[int, int] | None = None) -> dict[str, Dataset]:
+    """The two data sets of the issue's table; `--quick`: small slices of the same sources. `synthetic`:
+    (symbols, days) instead of 500 x 2,520 (20 x 300 with --quick)."""
     if quick:
         sp = Dataset("sp500", "5 S&P 500 stocks x 2021-2022", {
             "data.source": "sp500_stocks", "data.symbols": ["AAPL", "JPM", "KO", "XOM", "MSFT"],
             "data.start": "2021-01-01", "data.end": "2022-12-31"}, 5)
-        n, days = 20, 300
+        n, days = synthetic or (20, 300)
     else:
         sp = Dataset("sp500", "20 S&P 500 stocks x 2016-2022", {"data.source": "sp500_stocks"}, 20)
-        n, days = 500, 2520
+        n, days = synthetic or (500, 2520)
     syn = Dataset("synthetic", f"{n} synthetic symbols x {days:,} days", {
         "data.source": "synthetic", "data.symbols": [f"S{i:03d}" for i in range(n)], "data.synthetic_days": days,
         "data.synthetic_bar_seconds": 23_400, "data.start": "2010-01-04", "data.end": "2099-12-31", "data.seed": 7}, n)
@@ -233,7 +235,27 @@ def report(ds: Dataset, symbol_bars: int, rows: list[Row]) -> list[str]:
         vs_v = f"{vbt / m:.3g}x" if vbt else ""
         lines.append(f"| {r.engine} | {m:.3f} | {fmt_rate(rate)} | {vs_e} | {vs_v} | {r.positions} | {r.fills} |")
     notes = [f"- {r.engine}: {r.note}" for r in rows if r.note]
-    return [*lines, "", "Ratios are speed ratios (the other engine's time / this engine's time).", *notes]
+    return [*lines, "", "Ratios are speed ratios (the other engine's time / this engine's time).", *notes,
+            *aims(rows, symbol_bars)]
+
+
+def aims(rows: list[Row], symbol_bars: int) -> list[str]:
+    """The issue's two aims, checked on this run's medians."""
+    def med(prefix: str) -> float | None:
+        return next((r.median for r in rows if r.engine.startswith(prefix) and not r.error), None)
+
+    out = []
+    vbt = med("vectorbt")
+    for label in ("tradesys vectorised (run_vectorized)", "tradesys vectorised, signals + simulate"):
+        m = med(label)
+        if vbt and m:
+            out.append(f"- aim, vectorised within 2x of vectorbt: {label} takes {m / vbt:.2f}x vectorbt's time: "
+                       f"{'met' if m <= 2 * vbt else 'not met'}")
+    ev, nt = med("tradesys event"), med("nautilus_trader BacktestEngine run() alone")
+    if ev and nt:
+        out.append(f"- aim, event-driven above nautilus_trader's run(): {symbol_bars / ev:,.0f} against "
+                   f"{symbol_bars / nt:,.0f} symbol-bars/s: {'met' if ev < nt else 'not met'}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,13 +264,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per engine (default 3; --quick: 1)")
     ap.add_argument("--datasets", default="sp500,synthetic", help="comma list of sp500, synthetic")
     ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma list of {', '.join(ENGINES)}")
+    ap.add_argument("--synthetic", default=None, metavar="SYMBOLSxDAYS",
+                    help="synthetic data size, e.g. 100x2520 (default 500x2520; --quick: 20x300)")
     ap.add_argument("--peers-python", default=DEFAULT_PEERS_PYTHON, help="the peers' venv interpreter")
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     if repeats < 1:
         ap.error("--repeats: must be >= 1")
-    all_ds = datasets(args.quick)
+    size = None
+    if args.synthetic is not None:
+        try:
+            size = tuple(int(x) for x in args.synthetic.lower().split("x"))
+        except ValueError:
+            size = ()
+        if len(size) != 2 or min(size) < 1:
+            ap.error(f"--synthetic: SYMBOLSxDAYS with both >= 1, e.g. 100x2520, got {args.synthetic!r}")
+    all_ds = datasets(args.quick, size)  # type: ignore[arg-type]
     chosen = [s.strip() for s in args.datasets.split(",") if s.strip()]
     bad = [s for s in chosen if s not in all_ds]
     if bad or not chosen:
