@@ -8,7 +8,7 @@ choice and every out-of-sample bar against direct runs of the same engine.
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import math
 from typing import Any
 
@@ -17,16 +17,20 @@ import pandas as pd
 import pytest
 
 from tradesys.backtest.metrics import sharpe_ratio
+from tradesys.backtest.overfit import cscv_pbo, deflated_sharpe_of_trials
 from tradesys.backtest.walkforward import (
     LookAheadError,
     PanelEvaluator,
     Window,
     check_lookahead,
     check_windows,
+    config_evaluator,
     date_windows,
+    grid_returns,
     rolling_windows,
     sharpe,
     walk_forward,
+    walk_forward_configs,
 )
 
 
@@ -325,7 +329,7 @@ def test_trend_walk_forward_on_sp500_stocks() -> None:
         part = BarArrays(bars.ts_ns[start:end], bars.symbols, data[start:end, 0], data[start:end, 1],
                          data[start:end, 1], data[start:end, 1], data[start:end, 2], valid[start:end])
         eq = simulate(part, w[start:end], costs, sizing, cfg.initial_cash, record=False).equity[0]
-        return np.diff(np.concatenate([[cfg.initial_cash], eq])) / np.concatenate([[cfg.initial_cash], eq[:-1]])
+        return eq / np.concatenate([[cfg.initial_cash], eq[:-1]]) - 1.0
 
     grid = [{"fast": f, "slow": s} for f in (10, 30) for s in (60, 120)]
     ws = rolling_windows(len(bars.ts_ns), 504, 126, start=120, partial=False)  # 2 years in, half a year out
@@ -348,6 +352,23 @@ def test_trend_walk_forward_on_sp500_stocks() -> None:
     # the same walk-forward under the perturbation audit: the trend engine is causal, nothing changes
     audited = walk_forward(PanelEvaluator(trend, panel, guard="perturb"), grid, ws, periods_per_year=bpy)
     np.testing.assert_array_equal(audited.oos_returns, res.oos_returns)
-    summary = res.summary()
+    summary = res.summary(bars.ts_ns)
     assert len(summary["windows"]) == 9 and math.isfinite(summary["oos_sharpe"])
-    assert dataclasses.is_dataclass(res)
+    assert summary["windows"][0]["oos_dates"][0] == str(pd.Timestamp(bars.ts_ns[624]).date())
+    assert json.loads(json.dumps(summary)) == summary
+
+    # the configuration-level entry point (what `tradesys backtest walkforward` calls) gives the same walk
+    configs = [cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update=p)}) for p in grid]
+    labels = [{f"strategy.{k}": v for k, v in p.items()} for p in grid]
+    by_config, stamps = walk_forward_configs(configs, labels, is_bars=504, oos_bars=126, start=120, partial=False,
+                                             bars=bars)
+    np.testing.assert_array_equal(by_config.chosen_index, res.chosen_index)
+    np.testing.assert_array_equal(by_config.oos_returns, res.oos_returns)
+    assert by_config.chosen[0] == {"trial": int(res.chosen_index[0]), **labels[int(res.chosen_index[0])]}
+    np.testing.assert_array_equal(stamps, bars.ts_ns)
+    # and the same sweep's trial matrix gives the overfitting statistics over the out-of-sample span
+    trials = grid_returns(config_evaluator(configs, bars, n_symbols, bpy), by_config.grid, 624, 1758)
+    assert trials.shape == (1134, 4)
+    pbo = cscv_pbo(trials, 8)
+    assert 0.0 <= pbo.pbo <= 1.0 and pbo.n_combinations == 70
+    assert 0.0 <= deflated_sharpe_of_trials(trials).dsr <= 1.0

@@ -290,20 +290,31 @@ class WalkForwardResult:
             if [c.param_index for c in oos] != [int(self.chosen_index[w.index])]:
                 raise LookAheadError(f"window {w.index}: out-of-sample run is not the in-sample choice")
 
-    def summary(self) -> dict[str, Any]:
-        """Plain JSON-ready figures (per window and overall) for the CLI and reports."""
+    def summary(self, dates: object = None) -> dict[str, Any]:
+        """Plain JSON-ready figures (per window and overall) for the CLI and reports. With `dates` (one timestamp
+        per bar), each window also gives its first and last in- and out-of-sample dates."""
+        stamps = None
+        if dates is not None:
+            import pandas as pd
+
+            stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(dates)))
+
+        def row(w: Window) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "window": w.index,
+                "is": [w.is_start, w.is_end],
+                "oos": [w.oos_start, w.oos_end],
+                "params": self.chosen[w.index],
+                "is_sharpe": float(self.window_is_sharpe[w.index]),
+                "oos_sharpe": float(self.window_oos_sharpe[w.index]),
+            }
+            if stamps is not None:
+                out["is_dates"] = [str(stamps[w.is_start].date()), str(stamps[w.is_end - 1].date())]
+                out["oos_dates"] = [str(stamps[w.oos_start].date()), str(stamps[w.oos_end - 1].date())]
+            return out
+
         return {
-            "windows": [
-                {
-                    "window": w.index,
-                    "is": [w.is_start, w.is_end],
-                    "oos": [w.oos_start, w.oos_end],
-                    "params": self.chosen[w.index],
-                    "is_sharpe": float(self.window_is_sharpe[w.index]),
-                    "oos_sharpe": float(self.window_oos_sharpe[w.index]),
-                }
-                for w in self.windows
-            ],
+            "windows": [row(w) for w in self.windows],
             "is_sharpe": self.is_sharpe,
             "oos_sharpe": self.oos_sharpe,
             "oos_total_return": self.oos_total_return,
@@ -491,3 +502,116 @@ class PanelEvaluator:
 def check_lookahead(strategy: Strategy, data: object, params: Params, start: int, end: int) -> np.ndarray:
     """Run `strategy` once under guard="perturb": its returns for [start, end), or LookAheadError."""
     return PanelEvaluator(strategy, data, guard="perturb")(params, start, end)
+
+
+def grid_returns(evaluate: Evaluator, grid: Sequence[Params], start: int, end: int) -> np.ndarray:
+    """(end - start) x len(grid) per-bar returns of every grid entry over one span: the trial matrix that
+    `overfit.cscv_pbo` and `overfit.deflated_sharpe_of_trials` take for the same sweep."""
+    entries = [dict(p) for p in _grid(grid)]
+    return np.column_stack([_returns(evaluate(p, start, end), p, start, end) for p in entries])
+
+
+# ------------------------------------------------------------------------------- configurations (vectorised)
+PANEL_FIELDS = ("open", "high", "low", "close", "volume")
+
+
+def config_evaluator(
+    configs: Sequence[Any],
+    bars: Any,
+    n_symbols: int,
+    bars_per_year: float,
+    guard: Guard = "truncate",
+) -> PanelEvaluator:
+    """An evaluator over `configs` (validated `TradesysConfig`s that differ in strategy, risk or broker settings)
+    that runs each through the vectorised engine (`tradesys.backtest.vectorized`) on `bars` (its `BarArrays`).
+
+    Grid entries name a config by position: {"trial": i, ...}. A call for [start, end) computes the configured
+    strategy's target weights from the bars it is given (under the guard: those before `end`), then books them
+    from a flat book and the config's initial cash at `start`, with the config's costs and sizing limits.
+    """
+    from tradesys.backtest.costs import CostModel, SizingLimits
+    from tradesys.backtest.vectorized import BarArrays, simulate, target_weights
+
+    cfgs = list(configs)
+    if not cfgs:
+        raise ValueError("configs: empty (nothing to evaluate)")
+    for i, c in enumerate(cfgs):
+        if c.data != cfgs[0].data:
+            raise ValueError(f"configs[{i}]: its data section differs from configs[0] (one data set per walk-forward)")
+    ts, symbols = np.asarray(bars.ts_ns), tuple(bars.symbols)
+    panel = np.stack([getattr(bars, f) for f in PANEL_FIELDS], axis=1)  # bars x fields x symbols
+
+    def strategy(params: Params, data: np.ndarray, start: int, end: int) -> np.ndarray:
+        i = params.get("trial")
+        if not isinstance(i, (int, np.integer)) or not 0 <= i < len(cfgs):
+            raise ValueError(f"grid: entry {dict(params)} needs 'trial', an index into configs (0..{len(cfgs) - 1})")
+        cfg = cfgs[int(i)]
+        rows = data.shape[0]
+        close = data[:, 3]
+        valid = np.isfinite(close) & (close > 0)
+        seen = BarArrays(ts[:rows], symbols, *(data[:, k] for k in range(len(PANEL_FIELDS))), valid=valid)
+        weights = target_weights(cfg, seen, n_symbols, bars_per_year)
+        part = BarArrays(ts[start:end], symbols, *(data[start:end, k] for k in range(len(PANEL_FIELDS))),
+                         valid=valid[start:end])
+        costs = CostModel.from_config(cfg.broker)
+        sizing = SizingLimits.from_config(cfg.strategy.rebalance_band, cfg.risk)
+        equity = simulate(part, weights[start:end], costs, sizing, cfg.initial_cash, record=False).equity[0]
+        prev = np.concatenate([[cfg.initial_cash], equity[:-1]])
+        return equity / prev - 1.0
+
+    return PanelEvaluator(strategy, panel, guard=guard)
+
+
+def walk_forward_configs(
+    configs: Sequence[Any],
+    labels: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    is_span: str | None = None,
+    oos_span: str | None = None,
+    is_bars: int | None = None,
+    oos_bars: int | None = None,
+    gap: int = 0,
+    anchored: bool = False,
+    start: int = 0,
+    partial: bool = True,
+    objective: str | Objective = "sharpe",
+    guard: Guard = "truncate",
+    bars: Any = None,
+) -> tuple[WalkForwardResult, np.ndarray]:
+    """Walk-forward over configurations through the vectorised engine: the entry point for
+    `tradesys backtest walkforward`. Returns (the result, the bars' timestamps in ns for its indices).
+
+    `configs`: one validated TradesysConfig per grid point (same data section); `labels`: the swept values of
+    each (e.g. {"strategy.fast": 10, "strategy.slow": 50}), shown as the chosen parameters (default: none).
+    Windows on the calendar (`is_span` / `oos_span`, e.g. "2Y" / "6M") or in bars (`is_bars` / `oos_bars`, from
+    bar `start`); `gap`, `anchored` and `partial` as in `rolling_windows` / `date_windows`.
+    `bars`: the data as `BarArrays` (default: read from configs[0]'s data section, the only I/O here).
+    """
+    from tradesys.backtest.vectorized import bars_from_config
+
+    cfgs = list(configs)
+    if not cfgs:
+        raise ValueError("configs: empty (nothing to walk forward over)")
+    if labels is not None and len(labels) != len(cfgs):
+        raise ValueError(f"labels: need one per config ({len(cfgs)}), got {len(labels)}")
+    if bars is None:
+        bars, n_symbols, bpy = bars_from_config(cfgs[0])
+    else:
+        from tradesys.data import bars_per_year
+
+        n_symbols, bpy = len(bars.symbols), bars_per_year(cfgs[0].data)
+    n = len(bars.ts_ns)
+    if (is_span is None) == (is_bars is None) or (oos_span is None) == (oos_bars is None):
+        raise ValueError("is_span: give the windows either as spans (is_span and oos_span) or in bars "
+                         "(is_bars and oos_bars)")
+    if is_span is not None:
+        if oos_span is None:
+            raise ValueError("oos_span: needed with is_span")
+        windows = date_windows(np.asarray(bars.ts_ns), is_span, oos_span, gap=gap, anchored=anchored, partial=partial)
+    else:
+        if is_bars is None or oos_bars is None:
+            raise ValueError("oos_bars: needed with is_bars")
+        windows = rolling_windows(n, is_bars, oos_bars, gap=gap, anchored=anchored, start=start, partial=partial)
+    grid = [{"trial": i, **(dict(labels[i]) if labels is not None else {})} for i in range(len(cfgs))]
+    ev = config_evaluator(cfgs, bars, n_symbols, bpy, guard=guard)
+    return walk_forward(ev, grid, windows, objective, periods_per_year=bpy), np.asarray(bars.ts_ns)
