@@ -31,6 +31,7 @@ from tradesys.backtest.metrics import per_step_equity
 from tradesys.backtest.runner import run_backtest
 from tradesys.backtest.vectorized import (
     bars_from_config,
+    batch_summaries,
     run_vectorized,
     simulate,
     trend_target_weights,
@@ -306,6 +307,23 @@ def test_batch_axis_matches_single_runs() -> None:
         assert one.n_fills[0] == batch.n_fills[b] > 0
 
 
+def test_trend_sweep_in_one_call_matches_each_run() -> None:
+    """A fast/slow grid as one batched simulate: each schedule's summary equals run_vectorized on that config."""
+    grid = [(3, 12), (5, 20), (8, 30)]
+    cfgs = [_cfg(SYNTH, {"name": "trend", "fast": f, "slow": s, "max_weight": 0.3}, broker={"participation_cap": 0.01})
+            for f, s in grid]
+    bars, n, bpy = bars_from_config(cfgs[0])
+    w = np.stack([trend_target_weights(bars.close, c.strategy, bpy, c.risk, n, bars.valid) for c in cfgs])
+    c0 = cfgs[0]
+    sim = simulate(bars, w, CostModel.from_config(c0.broker), SizingLimits.from_config(c0.strategy.rebalance_band,
+                                                                                        c0.risk), 1e6, record=False)
+    for cfg, got in zip(cfgs, batch_summaries(sim, bars.ts_ns, 1e6), strict=True):
+        ref = run_vectorized(cfg).summary
+        assert (got.equity, got.sharpe, got.max_drawdown, got.orders, got.fills) == (
+            ref.equity, ref.sharpe, ref.max_drawdown, ref.orders, ref.fills)
+    assert len({s.equity for s in batch_summaries(sim, bars.ts_ns, 1e6)}) == 3
+
+
 # ------------------------------------------------------------------------------------------------ costs.py
 
 
@@ -372,3 +390,8 @@ def test_run_vectorized_refuses_what_it_does_not_model(tmp_path) -> None:
         run_vectorized(bad)
     with pytest.raises(ConfigError, match="weights: expected shape"):
         run_vectorized(TradesysConfig.model_validate(base), weights=np.zeros((3, 3)))
+    other = tmp_path / "w.csv"
+    pd.DataFrame({"date": ["2024-01-02"], "NOPE": [0.1]}).to_csv(other, index=False)
+    cfg = TradesysConfig.model_validate({**base, "strategy": {"name": "weights", "weights_path": str(other)}})
+    with pytest.raises(ConfigError, match=r"strategy\.weights_path: no weight column names a symbol"):
+        run_vectorized(cfg)

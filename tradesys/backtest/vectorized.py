@@ -48,6 +48,7 @@ __all__ = [
     "SimArrays",
     "VectorizedResult",
     "bars_from_config",
+    "batch_summaries",
     "run_vectorized",
     "simulate",
     "stack_bars",
@@ -564,6 +565,14 @@ def summarize_equity(equity: np.ndarray, ts_ns: np.ndarray, initial_cash: float,
     )
 
 
+def batch_summaries(sim: SimArrays, ts_ns: np.ndarray, initial_cash: float) -> list[RunSummary]:
+    """One `RunSummary` per schedule of a batched `simulate` (e.g. a sweep run with record=False)."""
+    return [
+        summarize_equity(sim.equity[b], ts_ns, initial_cash, int(sim.n_orders[b]), int(sim.n_fills[b]))
+        for b in range(sim.equity.shape[0])
+    ]
+
+
 def target_weights(cfg: TradesysConfig, bars: BarArrays, n_symbols: int, bars_per_year: float) -> np.ndarray:
     """The configured strategy's weights as bars x symbols, as its event-driven twin targets them."""
     s = cfg.strategy
@@ -573,7 +582,13 @@ def target_weights(cfg: TradesysConfig, bars: BarArrays, n_symbols: int, bars_pe
         from tradesys.strategy.weights import load_weights
 
         assert s.weights_path is not None  # the config requires it
-        dense = load_weights(s.weights_path).dense(bars.ts_ns, bars.symbols)
+        schedule = load_weights(s.weights_path)
+        if not set(schedule.symbols) & set(bars.symbols):
+            raise ConfigError(
+                f"strategy.weights_path: no weight column names a symbol of the data (columns "
+                f"{list(schedule.symbols)[:8]}, data {list(bars.symbols)[:8]})"
+            )
+        dense = schedule.dense(bars.ts_ns, bars.symbols)
         return _weights_strategy(dense, bars, cfg.risk)
     raise ConfigError(
         f"strategy.name: the vectorised engine runs target-weight strategies (trend, weights), got {s.name!r}"
