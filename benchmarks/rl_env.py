@@ -13,7 +13,7 @@ whole shares; the order and position limits of the default RiskConfig) and the s
 The process is pinned to one CPU (`os.sched_setaffinity`) and BLAS threads are set to 1. Each figure is the median
 of --repeats timed runs; random actions are drawn before timing.
 
-    .venv/bin/python benchmarks/rl_env.py [--repeats 3] [--assets 20 500] [--num-envs 64] [--days 5]
+    .venv/bin/python benchmarks/rl_env.py [--repeats 3] [--assets 20 500] [--num-envs 16 256] [--days 5]
 """
 
 from __future__ import annotations
@@ -167,13 +167,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--assets", type=int, nargs="+", default=[20, 500])
-    ap.add_argument("--num-envs", type=int, default=64)
+    ap.add_argument("--num-envs", type=int, nargs="+", default=[16, 256])
     ap.add_argument("--days", type=int, default=5, help="synthetic sessions of 390 one-minute bars")
     ap.add_argument("--seconds", type=float, default=1.0, help="rough length of one timed run")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    print(f"one core: cpu {sorted(os.sched_getaffinity(0))}, numpy {np.__version__}, gymnasium {gym.__version__}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"one core: cpu {sorted(os.sched_getaffinity(0))} of {os.cpu_count()}, load average {load}; "
+          f"numpy {np.__version__}, gymnasium {gym.__version__}")
     risk = RiskConfig(max_gross_leverage=None, max_net_leverage=None)
     for n_assets in args.assets:
         market = _market(n_assets, args.days)
@@ -184,20 +186,19 @@ def main() -> None:
               f"{_check_same(cfg, market):.1e}")
         rng = np.random.default_rng(1)
         results: dict[str, list[float]] = {}
-        envs: list[tuple[str, Any, bool]] = [
-            (f"vector env (num_envs={args.num_envs})", VectorPortfolioEnv(args.num_envs, cfg, market), True),
-            ("single env (PortfolioEnv)", PortfolioEnv(cfg, market), False),
-            ("loop env (FinRL style)", LoopPortfolioEnv(cfg, market), False),
+        envs: list[tuple[str, Any, int]] = [
+            *((f"vector env (num_envs={n})", VectorPortfolioEnv(n, cfg, market), n) for n in args.num_envs),
+            ("single env (PortfolioEnv)", PortfolioEnv(cfg, market), 0),
+            ("loop env (FinRL style)", LoopPortfolioEnv(cfg, market), 0),
         ]
-        for label, env, vec in envs:
+        for label, env, n_vec in envs:
+            run = _time_vector if n_vec else _time_single
+            lead = (n_vec,) if n_vec else ()
             # size a run to about --seconds from a short probe
-            probe_n = 5 if vec else 50
-            shape = (probe_n, args.num_envs, n_assets + 1) if vec else (probe_n, n_assets + 1)
-            probe = (_time_vector if vec else _time_single)(env, rng.uniform(-1, 1, shape))
-            calls = max(10, int(probe * args.seconds / (args.num_envs if vec else 1)))
-            shape = (calls, args.num_envs, n_assets + 1) if vec else (calls, n_assets + 1)
-            actions = rng.uniform(-1, 1, shape)
-            results[label] = [(_time_vector if vec else _time_single)(env, actions) for _ in range(args.repeats)]
+            probe = run(env, rng.uniform(-1, 1, (5 if n_vec else 50, *lead, n_assets + 1)))
+            calls = max(10, int(probe * args.seconds / max(n_vec, 1)))
+            actions = rng.uniform(-1, 1, (calls, *lead, n_assets + 1))
+            results[label] = [run(env, actions) for _ in range(args.repeats)]
         loop = statistics.median(results["loop env (FinRL style)"])
         for label, runs in results.items():
             med = statistics.median(runs)

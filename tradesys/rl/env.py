@@ -274,13 +274,14 @@ class _Core:
         reason = np.zeros(target.shape, dtype=np.int8)
         free_order = order
         if self.order_limits:
-            free_order = want = costs.order_qty(target, self.qty, close, self.band_only)
+            free_order = costs.order_qty(target, self.qty, close, self.band_only)
+            want = np.abs(free_order)
             if math.isfinite(lim.max_order_qty):
-                reason |= np.where(np.abs(want) > math.floor(lim.max_order_qty), CLIP_ORDER_QTY, 0).astype(np.int8)
+                reason |= np.where(want > math.floor(lim.max_order_qty), CLIP_ORDER_QTY, 0).astype(np.int8)
             if math.isfinite(lim.max_order_notional):
                 cap = np.floor(lim.max_order_notional / close * (1 - 1e-12))
-                reason |= np.where(np.abs(want) > cap, CLIP_ORDER_NOTIONAL, 0).astype(np.int8)
-        if math.isfinite(lim.max_position_notional):
+                reason |= np.where(want > cap, CLIP_ORDER_NOTIONAL, 0).astype(np.int8)
+        if math.isfinite(lim.max_position_notional) and (np.abs(w) * eq_col > lim.max_position_notional).any():
             free_target = costs.target_shares(w, eq_col, close)
             free_order = costs.order_qty(free_target, self.qty, close, self.band_only)
             reason |= np.where(free_target != target, CLIP_POSITION, 0).astype(np.int8)
