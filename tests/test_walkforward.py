@@ -372,3 +372,38 @@ def test_trend_walk_forward_on_sp500_stocks() -> None:
     pbo = cscv_pbo(trials, 8)
     assert 0.0 <= pbo.pbo <= 1.0 and pbo.n_combinations == 70
     assert 0.0 <= deflated_sharpe_of_trials(trials).dsr <= 1.0
+
+
+def _synthetic_bars(n: int = 400, symbols: int = 3) -> Any:
+    from tradesys.backtest.vectorized import BarArrays
+
+    close = _prices(n, seed=21)[:, :1] * np.ones((1, symbols)) * np.linspace(1.0, 1.5, symbols)
+    ts = pd.bdate_range("2020-01-01", periods=n).asi8
+    return BarArrays(ts, tuple(f"S{j}" for j in range(symbols)), close, close, close, close,
+                     np.full(close.shape, np.nan), np.ones(close.shape, dtype=bool))
+
+
+@pytest.mark.slow  # ~10 s alone: the first import of the numba engine
+def test_walk_forward_configs_checks_its_arguments_and_takes_calendar_windows() -> None:
+    from tradesys.config import TradesysConfig
+
+    bars = _synthetic_bars()
+    base = TradesysConfig()
+    configs = [base.model_copy(update={"strategy": base.strategy.model_copy(update={"fast": f, "slow": 40})})
+               for f in (5, 10)]
+    res, stamps = walk_forward_configs(configs, is_span="6M", oos_span="3M", bars=bars)
+    assert len(res.windows) >= 3 and [c["trial"] for c in res.chosen] == res.chosen_index.tolist()
+    assert pd.Timestamp(stamps[res.windows[0].oos_start]) >= pd.Timestamp("2020-07-01")
+    with pytest.raises(ValueError, match=r"^is_span: give the windows either as spans"):
+        walk_forward_configs(configs, is_span="6M", oos_span="3M", is_bars=100, oos_bars=50, bars=bars)
+    with pytest.raises(ValueError, match=r"^oos_span: needed with is_span"):
+        walk_forward_configs(configs, is_span="6M", oos_bars=50, bars=bars)
+    with pytest.raises(ValueError, match=r"^labels: need one per config \(2\), got 1"):
+        walk_forward_configs(configs, [{"strategy.fast": 5}], is_bars=100, oos_bars=50, bars=bars)
+    with pytest.raises(ValueError, match=r"^configs: empty"):
+        walk_forward_configs([], is_bars=100, oos_bars=50, bars=bars)
+    other = base.model_copy(update={"data": base.data.model_copy(update={"symbols": ["AAPL"]})})
+    with pytest.raises(ValueError, match=r"^configs\[1\]: its data section differs"):
+        walk_forward_configs([configs[0], other], is_bars=100, oos_bars=50, bars=bars)
+    with pytest.raises(ValueError, match=r"^grid: entry \{'trial': 7\} needs 'trial'"):
+        config_evaluator(configs, bars, 3, 252.0)({"trial": 7}, 100, 200)
