@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--search", choices=["grid", "random"], default=None, help="sweep: grid or random")
     ap.add_argument("--trials", type=int, default=None, help="sweep: random search trials")
     ap.add_argument("--seed", type=int, default=None, help="sweep: random search seed")
+    ap.add_argument("--engine", choices=["event", "vectorized", "auto"], default="event",
+                    help="sweep: event-driven, vectorised, or vectorised where it applies")
     ap.add_argument("--no-mlflow", action="store_true", help="sweep: do not log to MLflow")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     ap.add_argument("--out", type=Path, default=None, help="also write the summary as JSON to this file")
@@ -65,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The job's body: check everything, join the cluster, run; the summary (raises ConfigError/DataError/RunError)."""
-    from tradesys.backtest.sweep import check_space, generate_trials, load_spec, make_spec, parse_param
+    from tradesys.backtest.sweep import check_engine, check_space, generate_trials, load_spec, make_spec, parse_param
     from tradesys.commands.backtest import LEDGER_SCHEMES, run_on_ray, run_sweep_on_ray
     from tradesys.config import parse_override, redact_url
     from tradesys.data import check_data
@@ -84,12 +86,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         spec = make_spec([parse_param(p) for p in args.param], search=args.search, trials=args.trials,
                          seed=args.seed, file=load_spec(args.spec) if args.spec else None)
         check_space(spec, cfg, fixed=[parse_override(o)[0] for o in args.overrides])
+        check_engine(args.engine, spec.params)
         n = len(generate_trials(spec))
     _, cluster = connect_ray(cfg, shown)  # inside a job: RAY_ADDRESS names the cluster
     try:
         if sweeping:
             return run_sweep_on_ray(cfg, spec, args.config, args.overrides, runs_dir, shown, n_trials=n,
-                                    connect=False, retries=args.retries, mlflow=not args.no_mlflow,
+                                    connect=False, retries=args.retries, mlflow=not args.no_mlflow, engine=args.engine,
                                     show_progress=not args.quiet)
         return run_on_ray(cfg, args.ledger, runs_dir, args.retries, shown)
     finally:

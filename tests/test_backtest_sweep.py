@@ -25,6 +25,7 @@ from tradesys.backtest.sweep import (
     Trial,
     TrialResult,
     best,
+    check_engine,
     check_space,
     generate_trials,
     load_spec,
@@ -32,6 +33,7 @@ from tradesys.backtest.sweep import (
     parse_param,
     results_table,
     trial_config,
+    trial_engine,
 )
 from tradesys.config import ConfigError, load_config
 from tradesys.ledger import open_ledger
@@ -191,6 +193,28 @@ def test_distribution_text_round_trips() -> None:
         assert isinstance(dim, Distribution) and parse_param(f"x.y={dim.text()}")[1] == dim
 
 
+def test_engine_choice_per_trial() -> None:
+    """auto: vectorised for trend with market orders and no pre-trade gate field swept, else event-driven;
+    vectorized where it does not apply: a reason (the trial is invalid); sweeping a gate field: refused up front."""
+    trend = load_config(None, BASE)
+    model = load_config(None, [*BASE, 'strategy.name="model"', 'strategy.model_path="/m.onnx"',
+                               'strategy.standardizer_path="/s.json"'])
+    limit = load_config(None, [*BASE, 'strategy.order_type="limit"'])
+    swept = ["strategy.fast", "risk.max_order_qty", "broker.fee_bps"]
+    assert trial_engine("auto", trend, swept) == ("vectorized", None)
+    assert trial_engine("auto", trend, ["risk.var_limit_pct"]) == ("event", None)
+    assert trial_engine("auto", model, []) == ("event", None)
+    assert trial_engine("event", trend, []) == ("event", None)
+    eng, why = trial_engine("vectorized", model, [])
+    assert eng == "vectorized" and why is not None and why.startswith("strategy.name: the vectorised engine runs trend")
+    assert trial_engine("vectorized", limit, [])[1].startswith("strategy.order_type: the vectorised engine models")
+    with pytest.raises(ConfigError, match=r"^risk\.daily_loss_limit_pct: the vectorised engine does not model"):
+        check_engine("vectorized", ["strategy.fast", "risk.daily_loss_limit_pct"])
+    with pytest.raises(ConfigError, match=r"^--engine: must be one of event, vectorized, auto, got 'numba'"):
+        check_engine("numba", [])
+    check_engine("auto", ["risk.var_limit_pct"])  # auto falls back to event-driven instead
+
+
 # -- on the session Ray ------------------------------------------------------------------------------------------
 
 
@@ -204,6 +228,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_sweep_on_ray_equals_in_process_runs(ray_session: None, tmp_path: Path) -> None:
     """A 2x2 grid with two impossible pairs: two trials run as Ray tasks and equal in-process backtests exactly;
     the impossible ones are rows with status invalid; the Parquet table and the MLflow runs say the same."""
@@ -245,27 +270,32 @@ def test_sweep_on_ray_equals_in_process_runs(ray_session: None, tmp_path: Path) 
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_cli_sweep_reports_a_failing_trial_after_its_retries(ray_session: None, tmp_path: Path) -> None:
-    """`tradesys backtest sweep`: the model trial raises inside its task (no model file); it is retried, then
-    reported with status failed and its error; the trend trial still runs. JSON on stdout, table on stderr."""
+    """`tradesys backtest sweep --engine auto`: the model trial (event-driven) raises inside its task (no model
+    file); it is retried, then reported with status failed and its error; the trend trial runs on the vectorised
+    engine and equals `run_vectorized` in-process. JSON on stdout, the table on stderr."""
+    from tradesys.backtest.vectorized import run_vectorized
     from tradesys.cli import app
 
     missing = ["-s", 'strategy.model_path="/nonexistent/m.onnx"', "-s",
                'strategy.standardizer_path="/nonexistent/s.json"']
     args = ["backtest", "sweep", *(x for o in BASE for x in ("-s", o)), *missing, "-p", "strategy.name=trend,model",
-            "--retries", "1", "--no-mlflow", "--no-ledgers", "--runs-dir", str(tmp_path), "--json"]
+            "--retries", "1", "--no-mlflow", "--runs-dir", str(tmp_path), "--engine", "auto", "--json"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
-    assert (s["ok"], s["failed"], s["mlflow"]) == (1, 1, None)
+    assert (s["ok"], s["failed"], s["mlflow"], s["engines"]) == (1, 1, None, {"event": 1, "vectorized": 1})
     rows = pq.read_table(s["results"]).to_pylist()
-    assert [(x["strategy.name"], x["status"]) for x in rows] == [("trend", "ok"), ("model", "failed")]
+    assert [(x["strategy.name"], x["status"], x["engine"]) for x in rows] == [
+        ("trend", "ok", "vectorized"), ("model", "failed", "event")]
     failed = rows[1]
     assert failed["error"] == "ValueError: strategy.standardizer_path: '/nonexistent/s.json' is not a file"
     assert failed["attempts"] == 2  # the first attempt and one retry, each recorded by the task
-    assert failed["ledger_path"] is None and failed["sharpe"] is None
-    ref = _reference({"strategy.name": "trend"}, missing[1::2])
-    assert all(_same(rows[0][m], ref[m]) for m in METRICS)
+    assert failed["ledger_path"] == str(tmp_path / s["sweep_id"] / "trials" / "00001" / "ledger.db")
+    assert failed["sharpe"] is None and rows[0]["ledger_path"] is None  # the vectorised engine keeps no ledger
+    ref = run_vectorized(trial_config(None, BASE + missing[1::2], {"strategy.name": "trend"})).summary
+    assert all(_same(rows[0][m], getattr(ref, m)) for m in METRICS)
     assert "sweep " in r.stderr and "1 failed" in r.stderr
 
 

@@ -101,7 +101,18 @@ def execute_backtest(cfg: TradesysConfig, ledger_url: str, run_dir: str | None) 
     return {"summary": summary.as_dict(), "attempt": attempt, "seconds": time.perf_counter() - t0}
 
 
+def execute_vectorized(cfg: TradesysConfig, run_dir: str | None) -> dict[str, Any]:
+    """A trial on the vectorised engine (`run_vectorized`: no ledger; what it does not model is in its docstring)."""
+    from tradesys.backtest.vectorized import run_vectorized
+
+    attempt = _attempt(run_dir)
+    t0 = time.perf_counter()
+    result = run_vectorized(cfg)
+    return {"summary": result.summary.as_dict(), "attempt": attempt, "seconds": time.perf_counter() - t0}
+
+
 _backtest_task = ray.remote(num_cpus=1)(execute_backtest)
+_vectorized_task = ray.remote(num_cpus=1)(execute_vectorized)
 
 
 def ensure_empty(ledger_url: str) -> None:
@@ -170,22 +181,30 @@ class TrialJob:
     config: TradesysConfig | None
     invalid: str | None
     trial_dir: Path
-    ledger_url: str
+    ledger_url: str | None
+    engine: str = "event"
 
 
 def plan_trials(
     trials: Sequence[Trial], configs: Sequence[TradesysConfig | ConfigError], sweep_dir: Path, keep_ledgers: bool,
+    engine: str = "event",
 ) -> list[TrialJob]:
-    """Each trial's folder `<sweep dir>/trials/<index>/` and ledger (a SQLite file there, or in memory)."""
+    """Each trial's engine (`sweep.trial_engine`), folder `<sweep dir>/trials/<index>/` and ledger (event-driven:
+    a SQLite file there, or in memory; vectorised: none)."""
+    from tradesys.backtest.sweep import trial_engine
+
     jobs = []
     for t, c in zip(trials, configs, strict=True):
         d = sweep_dir / "trials" / f"{t.index:05d}"
-        url = f"sqlite:///{d / 'ledger.db'}" if keep_ledgers else f"sqlite:///{MEMORY}"
+        url: str | None = f"sqlite:///{d / 'ledger.db'}" if keep_ledgers else f"sqlite:///{MEMORY}"
         if isinstance(c, ConfigError):
-            jobs.append(TrialJob(t, None, " ".join(str(c).split()), d, url))
-        else:
-            params = {k: swept_value(c, k) for k in t.params}  # validated values (e.g. "off" -> None)
-            jobs.append(TrialJob(Trial(t.index, params), c, None, d, url))
+            jobs.append(TrialJob(t, None, " ".join(str(c).split()), d, url, "event" if engine == "auto" else engine))
+            continue
+        params = {k: swept_value(c, k) for k in t.params}  # validated values (e.g. "off" -> None)
+        eng, why = trial_engine(engine, c, t.params)
+        if eng == "vectorized":
+            url = None
+        jobs.append(TrialJob(Trial(t.index, params), None if why else c, why, d, url, eng))
     return jobs
 
 
@@ -206,12 +225,12 @@ class SweepTracker:
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self.parent_id: str | None = None
 
-    def start(self, sweep_id: str, spec: SweepSpec, base: dict[str, Any], n_trials: int) -> str:
+    def start(self, sweep_id: str, spec: SweepSpec, base: dict[str, Any], n_trials: int, engine: str = "event") -> str:
         from mlflow.entities import Param
 
         run = self.client.create_run(self.experiment_id, run_name=sweep_id, tags={"tradesys.kind": "sweep"})
         self.parent_id = run.info.run_id
-        params = {"search": spec.search, "seed": spec.seed, "trials": n_trials,
+        params = {"search": spec.search, "seed": spec.seed, "trials": n_trials, "engine": engine,
                   **{f"space.{k}": d.text() for k, d in spec.params.items()}, "base_config": dumps(base, indent=None)}
         self.client.log_batch(self.parent_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         return self.parent_id
@@ -251,7 +270,6 @@ def run_trials(
     jobs: Sequence[TrialJob],
     *,
     retries: int = DEFAULT_RETRIES,
-    engine: str = "event",
     console: Console | None = None,
     show_progress: bool = True,
     on_result: Callable[[TrialResult], None] | None = None,
@@ -271,14 +289,17 @@ def run_trials(
 
     for j in jobs:
         if j.config is None:
-            done(TrialResult(j.trial, "invalid", error=j.invalid, engine=engine))
+            done(TrialResult(j.trial, "invalid", error=j.invalid, engine=j.engine))
     pending: dict[Any, TrialJob] = {}
     for j in jobs:
-        if j.config is not None:
-            ref = _backtest_task.options(  # type: ignore[attr-defined]
-                name=f"trial-{j.trial.index:05d}", max_retries=retries, retry_exceptions=True
-            ).remote(j.config, j.ledger_url, str(j.trial_dir))
-            pending[ref] = j
+        if j.config is None:
+            continue
+        opts = {"name": f"trial-{j.trial.index:05d}", "max_retries": retries, "retry_exceptions": True}
+        if j.engine == "vectorized":
+            ref = _vectorized_task.options(**opts).remote(j.config, str(j.trial_dir))  # type: ignore[attr-defined]
+        else:
+            ref = _backtest_task.options(**opts).remote(j.config, j.ledger_url, str(j.trial_dir))  # type: ignore[attr-defined]
+        pending[ref] = j
     with Progress(
         TextColumn("[bold blue]sweep"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
@@ -290,34 +311,34 @@ def run_trials(
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 for ref in ready:
-                    r = _collect(ref, pending.pop(ref), engine)
+                    r = _collect(ref, pending.pop(ref))
                     failed += r.status != "ok"
                     done(r)
                     bar.update(task, completed=len(results), failed=failed)
         except KeyboardInterrupt:
             for ref, j in pending.items():
                 ray.cancel(ref, force=True)
-                done(TrialResult(j.trial, "cancelled", error="cancelled (Ctrl-C)", engine=engine,
+                done(TrialResult(j.trial, "cancelled", error="cancelled (Ctrl-C)", engine=j.engine,
                                  ledger_path=_path(j.ledger_url), attempts=attempts(j.trial_dir)))
             interrupted = True
     return sorted(results, key=lambda r: r.trial.index), interrupted
 
 
-def _path(url: str) -> str | None:
-    p = ledger_file(url)
+def _path(url: str | None) -> str | None:
+    p = None if url is None else ledger_file(url)
     return None if p is None else str(p)
 
 
-def _collect(ref: Any, j: TrialJob, engine: str) -> TrialResult:
+def _collect(ref: Any, j: TrialJob) -> TrialResult:
     try:
         out = ray.get(ref)
     except ray.exceptions.RayError as exc:
         kind, msg = task_error(exc)
         return TrialResult(j.trial, "failed", error=f"{kind}: {msg}"[:2000], ledger_path=_path(j.ledger_url),
-                           attempts=attempts(j.trial_dir), engine=engine)
+                           attempts=attempts(j.trial_dir), engine=j.engine)
     s = out["summary"]
     return TrialResult(j.trial, "ok", metrics={m: s[m] for m in METRICS}, ledger_path=_path(j.ledger_url),
-                       attempts=out["attempt"], seconds=out["seconds"], engine=engine)
+                       attempts=out["attempt"], seconds=out["seconds"], engine=j.engine)
 
 
 def write_results(results: Sequence[TrialResult], fields: Sequence[str], sweep_dir: Path) -> Path:
@@ -342,6 +363,7 @@ def run_sweep(
     tracking_uri: str | None = None,
     experiment: str = "tradesys-sweep",
     rank_by: str = "sharpe",
+    engine: str = "event",
     console: Console | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
@@ -350,11 +372,12 @@ def run_sweep(
 
     ConfigError (one line naming the field) for a bad space, before any task starts.
     """
-    from tradesys.backtest.sweep import best, check_space, generate_trials, trial_config
+    from tradesys.backtest.sweep import best, check_engine, check_space, generate_trials, trial_config
     from tradesys.config import load_config, parse_override
 
     base = load_config(config_path, list(overrides))
     check_space(spec, base, fixed=[parse_override(o)[0] for o in overrides])
+    check_engine(engine, spec.params)
     trials = generate_trials(spec)
     configs: list[TradesysConfig | ConfigError] = []
     for t in trials:
@@ -366,10 +389,10 @@ def run_sweep(
     sweep_dir.mkdir(parents=True, exist_ok=True)
     base_tree = base.model_dump(mode="json")
     (sweep_dir / "spec.json").write_text(dumps({"sweep_id": sweep_id, **spec.describe(), "base_config": base_tree}))
-    jobs = plan_trials(trials, configs, sweep_dir, keep_ledgers)
+    jobs = plan_trials(trials, configs, sweep_dir, keep_ledgers, engine)
     tracker = SweepTracker(experiment, tracking_uri, runs_dir.expanduser().resolve()) if mlflow else None
     if tracker is not None:
-        tracker.start(sweep_id, spec, base_tree, len(trials))
+        tracker.start(sweep_id, spec, base_tree, len(trials), engine)
     fields = list(spec.params)
     t0 = time.perf_counter()
     results, interrupted = run_trials(jobs, retries=retries, console=console, show_progress=show_progress,
@@ -383,6 +406,7 @@ def run_sweep(
         raise KeyboardInterrupt
     summary = {
         "sweep_id": sweep_id, "sweep_dir": str(sweep_dir), "results": str(table), "search": spec.search,
+        "engine": engine, "engines": {e: sum(r.engine == e for r in results) for e in ("event", "vectorized")},
         "trials": len(trials), **counts, "wall_s": wall, "rank_by": rank_by,
         "best": [{"trial": r.trial.index, "params": r.trial.params, **r.metrics} for r in best(results, rank_by)],
         "mlflow": None if tracker is None else {"tracking_uri": redact_url(tracker.tracking_uri),

@@ -40,6 +40,12 @@ METRICS: tuple[str, ...] = (
     "total_return", "sharpe", "max_drawdown", "equity", "steps", "orders", "fills", "rejected",
 )
 Status = Literal["ok", "failed", "invalid", "cancelled"]
+ENGINES = ("event", "vectorized", "auto")
+# the vectorised engine (`tradesys.backtest.vectorized`) runs these strategies, with market orders only
+VECTORIZED_STRATEGIES = ("trend", "weights")
+# the risk fields it models (the strategy sizes within them); the others are the pre-trade gate's, which it does not
+VECTORIZED_RISK = frozenset({"max_position_notional", "max_order_qty", "max_order_notional", "max_gross_leverage",
+                             "max_net_leverage"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,3 +404,39 @@ def best(results: Sequence[TrialResult], metric: str = "sharpe", n: int = 5) -> 
 
 def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and math.isfinite(float(v))
+
+
+def gate_fields(fields: Iterable[str]) -> list[str]:
+    """The swept fields the vectorised engine does not model (the pre-trade gate's limits)."""
+    return [f for f in fields if f.startswith("risk.") and f.removeprefix("risk.") not in VECTORIZED_RISK]
+
+
+def check_engine(engine: str, fields: Iterable[str]) -> None:
+    """`engine` is known, and `vectorized` is not asked to sweep what it does not model (ConfigError naming it)."""
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
+    gate = gate_fields(fields)
+    if engine == "vectorized" and gate:
+        raise ConfigError(f"{gate[0]}: the vectorised engine does not model the pre-trade gate, so sweeping it would "
+                          "change nothing; use --engine event (or auto)")
+
+
+def trial_engine(engine: str, cfg: TradesysConfig, fields: Iterable[str]) -> tuple[str, str | None]:
+    """(engine that runs this trial, why the vectorised one cannot, if it cannot).
+
+    `auto`: vectorised for trend and weights strategies with market orders when no pre-trade gate field is swept,
+    else event-driven. `vectorized`: the reason makes the trial invalid.
+    """
+    if engine == "event":
+        return "event", None
+    reason = None
+    if cfg.strategy.name not in VECTORIZED_STRATEGIES:
+        reason = f"strategy.name: the vectorised engine runs trend or weights strategies, got {cfg.strategy.name!r}"
+    elif cfg.strategy.order_type != "market":
+        reason = ("strategy.order_type: the vectorised engine models market orders only, got "
+                  f"{cfg.strategy.order_type!r}")
+    elif gate_fields(fields):
+        reason = f"{gate_fields(fields)[0]}: the vectorised engine does not model the pre-trade gate"
+    if reason is None:
+        return "vectorized", None
+    return ("event", None) if engine == "auto" else ("vectorized", reason)

@@ -168,12 +168,23 @@ def sweep(
     runs_dir: Annotated[Path | None, typer.Option(help="where the sweep's folder goes (default: ledger.runs_dir)"
                         )] = None,
     rank_by: Annotated[str, typer.Option(help="metric the best trials are ranked by")] = "sharpe",
+    engine: Annotated[str, typer.Option(help="event: the event-driven loop (what live runs); vectorized: the "
+                      "vectorised engine (trend/weights, market orders, no pre-trade gate); auto: vectorized where "
+                      "it applies, else event")] = "event",
     json_: JsonOpt = False,
     out: OutOpt = None,
 ) -> None:
     """Grid or random search over strategy, risk and broker parameters: one Ray task per trial, results in
     <runs dir>/<sweep id>/results.parquet and in MLflow."""
-    from tradesys.backtest.sweep import METRICS, check_space, generate_trials, load_spec, make_spec, parse_param
+    from tradesys.backtest.sweep import (
+        METRICS,
+        check_engine,
+        check_space,
+        generate_trials,
+        load_spec,
+        make_spec,
+        parse_param,
+    )
     from tradesys.cli import _config, _console, _emit, _fail
     from tradesys.config import ConfigError, parse_override
 
@@ -185,6 +196,7 @@ def sweep(
         the_spec = make_spec([parse_param(p) for p in param or []], search=search, trials=trials, seed=seed,
                              file=file)
         check_space(the_spec, cfg, fixed=[parse_override(o)[0] for o in set_ or []])
+        check_engine(engine, the_spec.params)
         n = len(generate_trials(the_spec))
     except ConfigError as exc:
         _fail("config", str(exc))
@@ -194,7 +206,8 @@ def sweep(
             summary = run_sweep_on_ray(cfg, the_spec, config, set_ or [], runs_dir or Path(cfg.ledger.runs_dir),
                                        shown,
                                        retries=retries, keep_ledgers=ledgers, mlflow=mlflow,
-                                       tracking_uri=mlflow_uri, experiment=experiment, rank_by=rank_by, n_trials=n)
+                                       tracking_uri=mlflow_uri, experiment=experiment, rank_by=rank_by, n_trials=n,
+                                       engine=engine)
     except ConfigError as exc:
         _fail("config", str(exc))
     except RuntimeError as exc:
