@@ -106,7 +106,7 @@ def stack_bars(batches: Iterable[pa.RecordBatch | pa.Table]) -> BarArrays:
         return table.column(name).to_numpy(zero_copy_only=False).astype(float)
 
     close, open_, high, low, vol = col("close"), col("open"), col("high"), col("low"), col("volume")
-    good = np.isfinite(close) & (close > 0)
+    good = ~np.isnan(close) & (close > 0)  # the venue's rule: a NaN or non-positive close is no bar
     order = list(pd.unique(codes[good]))  # first usable appearance; never-usable symbols last
     seen = set(order)
     order += [c for c in range(len(names)) if c not in seen]
@@ -177,7 +177,7 @@ def trend_target_weights(
     c_all = np.asarray(close, dtype=float)
     if c_all.ndim != 2:
         raise ValueError(f"close: expected bars x symbols, got shape {c_all.shape}")
-    ok = np.isfinite(c_all) & (c_all > 0) if valid is None else np.asarray(valid, dtype=bool)
+    ok = ~np.isnan(c_all) & (c_all > 0) if valid is None else np.asarray(valid, dtype=bool)
     n = c_all.shape[1] if n_symbols is None else n_symbols
     if n <= 0:
         raise ValueError(f"n_symbols: must be > 0, got {n}")
