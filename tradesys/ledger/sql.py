@@ -78,6 +78,8 @@ _INSERT_EQUITY = f"INSERT INTO equity_curve ({_cols(ACCOUNT_COLUMNS)}) VALUES ({
 _INSERT_AUDIT = "INSERT INTO audit_log (ts_ns, kind, client_order_id, message, payload) VALUES (?, ?, ?, ?, ?)"
 _INSERT_OUTBOX = "INSERT INTO outbox (ts_ns, entity, entity_key, event, payload) VALUES (?, ?, ?, ?, ?)"
 OUTBOX_COLUMNS: tuple[str, ...] = ("id", "ts_ns", "entity", "entity_key", "event", "payload")
+# json.dumps(obj, allow_nan=False) builds this encoder on every call; one instance writes the same text
+_ENCODE = json.JSONEncoder(allow_nan=False).encode
 UPDATE_COLUMNS: tuple[str, ...] = (
     "status", "filled_qty", "avg_fill_price", "reason", "detail", "updated_ts_ns", "client_order_id",
 )  # fmt: skip
@@ -96,9 +98,10 @@ def outbox_rows(
     account); event is created/updated/upserted; payload is the written row as JSON.
     """
     rows: list[tuple[Any, ...]] = []
+    encode = _ENCODE
 
     def add(ts: int, entity: str, key: str, event: str, cols: Sequence[str], values: Sequence[Any]) -> None:
-        rows.append((int(ts), entity, key, event, json.dumps(dict(zip(cols, values, strict=True)), allow_nan=False)))
+        rows.append((int(ts), entity, key, event, encode(dict(zip(cols, values, strict=True)))))
 
     for r in new_orders:
         add(r[ORDER_COLUMNS.index("ts_ns")], "order", r[0], "created", ORDER_COLUMNS[: len(r)], r)
@@ -236,6 +239,12 @@ def fill_params(f: Fill) -> tuple[Any, ...]:
 
 
 def position_params(p: PositionRow, ts_ns: int) -> tuple[Any, ...]:
+    q, a, r, m = p.qty, p.avg_price, p.realized_pnl, p.mark
+    # the common case, checked at once (every step writes a row per held symbol): four finite floats and a str;
+    # anything else (an int, a non-finite value, an overflowing sum) takes the field-by-field path below
+    floats = type(q) is float and type(a) is float and type(r) is float and type(m) is float
+    if floats and type(p.symbol) is str and math.isfinite(q + a + r + m):
+        return (p.symbol, q, a, r, m, ts_ns)
     return (
         _text("position.symbol", p.symbol),
         _real("position.qty", p.qty),
