@@ -66,7 +66,7 @@ NOT_MODELLED = (
 
 @dataclass(frozen=True, slots=True)
 class BarArrays:
-    """Dense bars x symbols arrays. `valid[t, j]`: symbol j has a usable bar at t (close finite and > 0); where
+    """Dense bars x symbols arrays. `valid[t, j]`: symbol j has a usable bar at t (close not NaN and > 0); where
     not, every price is NaN. `open` falls back to the close (as the venue does); NaN volume = unknown (no cap).
 
     Symbols are in order of first usable appearance, which is the order the event-driven book lists positions in,
