@@ -370,7 +370,6 @@ def walk_forward(
     is_parts: list[np.ndarray] = []
     w_is = np.empty(len(windows))
     w_oos = np.empty(len(windows))
-    is_by_window: list[list[np.ndarray]] = []
     for k, w in enumerate(windows):
         rets: list[np.ndarray] = []
         for j, params in enumerate(entries):
@@ -383,7 +382,6 @@ def walk_forward(
             rets.append(r)
         best = int(np.argmax(scores[k]))
         chosen_idx[k] = best
-        is_by_window.append(rets)
         calls.append(EvalCall(k, "oos", best, w.oos_start, w.oos_end))
         oos = _returns(evaluate(entries[best], w.oos_start, w.oos_end), entries[best], w.oos_start, w.oos_end)
         oos_parts.append(oos)
