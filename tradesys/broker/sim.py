@@ -67,6 +67,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from tradesys.config import BrokerConfig
@@ -110,9 +111,9 @@ class _Working:
         self.triggered = False
 
 
-def _num(x: float | None) -> float | None:
-    """None for a missing or NaN value, else the float."""
-    return None if x is None or x != x else float(x)
+def _floats(bars: pa.RecordBatch, name: str) -> np.ndarray:
+    """A column as float64, a null as NaN (one conversion per column, no per-row Python)."""
+    return np.asarray(bars.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 class SimBroker:
@@ -302,34 +303,36 @@ class SimBroker:
 
     @staticmethod
     def _read_bars(bars: pa.RecordBatch) -> dict[str, _Bar]:
-        """Convert a bar batch to {symbol: _Bar} once; rows without a usable close are dropped."""
+        """Convert a bar batch to {symbol: _Bar} once; rows without a usable close are dropped.
+
+        The missing-value rules run on whole columns (a null reads as NaN); only the rows kept become Python
+        values, one `_Bar` each."""
         if bars.num_rows == 0:
             return {}
-        ts = bars.column("ts").cast(pa.int64()).to_pylist()
         syms = bars.column("symbol").to_pylist()
-        opens = bars.column("open").to_pylist()
-        highs = bars.column("high").to_pylist()
-        lows = bars.column("low").to_pylist()
-        closes = bars.column("close").to_pylist()
-        vols = bars.column("volume").to_pylist()
-        out: dict[str, _Bar] = {}
-        for i, sym in enumerate(syms):
-            c = _num(closes[i])
-            if c is None or c <= 0.0 or sym is None:
-                continue
-            o = _num(opens[i])
-            o = c if o is None else o
-            h = _num(highs[i])
-            lo = _num(lows[i])
-            out[sym] = _Bar(
-                int(ts[i]),
-                o,
-                max(o, c) if h is None else h,
-                min(o, c) if lo is None else lo,
-                c,
-                _num(vols[i]),
+        c = _floats(bars, "close")
+        keep = c > 0.0  # NaN and missing fail this too
+        if None in syms:
+            keep &= np.fromiter((s is not None for s in syms), bool, len(syms))
+        idx = np.flatnonzero(keep)
+        if len(idx) < len(syms):
+            syms = [syms[i] for i in idx]
+        c = c[idx]
+        o = _floats(bars, "open")[idx]
+        o = np.where(np.isnan(o), c, o)
+        h = _floats(bars, "high")[idx]
+        h = np.where(np.isnan(h), np.maximum(o, c), h)
+        lo = _floats(bars, "low")[idx]
+        lo = np.where(np.isnan(lo), np.minimum(o, c), lo)
+        v = _floats(bars, "volume")[idx]
+        vols = [None if x != x else x for x in v.tolist()]
+        ts = bars.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False)[idx].tolist()
+        return {
+            sym: _Bar(t, op, hi, low, cl, vol)
+            for sym, t, op, hi, low, cl, vol in zip(
+                syms, ts, o.tolist(), h.tolist(), lo.tolist(), c.tolist(), vols, strict=True
             )
-        return out
+        }
 
     def _submit_price(self, order: Order, bar: _Bar) -> float | None:
         """Price at which `order` fills against the last bar now, or None when it is not marketable."""
