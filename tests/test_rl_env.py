@@ -431,3 +431,19 @@ def test_make_env_gives_rllib_a_vector_env_its_info_wrapper_accepts(market) -> N
     for _ in range(5):
         obs, _, _, _, infos = vec.step(vec.action_space.sample())
     assert infos[0]["autoreset"] and infos[1]["autoreset"]  # both ended at step 4 and restarted at step 5
+
+
+def test_whole_period_episode_runs_from_the_first_full_window_to_the_last_bar(market) -> None:
+    part = market.slice(100, 160)
+    env = PortfolioEnv(RLEnvConfig(window=10, episode_length=None), part)
+    for seed in (0, 1):  # no randomness in the start
+        _, info = env.reset(seed=seed)
+        assert info["bar"] == 9 and info["ts"] == market.ts[109]
+    steps, trunc = 0, False
+    while not trunc:
+        _, _, term, trunc, info = env.step(env.action_space.sample())
+        steps += 1
+        assert not term
+    assert steps == 60 - 10 and info["bar"] == 58  # the last step trades at bar 58 and marks bar 59
+    with pytest.raises(Exception, match="reset"):
+        env.step(env.action_space.sample())

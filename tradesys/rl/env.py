@@ -27,7 +27,8 @@ truncated at its length or the last bar, terminated if equity falls to 0 or belo
 Observation (float32, flat): features (window, A, F) in C order, then the current weights qty * close / E (A),
 then the cash weight cash / E (1); `obs_layout` gives the split. The vector environment steps every episode in one
 numpy call and resets finished ones on the next call (gymnasium's NEXT_STEP autoreset: that call's action is
-ignored, its reward is 0). Sub-environment i of a vector env seeded s draws its starts as a single env seeded s + i.
+ignored, its reward is 0, `info["autoreset"]` is true and the row's other info entries describe no trade).
+Sub-environment i of a vector env seeded s draws its starts as a single env seeded s + i.
 
 Not modelled (leave them off or slack for parity with the backtest): the gate's VaR limit, order-rate window,
 daily-loss kill switch and price collar; limit orders.
