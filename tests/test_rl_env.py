@@ -447,3 +447,22 @@ def test_whole_period_episode_runs_from_the_first_full_window_to_the_last_bar(ma
     assert steps == 60 - 10 and info["bar"] == 58  # the last step trades at bar 58 and marks bar 59
     with pytest.raises(Exception, match="reset"):
         env.step(env.action_space.sample())
+
+
+def test_observation_is_the_feature_window_up_to_the_bar_then_weights_and_cash(market) -> None:
+    from tradesys.rl.env import obs_layout
+
+    cfg = RLEnvConfig(window=7, episode_length=5, action_mode="clip", risk=None)
+    env = PortfolioEnv(cfg, market)
+    obs, info = env.reset(seed=2)
+    shapes = obs_layout(cfg, market)
+    k = int(np.prod(shapes["features"]))
+    t = info["bar"]
+    feats = market.features.astype(np.float32)
+    np.testing.assert_array_equal(obs[:k].reshape(shapes["features"]), feats[t - 6 : t + 1])
+    assert (obs[k:-1] == 0).all() and obs[-1] == 1.0  # all cash at the start
+    obs, _, _, _, info = env.step(np.linspace(-1, 1, market.n_assets))
+    np.testing.assert_array_equal(obs[:k].reshape(shapes["features"]), feats[t - 5 : t + 2])
+    np.testing.assert_allclose(obs[k:-1], info["weights"], rtol=1e-6)
+    assert obs[-1] == pytest.approx(info["cash"] / info["equity"], rel=1e-6)
+    assert obs[k:].sum() == pytest.approx(1.0, rel=1e-6)  # weights + cash weight = 1
