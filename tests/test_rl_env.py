@@ -66,6 +66,7 @@ def test_gymnasium_env_checker_passes(market, mode: str) -> None:
 # ----------------------------------------------------------------------------------------------- accounting parity
 
 
+@pytest.mark.slow  # about 3 s each: a full event-driven backtest over 780 minute bars
 @pytest.mark.parametrize("mode", ["softmax", "clip"])
 def test_equity_path_and_fills_equal_the_event_driven_backtest(market, mode: str, tmp_path: Path) -> None:
     """A recorded action sequence, replayed as a target-weight file through `run_backtest` (strategy "weights"):
