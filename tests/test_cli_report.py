@@ -155,3 +155,20 @@ def test_cli_defaults_are_the_tear_sheets() -> None:
 
     assert report.DEFAULT_ROLLING_WINDOW == tearsheet.DEFAULT_ROLLING_WINDOW
     assert report.DEFAULT_PARTICIPATION == tearsheet.DEFAULT_PARTICIPATION
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_report_on_a_postgresql_ledger(pg_dsn: str, tmp_path: Path) -> None:
+    """Any ledger: the same backtest booked in PostgreSQL gives the same statistics as the run's summary."""
+    cfg = load_config(overrides={"data.symbols": ["AAPL", "MSFT"], "data.start": "2019-01-01",
+                                 "data.end": "2019-12-31", "strategy.slow": 40})
+    summary, ledger = run_backtest(cfg, pg_dsn)
+    ledger.close()
+    r = runner.invoke(app, ["report", pg_dsn, "--out", str(tmp_path / "pg"), "--json"])
+    assert r.exit_code == 0, r.output
+    got = _strict_json(r.stdout)
+    assert got["stats"]["sharpe"] == pytest.approx(summary.sharpe, rel=1e-9)
+    assert got["stats"]["final_equity"] == pytest.approx(summary.equity, rel=1e-12)
+    assert got["benchmark"]["symbols"] == ["AAPL", "MSFT"]
+    assert (tmp_path / "pg" / "report.html").is_file()

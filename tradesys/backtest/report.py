@@ -94,7 +94,9 @@ def resolve_run(run: str, runs_dirs: Sequence[Path], field: str = "RUN") -> RunR
     if not run:
         raise ValueError(f"{field}: empty")
     if run.startswith(("postgresql://", "postgres://")):
-        return RunRef(run, redact_url(run).rsplit("/", 1)[-1] or "postgresql", None)
+        from urllib.parse import urlsplit
+
+        return RunRef(run, urlsplit(run).path.strip("/") or "postgresql", None)  # the database's name
     if run.startswith("sqlite:"):
         try:
             path = Path(sqlite_path(run))
@@ -105,14 +107,14 @@ def resolve_run(run: str, runs_dirs: Sequence[Path], field: str = "RUN") -> RunR
         if not path.is_file():
             raise RunNotFound(f"{field}: no ledger file at {path}")
         path = path.resolve()
-        return RunRef(f"sqlite:///{path}", path.parent.name or path.stem, path.parent)
+        return RunRef(f"sqlite:///{path}", _name(path), path.parent)
     if "://" in run:
         raise ValueError(f"{field}: unsupported URL scheme in {redact_url(run)!r}: expected sqlite:///path, "
                          "postgresql://..., a ledger file or a run id")
     path = Path(run).expanduser()
     if path.is_file():
         path = path.resolve()
-        return RunRef(f"sqlite:///{path}", path.parent.name or path.stem, path.parent)
+        return RunRef(f"sqlite:///{path}", _name(path), path.parent)
     if path.is_dir() and (path / LEDGER_FILE).is_file():
         path = (path / LEDGER_FILE).resolve()
         return RunRef(f"sqlite:///{path}", path.parent.name, path.parent)
@@ -120,6 +122,11 @@ def resolve_run(run: str, runs_dirs: Sequence[Path], field: str = "RUN") -> RunR
         raise RunNotFound(f"{field}: {run!r} is neither a ledger file nor a run id")
     ledger = find_run(run, runs_dirs, field).resolve()
     return RunRef(f"sqlite:///{ledger}", run, ledger.parent)
+
+
+def _name(ledger_file: Path) -> str:
+    """A run folder's name for `<run>/ledger.db`, else the file's own stem (`bt.db` -> `bt`)."""
+    return ledger_file.parent.name if ledger_file.name == LEDGER_FILE and ledger_file.parent.name else ledger_file.stem
 
 
 def saved_config(folder: Path | None) -> TradesysConfig | None:

@@ -187,7 +187,7 @@ def perf_stats(returns: np.ndarray, periods_per_year: float) -> dict[str, float]
     sharpe = float(r.mean() / sd * math.sqrt(periods_per_year)) if n > 1 and sd > 0 else nan
     downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2))) * math.sqrt(periods_per_year)
     sortino = float(r.mean() * periods_per_year / downside) if downside > 0 else nan
-    mdd = float(-drawdown(r).min())
+    mdd = max(0.0, float(-drawdown(r).min()))
     calmar = annual / mdd if mdd > 0 else nan
     return {"total_return": total, "annual_return": annual, "annual_volatility": vol, "sharpe": sharpe,
             "sortino": sortino, "calmar": calmar, "max_drawdown": mdd}
