@@ -55,6 +55,7 @@ from tradesys.rl.market import MarketData
 __all__ = [
     "ENV_NAME",
     "LEARNER_METRICS",
+    "OPTION_DEFAULTS",
     "SELECT_METRICS",
     "PPOSettings",
     "RLPolicy",
@@ -63,8 +64,11 @@ __all__ = [
     "data_for_split",
     "env_config_dict",
     "evaluate_policy",
+    "flag_message",
     "iteration_metrics",
+    "load_split_market",
     "make_env",
+    "settings_from_options",
     "split_market",
     "train_ppo",
 ]
@@ -561,3 +565,84 @@ def train_ppo(
         algo.stop()
     emit({"event": "stage", "stage": "done", "summary": summary})
     return summary
+
+
+# --------------------------------------------------------------------------------------------- CLI / job options
+
+OPTION_DEFAULTS: dict[str, Any] = {
+    "source": "sp500_stocks", "symbols": None, "features": None,
+    "train": "2010-01-01:2016-12-31", "select": "2017-01-01:2018-12-31", "test": "2019-01-01:2022-12-31",
+    "window": 20, "episode_length": 252, "action_mode": "softmax", "reward": "log_return", "max_weight": 1.0,
+    "max_gross_leverage": 1.0, "initial_cash": 1_000_000.0, "risk_limits": True,
+    **{f.name: f.default for f in fields(PPOSettings)},
+}  # fmt: skip
+OPTION_DEFAULTS["hidden"] = "64,64"
+_FLAG_OF = {"split.train": "--train", "split.select": "--select", "split.test": "--test", "lambda_": "--lambda",
+            "risk": "--risk-limits", "data.source": "--source", "data.symbols": "--symbols"}  # fmt: skip
+
+
+def flag_message(message: str) -> str:
+    """A settings error ("field: reason") with the field written as the CLI/job flag ("--field: reason"); a message
+    that does not start with a known setting (e.g. a data source's own error) is returned as it is, prefixed with
+    the flag of the data source's symbols when it names the source."""
+    head, sep, rest = message.partition(":")
+    key = head.strip()
+    if not sep:
+        return message
+    known = set(OPTION_DEFAULTS) | {f.name for f in fields(RLEnvConfig)}
+    if key in _FLAG_OF:
+        return f"{_FLAG_OF[key]}:{rest}"
+    if key.startswith("split."):
+        return f"--{key.split('.')[1].split('_')[0]}:{rest}"
+    if key.startswith("data."):
+        return f"--{key.split('.')[1].replace('_', '-')}:{rest}"
+    if key in known:
+        return f"--{key.replace('_', '-')}:{rest}"
+    if "unknown symbol" in rest:
+        return f"--symbols: {message}"
+    return message
+
+
+def _csv(text: str | None) -> tuple[str, ...]:
+    return tuple(x.strip() for x in (text or "").split(",") if x.strip())
+
+
+def settings_from_options(**opts: Any) -> tuple[DataConfig, RLEnvConfig, WalkForward, PPOSettings]:
+    """(data, env, split, PPO settings) from the CLI's / job's options (`OPTION_DEFAULTS` names); a ValueError
+    names the field (`flag_message` turns it into the flag)."""
+    from pydantic import ValidationError
+
+    from tradesys.config import RiskConfig
+    from tradesys.rl.market import DEFAULT_FEATURES
+
+    unknown = sorted(set(opts) - set(OPTION_DEFAULTS))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown option")
+    o = {**OPTION_DEFAULTS, **{k: v for k, v in opts.items() if v is not None or k == "mlflow_uri"}}
+    split = WalkForward.parse(o["train"], o["select"], o["test"])
+    symbols = list(_csv(o["symbols"])) or None
+    try:
+        data = DataConfig(source=o["source"], symbols=symbols, start=split.train_start, end=split.select_end)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise ValueError(f"data.{'.'.join(str(p) for p in e['loc']) or 'source'}: {e['msg']}") from None
+    feats = _csv(o["features"]) or DEFAULT_FEATURES
+    env = RLEnvConfig(window=o["window"], episode_length=o["episode_length"] or None, action_mode=o["action_mode"],
+                      reward=o["reward"], max_weight=o["max_weight"], max_gross_leverage=o["max_gross_leverage"],
+                      initial_cash=o["initial_cash"], risk=RiskConfig() if o["risk_limits"] else None, data=data,
+                      features=feats)  # fmt: skip
+    hidden = o["hidden"]
+    if isinstance(hidden, str):
+        try:
+            hidden = tuple(int(h) for h in _csv(hidden))
+        except ValueError:
+            raise ValueError(f"hidden: {o['hidden']!r} is not comma-separated layer sizes (e.g. 64,64)") from None
+    ppo = PPOSettings(**{f.name: (hidden if f.name == "hidden" else o[f.name]) for f in fields(PPOSettings)})
+    return data, env, split, ppo
+
+
+def load_split_market(data: DataConfig, env: RLEnvConfig, split: WalkForward) -> MarketData:
+    """The bars training may see: the train period's start to the selection period's end (`data_for_split`)."""
+    from tradesys.rl.market import market_from_source
+
+    return market_from_source(data_for_split(data, split), env.features)
