@@ -14,8 +14,9 @@ window is not counted again, and a repeated timestamp adds no market-risk observ
 
 Speed: within one `check`, the book's VaR, gross and net exposure change only when an order is accepted, so
 each is computed once per state of the book (at the start, then after each acceptance) instead of once per
-order checked; the incremental VaR of each candidate is still computed per order. The values are the same
-floats as before (the sums run over the same exposures in the same order).
+order checked; the VaR after each candidate is still computed per order, and once the candidate is accepted it
+is the book's VaR. The values are the same floats as before (the sums run over the same exposures in the same
+order, the VaR over the same exposure vector).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class _BookState:
     gross: float
     net: float
     var: float | None
+    var_after: float | None = None  # the last candidate's VaR after it (None: not computed)
 
 
 class PreTradeRisk:
@@ -122,7 +124,8 @@ class PreTradeRisk:
                 # x as exposure_vector(exposures) would rebuild it: only this symbol's entry moved
                 at = self.market.exposure_vector({order.symbol: 1.0}) != 0
                 x = np.where(at, exposures[order.symbol], x)
-                state = _BookState(sum(map(abs, exposures.values())), sum(exposures.values()), None)
+                # the VaR of the book with this order is the var_after just computed for it (the same vector)
+                state = _BookState(sum(map(abs, exposures.values())), sum(exposures.values()), state.var_after)
             else:
                 self.rejects_by_reason[reason.value] = self.rejects_by_reason.get(reason.value, 0) + 1
                 decision.rejected.append(
@@ -231,6 +234,7 @@ class PreTradeRisk:
         self, order: Order, book: PortfolioSnapshot, exposures: Mapping[str, float], x: object, state: _BookState
     ) -> tuple[RejectReason | None, str]:
         lim = self.limits
+        state.var_after = None  # set below only when this order's VaR after is computed
         eq = book.equity
         mark = book.marks[order.symbol]
         before = exposures.get(order.symbol, 0.0)
@@ -253,6 +257,7 @@ class PreTradeRisk:
                 state.var = self.market.var(x)  # type: ignore[arg-type]
             var_before = state.var
             var_after = self.market.var_after(x, order.symbol, order.signed_qty * mark)  # type: ignore[arg-type]
+            state.var_after = var_after
             limit = lim.var_limit_pct * max(eq, 0.0)
             if var_after > limit and var_after > var_before * (1 + 1e-12):
                 return RejectReason.VAR_LIMIT, (
