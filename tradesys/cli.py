@@ -54,6 +54,7 @@ def _register_subcommands() -> None:
     from tradesys.commands.report import report
 
     app.command("report")(report)
+    app.add_typer(__import__("tradesys.commands.rl", fromlist=["app"]).app, name="rl")  # tradesys rl train/tune
 
 
 _register_subcommands()

@@ -578,7 +578,8 @@ OPTION_DEFAULTS: dict[str, Any] = {
 }  # fmt: skip
 OPTION_DEFAULTS["hidden"] = "64,64"
 _FLAG_OF = {"split.train": "--train", "split.select": "--select", "split.test": "--test", "lambda_": "--lambda",
-            "risk": "--risk-limits", "data.source": "--source", "data.symbols": "--symbols"}  # fmt: skip
+            "risk": "--risk-limits", "data.source": "--source", "data.symbols": "--symbols", "seeds": "--seeds",
+            "num_samples": "--num-samples", "grace_period": "--grace-period", "runs_dir": "--runs-dir"}  # fmt: skip
 
 
 def flag_message(message: str) -> str:
