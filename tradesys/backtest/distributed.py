@@ -272,24 +272,26 @@ def run_trials(
     retries: int = DEFAULT_RETRIES,
     console: Console | None = None,
     show_progress: bool = True,
+    on_submitted: Callable[[], None] | None = None,
     on_result: Callable[[TrialResult], None] | None = None,
 ) -> tuple[list[TrialResult], bool]:
     """Run the valid trials as Ray tasks (invalid ones become rows at once); a progress bar across trials.
 
-    Returns (one result per trial in trial order, interrupted). Ctrl-C cancels the trials still running: they
-    become rows with status `cancelled`, and `interrupted` is True (the caller writes the table, then stops).
+    `on_submitted` runs once every task is submitted, while they run (e.g. opening the MLflow store), before the
+    first `on_result`. Returns (one result per trial in trial order, interrupted). Ctrl-C cancels the trials still
+    running: they become rows with status `cancelled`, and `interrupted` is True (the caller writes the table).
     """
     interrupted = False
     results: list[TrialResult] = []
+    counts = {"failed": 0, "invalid": 0}
 
     def done(r: TrialResult) -> None:
         results.append(r)
+        if r.status in counts:
+            counts[r.status] += 1
         if on_result is not None:
             on_result(r)
 
-    for j in jobs:
-        if j.config is None:
-            done(TrialResult(j.trial, "invalid", error=j.invalid, engine=j.engine))
     pending: dict[Any, TrialJob] = {}
     for j in jobs:
         if j.config is None:
@@ -298,23 +300,26 @@ def run_trials(
         if j.engine == "vectorized":
             ref = _vectorized_task.options(**opts).remote(j.config, str(j.trial_dir))  # type: ignore[attr-defined]
         else:
-            ref = _backtest_task.options(**opts).remote(j.config, j.ledger_url, str(j.trial_dir))  # type: ignore[attr-defined]
+            ref = _backtest_task.options(**opts).remote(  # type: ignore[attr-defined]
+                j.config, j.ledger_url, str(j.trial_dir))
         pending[ref] = j
+    if on_submitted is not None:
+        on_submitted()
+    for j in jobs:
+        if j.config is None:
+            done(TrialResult(j.trial, "invalid", error=j.invalid, engine=j.engine))
     with Progress(
         TextColumn("[bold blue]sweep"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
+        TextColumn("{task.fields[failed]} failed, {task.fields[invalid]} invalid"), TimeElapsedColumn(),
         console=console or Console(stderr=True), disable=not show_progress,
     ) as bar:
-        failed = sum(r.status != "ok" for r in results)
-        task = bar.add_task("sweep", total=len(jobs), completed=len(results), failed=failed)
+        task = bar.add_task("sweep", total=len(jobs), completed=len(results), **counts)
         try:
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
                 for ref in ready:
-                    r = _collect(ref, pending.pop(ref))
-                    failed += r.status != "ok"
-                    done(r)
-                    bar.update(task, completed=len(results), failed=failed)
+                    done(_collect(ref, pending.pop(ref)))
+                bar.update(task, completed=len(results), **counts)
         except KeyboardInterrupt:
             for ref, j in pending.items():
                 ray.cancel(ref, force=True)
@@ -390,13 +395,19 @@ def run_sweep(
     base_tree = base.model_dump(mode="json")
     (sweep_dir / "spec.json").write_text(dumps({"sweep_id": sweep_id, **spec.describe(), "base_config": base_tree}))
     jobs = plan_trials(trials, configs, sweep_dir, keep_ledgers, engine)
-    tracker = SweepTracker(experiment, tracking_uri, runs_dir.expanduser().resolve()) if mlflow else None
-    if tracker is not None:
-        tracker.start(sweep_id, spec, base_tree, len(trials), engine)
+    trackers: list[SweepTracker] = []
+
+    def open_tracker() -> None:  # while the first trials run: creating an MLflow SQLite store takes seconds
+        if mlflow:
+            trackers.append(SweepTracker(experiment, tracking_uri, runs_dir.expanduser().resolve()))
+            trackers[0].start(sweep_id, spec, base_tree, len(trials), engine)
+
     fields = list(spec.params)
     t0 = time.perf_counter()
     results, interrupted = run_trials(jobs, retries=retries, console=console, show_progress=show_progress,
-                                      on_result=tracker.log_trial if tracker is not None else None)
+                                      on_submitted=open_tracker,
+                                      on_result=lambda r: trackers[0].log_trial(r) if trackers else None)
+    tracker = trackers[0] if trackers else None
     wall = time.perf_counter() - t0
     table = write_results(results, fields, sweep_dir)
     counts = {k: sum(r.status == k for r in results) for k in ("ok", "failed", "invalid", "cancelled")}
