@@ -7,15 +7,17 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(no_args_is_help=True, help="Market data: generate, replay to Kafka, inspect topics, backfill.")
 console = Console()
@@ -189,6 +191,8 @@ TECHNICAL = {"sma20": "float64", "ema20": "float64", "rsi14": "float64", "atr14"
 
 def technical_features(bars: pd.DataFrame) -> pd.DataFrame:
     """The backfilled feature set from daily bars of one or more symbols (TA-Lib conventions; see tradesys.features)."""
+    import pandas as pd  # here, not at the top: `import tradesys.cli` (every command) does not pay for pandas
+
     from tradesys.features import technical as ta
 
     out = []
@@ -214,6 +218,8 @@ def backfill(
 ) -> None:
     """Compute the technical feature set over real bars and backfill it into the offline store, day by day
     (idempotent: a rerun rewrites the same partitions)."""
+    import pandas as pd
+
     from tradesys.config import load_config
     from tradesys.data import make_source
     from tradesys.featurestore import FeatureDefinition, OfflineStore

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(no_args_is_help=True, help="Price options, Greeks, implied vols, American exercise, vol surfaces.")
 console = Console()
@@ -43,6 +45,8 @@ def _parse(name: str, text: str) -> list[Any]:
 def _inputs(csv: Path | None, given: dict[str, str | None]) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     if csv is not None:
+        import pandas as pd  # here, not at the top: `import tradesys.cli` (every command) does not pay for pandas
+
         try:
             frame = pd.read_csv(csv)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -96,6 +100,8 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 def _emit(inputs: dict[str, Any], outputs: dict[str, Any], out: Path | None, as_json: bool) -> None:
+    import pandas as pd
+
     from tradesys.quant.options.batch import reasons
 
     frame = pd.DataFrame({**{k: np.asarray(v) for k, v in inputs.items()}, **outputs})
@@ -242,6 +248,8 @@ def surface(
     out: Annotated[Path | None, typer.Option("--out", help="write the fitted surface as JSON")] = None,
 ) -> None:
     """Fit an arbitrage-checked volatility surface to an option chain; print the fit and the arbitrage report."""
+    import pandas as pd
+
     from tradesys.quant.vol import fit_chain
 
     try:
