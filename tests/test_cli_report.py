@@ -172,3 +172,29 @@ def test_report_on_a_postgresql_ledger(pg_dsn: str, tmp_path: Path) -> None:
     assert got["stats"]["final_equity"] == pytest.approx(summary.equity, rel=1e-12)
     assert got["benchmark"]["symbols"] == ["AAPL", "MSFT"]
     assert (tmp_path / "pg" / "report.html").is_file()
+
+
+def test_saved_configuration_of_a_run_and_of_a_sweep_trial(tmp_path: Path) -> None:
+    """config.json / config.toml in the run folder; a sweep trial falls back to the sweep's base configuration unless
+    the sweep varies the data (then the trial's bars are unknown)."""
+    from tradesys.backtest.report import saved_config
+
+    cfg = load_config(overrides=SYNTHETIC)
+    run = tmp_path / "run-1"
+    run.mkdir()
+    assert saved_config(run) == (None, "")
+    (run / "config.json").write_text(cfg.model_dump_json())
+    got, origin = saved_config(run)
+    assert got == cfg and origin == f" saved in {run / 'config.json'}"
+    (run / "config.json").write_text('{"data": {"source": "nope"}}')
+    with pytest.raises(ValueError, match=r"config.json: not a readable run configuration: data.source"):
+        saved_config(run)
+    trial = tmp_path / "sweep-1" / "trials" / "00003"
+    trial.mkdir(parents=True)
+    spec = {"sweep_id": "sweep-1", "params": {"strategy.fast": "3,5"}, "base_config": cfg.model_dump(mode="json")}
+    (tmp_path / "sweep-1" / "spec.json").write_text(json.dumps(spec))
+    got, origin = saved_config(trial)
+    assert got == cfg and "the sweep's base configuration" in origin
+    spec["params"] = {"data.symbols": "..."}
+    (tmp_path / "sweep-1" / "spec.json").write_text(json.dumps(spec))
+    assert saved_config(trial) == (None, "")

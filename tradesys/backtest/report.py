@@ -6,7 +6,8 @@ or a run id under the runs folders), finding its bars, and drawing. The numbers 
 
 Where the bars come from (a ledger does not record its data source):
 1. the run's configuration, when given (`--config`/`--set`) or saved in the run folder as `config.json` (a
-   `TradesysConfig` dump) or `config.toml`: its data section (source, symbols) is replayed over the ledger's dates;
+   `TradesysConfig` dump) or `config.toml` (a sweep trial's folder: the sweep's `spec.json` base configuration,
+   unless the sweep varies `data.*`): its data section (source, symbols) is replayed over the ledger's dates;
 2. otherwise inferred: when every symbol the ledger traded belongs to one packaged real source (`sp500_stocks`,
    `us_indices`), that source for those symbols over the ledger's dates; the benchmark is then the traded
    symbols only, and the sheet says so;
@@ -129,12 +130,16 @@ def _name(ledger_file: Path) -> str:
     return ledger_file.parent.name if ledger_file.name == LEDGER_FILE and ledger_file.parent.name else ledger_file.stem
 
 
-def saved_config(folder: Path | None) -> TradesysConfig | None:
-    """The run's configuration saved in its folder (config.json, else config.toml), if any."""
+def saved_config(folder: Path | None) -> tuple[TradesysConfig | None, str]:
+    """The run's configuration saved in its folder (config.json, else config.toml), and where it came from.
+
+    A sweep trial's folder (`<sweep>/trials/<n>/`) without one falls back to the sweep's `spec.json` base
+    configuration: its data section is the trial's unless the sweep varies `data.*` (then none is used).
+    """
     from tradesys.config import ConfigError, load_config
 
     if folder is None:
-        return None
+        return None, ""
     for name in CONFIG_FILES:
         p = folder / name
         if not p.is_file():
@@ -142,11 +147,25 @@ def saved_config(folder: Path | None) -> TradesysConfig | None:
         try:
             if name.endswith(".json"):
                 tree = json.loads(p.read_text())
-                return TradesysConfig.model_validate(tree.get("config", tree) if isinstance(tree, dict) else tree)
-            return load_config(p)
+                tree = tree.get("config", tree) if isinstance(tree, dict) else tree
+                if not isinstance(tree, dict):
+                    raise ValueError("expected a JSON object")
+                cfg = load_config(overrides=tree)  # top-level sections as overrides: errors name the field
+            else:
+                cfg = load_config(p)
         except (ConfigError, ValueError) as exc:
             raise ValueError(f"{p}: not a readable run configuration: {' '.join(str(exc).split())}") from None
-    return None
+        return cfg, f" saved in {p}"
+    spec = folder.parent.parent / "spec.json"
+    if folder.parent.name == "trials" and spec.is_file():
+        try:
+            tree = json.loads(spec.read_text())
+            swept = [k for k in (tree.get("params") or {}) if str(k).startswith("data.")]
+            if not swept and isinstance(tree.get("base_config"), dict):
+                return TradesysConfig.model_validate(tree["base_config"]), f" (the sweep's base configuration, {spec})"
+        except ValueError:  # not the sweep's spec as written by tradesys: no configuration from it
+            return None, ""
+    return None, ""
 
 
 # --- the bars -----------------------------------------------------------------------------------------------------
@@ -241,9 +260,7 @@ def load_tear_sheet(
     if not curve:
         raise ValueError(f"RUN: the ledger of {ref.name!r} has no equity rows yet (no step booked)")
     if cfg is None:
-        cfg = saved_config(ref.folder)
-        if cfg is not None:
-            cfg_origin = f" saved in {ref.folder}"
+        cfg, cfg_origin = saved_config(ref.folder)
     traded = sorted({str(o["symbol"]) for o in orders} | {str(f["symbol"]) for f in fills})
     ts = [int(r["ts_ns"]) for r in curve]
     bars, why = bars_for_run(traded, min(ts), max(ts), cfg, cfg_origin)
