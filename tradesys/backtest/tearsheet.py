@@ -27,7 +27,9 @@ Conventions (the tests check each against empyrical or a hand-computed reference
   sized in proportion to its equity trades k times more shares at k times the equity, so the equity at which its
   largest such trade would take `participation` of its bar's volume is participation / max(qty / (volume *
   equity)); the same at the 95th percentile is reported too. Bars without a known volume are left out (the
-  packaged close-only stocks have none: then there is no estimate, and the sheet says so).
+  packaged close-only stocks have none: then there is no estimate, and the sheet says so). Fills the venue
+  already held to its participation cap make the estimate about the equity they were made at: it says where the
+  strategy stops scaling, not how far beyond it a bigger cap would go.
 * benchmark: equal-weight buy-and-hold of the given symbols from the closes, no costs: the initial cash split
   equally at the first step's closes (symbols without a close there are left out and named).
 """

@@ -59,7 +59,7 @@ def report(
         ref = resolve_run(run, dirs, field="RUN")
         with shown.status("computing the tear sheet..."):
             sheet = load_tear_sheet(ref, cfg, rolling_window=window, participation=participation,
-                                    cfg_origin=" (--config)" if cfg is not None else "")
+                                    cfg_origin=" (--config/--set)" if cfg is not None else "")
             folder = out if out is not None else (ref.folder / "report" if ref.folder else Path("report"))
             paths = write_report(sheet, folder, f"tradesys run {ref.name}")
     except RunNotFound as exc:
