@@ -411,3 +411,26 @@ def test_backtest_ledger_is_unchanged_by_the_speed_work(name: str) -> None:
 def _nan_equal(a: Any, b: Any) -> bool:
     """Equality where NaN equals NaN (the risk metrics hold NaN before the VaR window fills)."""
     return json.dumps(a, sort_keys=True, allow_nan=True) == json.dumps(b, sort_keys=True, allow_nan=True)
+
+
+def test_position_outbox_payload_is_the_text_json_dumps_writes() -> None:
+    """The ledger builds each position's outbox payload directly (it writes one per held symbol every step): the
+    text must be what `json.dumps` writes for the same row, for awkward symbols and floats too."""
+    import math
+
+    from tradesys.ledger.base import PositionRow
+    from tradesys.ledger.sql import POSITION_COLUMNS, outbox_rows, position_params
+
+    cases = [
+        PositionRow("AAPL", 10.0, 123.456, -7.25, 130.0),
+        PositionRow('ÉLÈVE "q"\\ \u2603', -0.0, 0.0, 5e-324, 1.7976931348623157e308),
+        PositionRow("BRK.B", -1234.5678, 1 / 3, 2.0**60, math.pi),
+        PositionRow("X", 3, 4, 5, 6),  # ints: checked and converted field by field first
+    ]
+    rows = [position_params(p, 1_700_000_000_123_456_789) for p in cases]
+    got = [r[4] for r in outbox_rows([], [], [], rows, None)]
+    want = [json.dumps(dict(zip(POSITION_COLUMNS, r, strict=True)), allow_nan=False) for r in rows]
+    assert got == want
+    assert json.loads(got[1])["symbol"] == 'ÉLÈVE "q"\\ \u2603'
+    with pytest.raises(ValueError, match=r"position\.mark: must be finite"):
+        position_params(PositionRow("Y", 1.0, 1.0, 0.0, float("nan")), 0)

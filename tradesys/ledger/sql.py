@@ -80,6 +80,24 @@ _INSERT_OUTBOX = "INSERT INTO outbox (ts_ns, entity, entity_key, event, payload)
 OUTBOX_COLUMNS: tuple[str, ...] = ("id", "ts_ns", "entity", "entity_key", "event", "payload")
 # json.dumps(obj, allow_nan=False) builds this encoder on every call; one instance writes the same text
 _ENCODE = json.JSONEncoder(allow_nan=False).encode
+
+
+def _position_payload(r: tuple[Any, ...]) -> str:
+    """A position row as the JSON `json.dumps(dict(zip(POSITION_COLUMNS, r)), allow_nan=False)` writes, built
+    directly (every step writes one per held symbol): `position_params` has made the four values finite floats
+    (json writes a float as its repr) and the time an int."""
+    sym, qty, avg, realized, mark, ts = r
+    if type(sym) is not str or type(ts) is not int:
+        return _ENCODE(dict(zip(POSITION_COLUMNS, r, strict=True)))
+    return (
+        f'{{"symbol": {_QUOTE(sym)}, "qty": {_FLOAT(qty)}, "avg_price": {_FLOAT(avg)}, '
+        f'"realized_pnl": {_FLOAT(realized)}, "mark": {_FLOAT(mark)}, "updated_ts_ns": {_INT(ts)}}}'
+    )
+
+
+_QUOTE = json.encoder.encode_basestring_ascii  # what json.dumps (ensure_ascii) writes for a str
+_FLOAT = float.__repr__
+_INT = int.__repr__
 UPDATE_COLUMNS: tuple[str, ...] = (
     "status", "filled_qty", "avg_fill_price", "reason", "detail", "updated_ts_ns", "client_order_id",
 )  # fmt: skip
@@ -110,7 +128,7 @@ def outbox_rows(
     for r in new_fills:
         add(r[FILL_COLUMNS.index("ts_ns")], "fill", r[0], "created", FILL_COLUMNS, r)
     for r in positions:
-        add(r[-1], "position", r[0], "upserted", POSITION_COLUMNS, r)
+        rows.append((int(r[-1]), "position", r[0], "upserted", _position_payload(r)))
     if account is not None:
         add(account[0], "account", "account", "upserted", ACCOUNT_COLUMNS, account)
     return rows
