@@ -255,6 +255,7 @@ def test_sweep_on_ray_equals_in_process_runs(ray_session: None, tmp_path: Path) 
     assert json.loads((sweep_dir / "summary.json").read_text())["best"][0]["trial"] in (0, 1)
 
     ml = summary["mlflow"]
+    assert ml["error"] is None
     assert ml["tracking_uri"] == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=ml["tracking_uri"])
     runs = client.search_runs([ml["experiment_id"]])
@@ -274,18 +275,23 @@ def test_sweep_on_ray_equals_in_process_runs(ray_session: None, tmp_path: Path) 
 def test_cli_sweep_reports_a_failing_trial_after_its_retries(ray_session: None, tmp_path: Path) -> None:
     """`tradesys backtest sweep --engine auto`: the model trial (event-driven) raises inside its task (no model
     file); it is retried, then reported with status failed and its error; the trend trial runs on the vectorised
-    engine and equals `run_vectorized` in-process. JSON on stdout, the table on stderr."""
+    engine and equals `run_vectorized` in-process; an MLflow store that fails costs only the MLflow record. JSON on
+    stdout, the table on stderr."""
     from tradesys.backtest.vectorized import run_vectorized
     from tradesys.cli import app
 
     missing = ["-s", 'strategy.model_path="/nonexistent/m.onnx"', "-s",
                'strategy.standardizer_path="/nonexistent/s.json"']
     args = ["backtest", "sweep", *(x for o in BASE for x in ("-s", o)), *missing, "-p", "strategy.name=trend,model",
-            "--retries", "1", "--no-mlflow", "--runs-dir", str(tmp_path), "--engine", "auto", "--json"]
+            "--retries", "1", "--runs-dir", str(tmp_path), "--engine", "auto", "--json",
+            "--mlflow-uri", "sqlite:////proc/no-such-dir/mlflow.db"]  # an MLflow store that cannot be opened
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
-    assert (s["ok"], s["failed"], s["mlflow"], s["engines"]) == (1, 1, None, {"event": 1, "vectorized": 1})
+    assert (s["ok"], s["failed"], s["engines"]) == (1, 1, {"event": 1, "vectorized": 1})
+    # the MLflow failure cost the MLflow record only: one warning, the table and the summary are complete
+    assert s["mlflow"]["parent_run_id"] is None and s["mlflow"]["error"].startswith("FileNotFoundError")
+    assert "MLflow logging stopped: FileNotFoundError" in " ".join(r.stderr.split())
     rows = pq.read_table(s["results"]).to_pylist()
     assert [(x["strategy.name"], x["status"], x["engine"]) for x in rows] == [
         ("trend", "ok", "vectorized"), ("model", "failed", "event")]

@@ -266,6 +266,32 @@ class SweepTracker:
         self.client.set_terminated(self.parent_id, "FINISHED")
 
 
+class _SafeTracker:
+    """MLflow failures (a store that is down, locked or refuses a write) cost the MLflow record, never the sweep:
+    one warning, logging stops, the results table is still written and the summary says what failed."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.tracker: SweepTracker | None = None
+        self.error: str | None = None
+
+    def open(self, experiment: str, uri: str | None, runs_dir: Path, sweep_id: str, spec: SweepSpec,
+             base: dict[str, Any], n: int, engine: str) -> None:
+        tracker = SweepTracker(experiment, uri, runs_dir)
+        tracker.start(sweep_id, spec, base, n, engine)
+        self.tracker = tracker
+
+    def call(self, fn: Callable[[], Any]) -> None:
+        if self.error is not None:
+            return
+        try:
+            fn()
+        except Exception as exc:
+            self.error = redact_url(f"{type(exc).__name__}: {' '.join(str(exc).split())}")[:2000]
+            self.tracker = None
+            self.console.print(f"[yellow]MLflow logging stopped:[/yellow] {self.error}", highlight=False)
+
+
 def run_trials(
     jobs: Sequence[TrialJob],
     *,
@@ -395,35 +421,41 @@ def run_sweep(
     base_tree = base.model_dump(mode="json")
     (sweep_dir / "spec.json").write_text(dumps({"sweep_id": sweep_id, **spec.describe(), "base_config": base_tree}))
     jobs = plan_trials(trials, configs, sweep_dir, keep_ledgers, engine)
-    trackers: list[SweepTracker] = []
+    ml = _SafeTracker(console or Console(stderr=True))
 
     def open_tracker() -> None:  # while the first trials run: creating an MLflow SQLite store takes seconds
         if mlflow:
-            trackers.append(SweepTracker(experiment, tracking_uri, runs_dir.expanduser().resolve()))
-            trackers[0].start(sweep_id, spec, base_tree, len(trials), engine)
+            ml.call(lambda: ml.open(experiment, tracking_uri, runs_dir.expanduser().resolve(), sweep_id, spec,
+                                    base_tree, len(trials), engine))
+
+    def log_trial(r: TrialResult) -> None:
+        if ml.tracker is not None:
+            ml.call(lambda: ml.tracker.log_trial(r))  # type: ignore[union-attr]
 
     fields = list(spec.params)
     t0 = time.perf_counter()
     results, interrupted = run_trials(jobs, retries=retries, console=console, show_progress=show_progress,
-                                      on_submitted=open_tracker,
-                                      on_result=lambda r: trackers[0].log_trial(r) if trackers else None)
-    tracker = trackers[0] if trackers else None
+                                      on_submitted=open_tracker, on_result=log_trial)
     wall = time.perf_counter() - t0
     table = write_results(results, fields, sweep_dir)
     counts = {k: sum(r.status == k for r in results) for k in ("ok", "failed", "invalid", "cancelled")}
-    if tracker is not None:
-        tracker.finish(table, counts)
-    if interrupted:
-        raise KeyboardInterrupt
+    if ml.tracker is not None:
+        ml.call(lambda: ml.tracker.finish(table, counts))  # type: ignore[union-attr]
+    tracker = ml.tracker
     summary = {
         "sweep_id": sweep_id, "sweep_dir": str(sweep_dir), "results": str(table), "search": spec.search,
         "engine": engine, "engines": {e: sum(r.engine == e for r in results) for e in ("event", "vectorized")},
         "trials": len(trials), **counts, "wall_s": wall, "rank_by": rank_by,
         "best": [{"trial": r.trial.index, "params": r.trial.params, **r.metrics} for r in best(results, rank_by)],
-        "mlflow": None if tracker is None else {"tracking_uri": redact_url(tracker.tracking_uri),
-                                                "experiment_id": tracker.experiment_id,
-                                                "parent_run_id": tracker.parent_id},
+        "mlflow": None if not mlflow else {
+            "tracking_uri": None if tracker is None else redact_url(tracker.tracking_uri),
+            "experiment_id": None if tracker is None else tracker.experiment_id,
+            "parent_run_id": None if tracker is None else tracker.parent_id,
+            "error": ml.error,
+        },
     }
     (sweep_dir / "summary.json").write_text(dumps(summary) + "\n")
+    if interrupted:
+        raise KeyboardInterrupt
     return summary
 
