@@ -81,26 +81,28 @@ class BookKeeper:
         elif ts_ns > pf.ts_ns:
             pf.ts_ns = ts_ns
         batch = LedgerBatch(orders=list(orders), order_updates=list(updates), fills=list(fills), audit=list(audit))
+        snap = pf.snapshot()  # the account row takes its totals from it: each is a sum over every position
         if fills or marks:
+            positions = pf.positions
             batch.positions = [
                 PositionRow(s, p.qty, p.avg_price, p.realized_pnl, p.mark)
                 for s in sorted(touched)
-                if (p := pf.positions[s]) is not None
+                if (p := positions[s]) is not None
             ]
             batch.account = AccountRow(
                 ts_ns=ts_ns,
                 cash=pf.cash,
-                market_value=pf.market_value,
-                equity=pf.equity,
-                realized_pnl=pf.realized_pnl,
-                unrealized_pnl=pf.unrealized_pnl,
+                market_value=snap.market_value,
+                equity=snap.equity,
+                realized_pnl=snap.realized_pnl,
+                unrealized_pnl=snap.unrealized_pnl,
                 fees=pf.fees,
                 initial_cash=pf.initial_cash,
             )
         result = self.ledger.write(batch) if batch else WriteResult((), (), (), ())
         self.portfolio = pf
         self._fill_ids.update(f.fill_id for f in fills)
-        return pf.snapshot(), result
+        return snap, result
 
     def audit(self, entries: Sequence[AuditEntry]) -> None:
         self.ledger.write(LedgerBatch(audit=list(entries)))
