@@ -115,8 +115,9 @@ _backtest_task = ray.remote(num_cpus=1)(execute_backtest)
 _vectorized_task = ray.remote(num_cpus=1)(execute_vectorized)
 
 
-def ensure_empty(ledger_url: str) -> None:
-    """Refuse a ledger that already holds a run: a backtest replays from the first bar (ConfigError naming it)."""
+def ensure_empty(ledger_url: str, field: str = "--ledger") -> None:
+    """Refuse a ledger that already holds a run: a backtest replays from the first bar (ConfigError naming the
+    setting that gave the ledger, `field`)."""
     from tradesys.ledger import open_ledger
 
     path = ledger_file(ledger_url)
@@ -126,7 +127,7 @@ def ensure_empty(ledger_url: str) -> None:
     try:
         ledger.migrate()
         if ledger.account() is not None:
-            raise ConfigError(f"--ledger: {redact_url(ledger_url)} already holds a run ({len(ledger.orders())} "
+            raise ConfigError(f"{field}: {redact_url(ledger_url)} already holds a run ({len(ledger.orders())} "
                               "orders); a backtest starts from an empty ledger: give a new one")
     finally:
         ledger.close()
@@ -140,13 +141,13 @@ def task_error(exc: BaseException) -> tuple[str, str]:
 
 def backtest_on_ray(
     cfg: TradesysConfig, ledger_url: str, run_dir: Path, *, retries: int = DEFAULT_RETRIES, name: str = "backtest",
-    on_wait: Callable[[], None] | None = None,
+    on_wait: Callable[[], None] | None = None, ledger_field: str = "--ledger",
 ) -> dict[str, Any]:
     """Run one backtest as a Ray task on the cluster `ray` is connected to; return its result dict.
 
     Raises DataError/ConfigError (a setting, named) or RunError (one line) when the task fails after its retries.
     """
-    ensure_empty(ledger_url)
+    ensure_empty(ledger_url, ledger_field)
     run_dir.mkdir(parents=True, exist_ok=True)
     pg = ledger_url.startswith(("postgresql://", "postgres://"))
     ref = _backtest_task.options(  # type: ignore[attr-defined]

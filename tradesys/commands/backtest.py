@@ -123,7 +123,8 @@ def run_on_ray(cfg: Any, ledger: str | None, runs_dir: Path, retries: int, shown
     with Progress(SpinnerColumn(), TextColumn(f"[bold blue]backtest {run_id} on Ray"), TimeElapsedColumn(),
                   console=shown, transient=True) as bar:
         bar.add_task("backtest", total=None)
-        out = backtest_on_ray(cfg, url, run_dir, retries=retries, name=f"backtest-{run_id}")
+        out = backtest_on_ray(cfg, url, run_dir, retries=retries, name=f"backtest-{run_id}",
+                              ledger_field="--ledger" if ledger else "ledger.url")
     result = {**out["summary"], "run_id": run_id, "reason": "completed", "ledger_url": redact_url(url),
               "run_dir": str(run_dir), "attempts": out["attempt"], "seconds": out["seconds"]}
     write_json(run_dir / "summary.json", result)
