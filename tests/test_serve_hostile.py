@@ -248,6 +248,103 @@ def test_an_abandoned_request_stops_using_cpu_soon_after_the_disconnect() -> Non
     assert after < 0.2 * busy, f"still computing after the disconnect: {after:.2f} s CPU in 2 s (busy {busy:.2f})"
 
 
+def _risk_parity_body(n_assets: int = 250, n_obs: int = 300) -> bytes:
+    """A single cvxpy solve of several seconds (risk parity over 250 assets), well within the caps."""
+    import json
+
+    rng = np.random.default_rng(0)
+    returns = {f"a{i}": np.round(rng.standard_normal(n_obs) * 0.01, 5).tolist() for i in range(n_assets)}
+    return json.dumps({"returns": returns, "objective": "risk_parity"}).encode()
+
+
+def _compute_children() -> list[Any]:
+    import psutil
+
+    return [p for p in psutil.Process().children() if "tradesys.compute" in " ".join(p.cmdline())]
+
+
+def _busy_child(timeout: float = 120.0) -> Any:
+    """The compute child running the request (once the body is parsed and the call sent)."""
+    import psutil
+
+    from tradesys.compute import shared_pool
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = shared_pool().busy_pids()
+        if busy:
+            return psutil.Process(busy[0])
+        time.sleep(0.05)
+    raise AssertionError("no compute child started working on the request")
+
+
+@pytest.mark.slow
+def test_an_abandoned_single_shot_solve_is_killed_at_the_disconnect() -> None:
+    """A single indivisible call (a cvxpy solve) cannot be chunked: it runs in a child process that is killed
+    when the client hangs up, so the core is free at once instead of after the solve."""
+    import psutil
+
+    body = _risk_parity_body()
+    app = create_api(None, api_key=KEY, limits=ServeLimits(request_timeout_s=120))
+    with _Server(app) as srv:
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        sock.sendall(b"POST /v1/portfolio/optimize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"X-API-Key: {KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        child = _busy_child()
+        time.sleep(0.3)
+        assert child.is_running()  # mid-solve (several seconds of work)
+        sock.close()  # the client gives up
+        child.wait(timeout=10)  # raises psutil.TimeoutExpired if the solve is left running
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+        # the server still answers, from a fresh child
+        small = {"returns": {"a": [0.01, -0.02, 0.015, 0.0], "b": [0.0, 0.01, -0.01, 0.02]}, "objective": "hrp"}
+        r = httpx.post(f"http://127.0.0.1:{srv.port}/v1/portfolio/optimize", json=small,
+                       headers={"X-API-Key": KEY}, timeout=60)
+        assert r.status_code == 200 and abs(sum(r.json()["weights"].values()) - 1.0) < 1e-9, r.text
+
+
+@pytest.mark.slow
+def test_a_single_shot_solve_past_the_budget_is_504_and_killed() -> None:
+    body = _risk_parity_body()
+    c = TestClient(create_api(None, api_key=KEY, limits=ServeLimits(request_timeout_s=0.5)))
+    from tradesys.compute import shared_pool
+
+    pool = shared_pool()
+    killed = pool.killed
+    r = c.post("/v1/portfolio/optimize", content=body, headers=H)
+    assert_error_shape(r, 504, "request")
+    assert pool.killed == killed + 1  # the call in flight was abandoned: its child killed, not left to finish
+    assert pool.busy_pids() == []
+
+
+def test_an_exception_raised_in_the_compute_child_comes_back_as_itself() -> None:
+    """Errors keep their type and fields across the process boundary (a 422 still names the field)."""
+    from functools import partial
+
+    from tradesys.compute import WorkerPool
+    from tradesys.serve.errors import BadRequest
+
+    pool = WorkerPool(max_idle=1, preload=[])
+    try:
+        call = pool.submit(partial(_raise_bad_request, "returns.b", "ragged"))
+        asyncio_run = __import__("asyncio").run
+        assert asyncio_run(call.wait(60))
+        with pytest.raises(BadRequest) as info:
+            call.result()
+        assert info.value.fields == [("returns.b", "ragged")] and info.value.status == 422
+        call = pool.submit(partial(divmod, 7, 2))
+        assert asyncio_run(call.wait(60)) and call.result() == (3, 1)
+        assert pool.started == 1  # the child that raised was reused
+    finally:
+        pool.close()
+
+
+def _raise_bad_request(field: str, reason: str) -> None:
+    from tradesys.serve.errors import BadRequest
+
+    raise BadRequest([(field, reason)])
+
+
 @pytest.mark.slow
 def test_a_streamed_body_is_answered_413_at_the_cap_not_after_reading_it_whole() -> None:
     """A chunked upload (no Content-Length): the 413 must come back while the client is still sending."""

@@ -42,6 +42,9 @@ class BadRequest(Exception):
         self.status = status
         self.headers = headers
 
+    def __reduce__(self) -> tuple[Any, ...]:  # rebuilt whole when it crosses a process (`tradesys.compute`)
+        return (type(self), (self.fields, self.status, self.headers))
+
     @classmethod
     def from_value_error(cls, exc: ValueError, status: int = 422) -> BadRequest:
         field, sep, reason = str(exc).partition(": ")

@@ -11,6 +11,8 @@ Three ASGI-level guards, all answering in the one error shape (`errors.error_res
 * `run_in_budget` / `run_chunked` run the numerics in a worker thread, raced against that deadline (504) and
   against the client going away: a thread cannot be killed, so batch work is cut into row chunks and no new chunk
   starts once the client has disconnected or the deadline has passed; the CPU is released within one chunk.
+* `run_killable` runs one indivisible call (a solve, a VaR, a surface fit) in a child process instead
+  (`tradesys.compute.WorkerPool`), killed when the client goes away or the deadline passes: the CPU is free at once.
 
 The Serve deployment's own `max_ongoing_requests`/`max_queued_requests` are set from the same numbers
 (`serve_options`), as a backstop in the proxy; Serve answers its own rejections in plain text, which is why the
@@ -211,15 +213,40 @@ async def run_in_budget(request: Request, fn: Callable[[], T], *, poll_s: float 
         remaining = deadline - loop.time()
         if remaining <= 0:
             task.cancel()
-            budget = request.app.state.limits.request_timeout_s if hasattr(request.app.state, "limits") else None
-            what = f"the {budget:g} s time budget" if budget else "the time budget"
-            raise BadRequest([("request", f"did not finish within {what}; send a smaller request")], status=504)
+            raise _budget_exceeded(request)
         done, _ = await asyncio.wait({task}, timeout=min(remaining, poll_s))
         if done:
             return task.result()
         if await request.is_disconnected():
             task.cancel()
             raise ClientGone()
+
+
+async def run_killable(request: Request, fn: Callable[[], T], *, poll_s: float = 0.1) -> T:
+    """`fn()` (picklable) in a child process; 504 past the deadline and `ClientGone` on a disconnect, and in both
+    cases the child is killed, so the work stops at once (`tradesys.compute`)."""
+    from tradesys.compute import shared_pool
+
+    loop = asyncio.get_running_loop()
+    deadline = deadline_of(request)
+    call = shared_pool().submit(fn)
+    try:
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise _budget_exceeded(request)
+            if await call.wait(min(remaining, poll_s)):
+                return call.result()  # type: ignore[no-any-return]
+            if await request.is_disconnected():
+                raise ClientGone()
+    finally:
+        call.abandon()  # a no-op once the answer was taken
+
+
+def _budget_exceeded(request: Request) -> BadRequest:
+    budget = request.app.state.limits.request_timeout_s if hasattr(request.app.state, "limits") else None
+    what = f"the {budget:g} s time budget" if budget else "the time budget"
+    return BadRequest([("request", f"did not finish within {what}; send a smaller request")], status=504)
 
 
 async def run_chunked(

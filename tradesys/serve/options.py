@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -35,7 +36,7 @@ from tradesys.serve.columnar import (
     request_body_doc,
 )
 from tradesys.serve.errors import BadRequest
-from tradesys.serve.limits import chunk_rows_for, run_chunked, run_in_budget
+from tradesys.serve.limits import chunk_rows_for, run_chunked, run_in_budget, run_killable
 
 Numbers = float | Annotated[list[float], Field(min_length=1)]
 Flags = bool | Annotated[list[bool], Field(min_length=1)]
@@ -238,10 +239,12 @@ def refuse_bools(raw: dict[str, Any], numeric: set[str]) -> None:
             raise BadRequest([(name, "must be numbers, not true/false")])
 
 
-async def compute(request: Request, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run the numerics in a worker thread within the request's time budget; library ValueErrors become 422s."""
+async def compute(request: Request, fn: Callable[[], dict[str, Any]], killable: bool = False) -> dict[str, Any]:
+    """Run the numerics within the request's time budget, in a worker thread, or with `killable` (one indivisible
+    call: `fn` must pickle) in a child process killed on a disconnect or past the deadline; library ValueErrors
+    become 422s."""
     try:
-        return await run_in_budget(request, fn)
+        return await (run_killable(request, fn) if killable else run_in_budget(request, fn))
     except ValueError as exc:
         raise BadRequest.from_value_error(exc) from None
 
@@ -402,7 +405,7 @@ bounds).""")
         n = max((np.size(v) for v in raw.values()), default=0)
         if n > MAX_CHAIN_ROWS:
             raise BadRequest([("rows", f"{n} quotes exceed the limit of {MAX_CHAIN_ROWS} per chain")], status=413)
-        out = await compute(request, lambda: fit_surface(raw, o))
+        out = await compute(request, partial(fit_surface, raw, o), killable=True)
         return JSONResponse(out)
 
     return router

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -20,7 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from tradesys.quant.risk.stress import HISTORICAL_SCENARIOS, HYPOTHETICAL_SHOCKS
 from tradesys.serve.columnar import drop_null
 from tradesys.serve.errors import BadRequest
-from tradesys.serve.limits import run_in_budget
+from tradesys.serve.limits import run_killable
 
 MAX_ROWS = 100_000  # observations per series (a P&L vector, a returns column)
 MAX_ASSETS = 500  # columns of a returns frame, assets of an optimisation
@@ -116,10 +117,10 @@ def _jsonable(x: Any) -> Any:
 
 
 async def _compute(request: Request, fn: Callable[[], Any]) -> Any:
-    """The numerics in a worker thread within the request's time budget (`limits.run_in_budget`: 504 past it;
-    the work caps above keep the abandoned thread short); library ValueErrors become 422s naming the field."""
+    """The numerics in a child process within the request's time budget (`limits.run_killable`: 504 past it, and
+    the child is killed then or when the client hangs up); library ValueErrors become 422s naming the field."""
     try:
-        return _jsonable(await run_in_budget(request, fn))
+        return _jsonable(await run_killable(request, fn))
     except ValueError as exc:
         raise BadRequest.from_value_error(exc) from None
 
@@ -612,13 +613,16 @@ def _doc(path: str, text: str) -> str:
 
 
 def risk_router(dependencies: Sequence[Any], responses: dict[int | str, dict[str, Any]]) -> APIRouter:
+    from tradesys.compute import warm_up_in_background
+
+    warm_up_in_background()  # these routes compute in killable child processes (`limits.run_killable`)
     router = APIRouter(dependencies=list(dependencies), responses=responses)
 
     @router.post("/v1/portfolio/optimize", tags=["portfolio"], description=_doc("/v1/portfolio/optimize", (
         "Allocation: min variance, max Sharpe, target return/risk, max utility, risk parity, HRP, Black-Litterman, "
         "under long-only, box, group, turnover and transaction-cost constraints (cvxpy).")))
     async def optimize(req: OptimizeRequest, request: Request) -> dict[str, Any]:
-        return await _compute(request, lambda: _solved(req))
+        return await _compute(request, partial(_solved, req))
 
     @router.post("/v1/risk/var", tags=["risk"], description=_doc("/v1/risk/var", (
         "VaR and expected shortfall (positive losses) of a linear portfolio (returns + weights), of a P&L vector, "
@@ -626,18 +630,18 @@ def risk_router(dependencies: Sequence[Any], responses: dict[int | str, dict[str
         "`pnl`, `book` or `weights`. Methods: historical, age_weighted, evt, fhs, normal, student_t, cornish_fisher, "
         "ewma, mc_normal, mc_t (with `pnl` or `book`, whose P&L is a scenario vector: the first seven).")))
     async def var(req: VarRequest, request: Request) -> dict[str, Any]:
-        return await _compute(request, lambda: _var(req))
+        return await _compute(request, partial(_var, req))
 
     @router.post("/v1/risk/stress", tags=["risk"], description=_doc("/v1/risk/stress", (
         "Stress a book: historical windows replayed from real data (2008, 2010, 2020, 1987), hypothetical factor "
         "shocks (named or custom), and a reverse stress test (smallest shock losing `reverse.loss`).")))
     async def stress(req: StressRequest, request: Request) -> dict[str, Any]:
-        return await _compute(request, lambda: _stress(req))
+        return await _compute(request, partial(_stress, req))
 
     @router.post("/v1/risk/attribution", tags=["risk"], description=_doc("/v1/risk/attribution", (
         "Factor attribution (OLS with Newey-West errors; per-period contributions sum to the excess return) or "
         "Brinson sector attribution (`kind: \"brinson\"`, Brinson-Fachler or BHB, multi-period linking).")))
     async def attribution(req: FactorAttributionRequest | BrinsonRequest, request: Request) -> dict[str, Any]:
-        return await _compute(request, lambda: _attribution(req))
+        return await _compute(request, partial(_attribution, req))
 
     return router
