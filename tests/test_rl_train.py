@@ -199,7 +199,7 @@ def test_tune_judges_configurations_by_their_mean_over_seeds(ray_session, tmp_pa
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     m = drift_market()
-    base = PPOSettings(iterations=2, num_env_runners=0, train_batch_size=256, minibatch_size=128, num_epochs=2,
+    base = PPOSettings(iterations=1, num_env_runners=0, train_batch_size=128, minibatch_size=64, num_epochs=1,
                        hidden=(8,), select_metric="log_return", runs_dir=str(tmp_path / "runs"))  # fmt: skip
     out = tune_ppo(m, ENV, SPLIT, base, num_samples=2, seeds=(0, 1), name="t")
     assert out["num_trials"] == 4 and sorted((t["config_id"], t["seed"]) for t in out["trials"]) == [
@@ -218,7 +218,9 @@ def test_tune_judges_configurations_by_their_mean_over_seeds(ray_session, tmp_pa
 @pytest.mark.slow
 def test_rl_train_job_on_a_ray_head(ray_head, tmp_path: Path) -> None:  # noqa: F811
     """jobs/rl_train.py submitted to a real head: one tiny iteration on two S&P 500 stocks; the summary is strict
-    JSON on stdout and in --out, the checkpoint and the MLflow run exist under --runs-dir."""
+    JSON on stdout and in --out, the checkpoint and the MLflow run exist under --runs-dir. (--mlflow-uri is given:
+    the head inherits this process's environment, where MLflow's set_tracking_uri may have left
+    MLFLOW_TRACKING_URI, which a job otherwise follows, as documented.)"""
     from mlflow import MlflowClient
 
     address, env, _ = ray_head
@@ -229,7 +231,7 @@ def test_rl_train_job_on_a_ray_head(ray_head, tmp_path: Path) -> None:  # noqa: 
         "--symbols", "AAPL,XOM", "--train", "2016-01-01:2016-12-31", "--select", "2017-01-01:2017-06-30",
         "--test", "2017-07-01:2017-12-31", "--window", "10", "--episode-length", "64", "--iterations", "1",
         "--train-batch-size", "256", "--minibatch-size", "64", "--num-epochs", "1", "--hidden", "8",
-        "--runs-dir", str(runs),
+        "--num-env-runners", "0", "--runs-dir", str(runs), "--mlflow-uri", f"sqlite:///{runs / 'mlflow.db'}",
     ]  # fmt: skip
     for _ in range(12):  # the dashboard answers before the head's job agent registers: retry only that
         proc = subprocess.run(submit, env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True,
