@@ -19,7 +19,8 @@ Pieces:
   of the Gaussian (no exploration), then the action mapping RLlib's default module-to-env connector applies
   (`unsquash_action` to the env's bounds).
 * `build_ppo_config` / `train_ppo` (Ray shell): the environment is registered by name (`ENV_NAME`) and built by
-  every env runner from ``env_config`` (the `RLEnvConfig` fields plus the period's ``market``); with
+  every env runner from ``env_config`` (the `RLEnvConfig` fields plus the period's ``market``) by
+  `tradesys.rl.env.make_env`; with
   ``num_envs_per_env_runner > 1`` each runner steps a `VectorPortfolioEnv` (one numpy call for all its episodes).
   Per iteration: episode return mean, env steps/s, the PPO losses; logged to MLflow at step = iteration and passed
   to ``progress``. Checkpoints (`Algorithm.save_to_path`) go to ``<runs_dir>/rl/<mlflow run id>/checkpoints``.
@@ -49,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from tradesys.config import DataConfig
-from tradesys.rl.env import PortfolioEnv, RLEnvConfig, VectorPortfolioEnv
+from tradesys.rl.env import PortfolioEnv, RLEnvConfig, make_env
 from tradesys.rl.market import MarketData
 
 __all__ = [
@@ -67,7 +68,6 @@ __all__ = [
     "flag_message",
     "iteration_metrics",
     "load_split_market",
-    "make_env",
     "settings_from_options",
     "split_market",
     "train_ppo",
@@ -331,18 +331,8 @@ def _score(sel: Mapping[str, Any], metric: str) -> float:
 # --------------------------------------------------------------------------------------------- Ray / RLlib shell
 
 
-def make_env(env_config: Mapping[str, Any]) -> PortfolioEnv | VectorPortfolioEnv:
-    """RLlib's env creator: a `PortfolioEnv`, or a `VectorPortfolioEnv` when RLlib asks for ``num_envs``."""
-    cfg = dict(env_config)
-    n = cfg.pop("num_envs", None)
-    market = cfg.pop("market", None)
-    if n is None:
-        return PortfolioEnv(cfg, market=market)
-    return VectorPortfolioEnv(int(n), cfg, market=market)
-
-
 def register() -> None:
-    """Register `make_env` under `ENV_NAME` (Ray ships the creator to every env runner)."""
+    """Register `tradesys.rl.env.make_env` under `ENV_NAME` (Ray ships the creator to every env runner)."""
     from ray.tune.registry import register_env
 
     register_env(ENV_NAME, make_env)
