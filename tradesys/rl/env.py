@@ -198,6 +198,7 @@ class _Core:
         self.liq_all = self.cost.liquidity(market.volume)  # (T, A) per-bar liquidity
         self.offsets = np.arange(-cfg.window + 1, 1)
         self.first_start = cfg.window - 1
+        self.end_bar = market.n_bars - 1
         self.last_start = market.n_bars - 1 - (cfg.episode_length or (market.n_bars - 1 - self.first_start))
         self.t = np.full(n, self.first_start, dtype=np.int64)
         self.start = self.t.copy()
@@ -313,7 +314,9 @@ class _Core:
             rfilled = rsigned = np.zeros_like(rest)
             rpx, rfee = np.zeros_like(rest), np.zeros_like(rest)
             self.liq_left = liq
-        e1 = self.cash + (self.qty * m.close[t1]).sum(axis=1)
+        held = self.qty * m.close[t1]  # market value per asset at close t+1
+        positions_value = held.sum(axis=1)
+        e1 = self.cash + positions_value
         self.t = t1
         self.equity = e1
         self.peak = np.maximum(self.peak, e1)
@@ -329,8 +332,8 @@ class _Core:
             reward = rewards.penalised(rewards.log_return(e0, e1), dd, turnover, cfg.drawdown_penalty,
                                        cfg.turnover_penalty)
         terminated = e1 <= 0.0
-        end = m.n_bars - 1 if cfg.episode_length is None else self.start + cfg.episode_length
-        truncated = (t1 >= np.minimum(end, m.n_bars - 1)) & ~terminated
+        end = self.end_bar if cfg.episode_length is None else self.start + cfg.episode_length  # <= the last bar
+        truncated = (t1 >= end) & ~terminated
         fees_paid = fee.sum(axis=1) + rfee.sum(axis=1)
         slip = (filled * np.abs(px - close)).sum(axis=1) + (rfilled * np.abs(rpx - m.open[t1])).sum(axis=1)
         info = {
@@ -352,8 +355,8 @@ class _Core:
             "equity_after_trade": equity_post,
             "equity": e1,
             "cash": self.cash.copy(),
-            "positions_value": (self.qty * m.close[t1]).sum(axis=1),
-            "weights": self.qty * m.close[t1] / np.where(e1 > 0, e1, np.nan)[:, None],
+            "positions_value": positions_value,
+            "weights": held / np.where(e1 > 0, e1, np.nan)[:, None],
             "fees": fees_paid,
             "slippage_cost": slip,
             "costs": fees_paid + slip,
