@@ -171,7 +171,7 @@ def sweep(
     rank_by: Annotated[str, typer.Option(help="metric the best trials are ranked by")] = "sharpe",
     engine: Annotated[str, typer.Option(help="event: the event-driven loop (what live runs); vectorized: the "
                       "vectorised engine (trend/weights, market orders, no pre-trade gate); auto: vectorized where "
-                      "it applies, else event")] = "event",
+                      "it applies, else event")] = "auto",
     json_: JsonOpt = False,
     out: OutOpt = None,
 ) -> None:
@@ -257,4 +257,135 @@ def sweep_table(s: dict[str, Any]) -> Any:
         t.add_row(str(b["trial"]), *(str(b["params"][p]) for p in params), sharpe, f"{b['total_return']:+.2%}",
                   f"{b['max_drawdown']:.2%}", str(b["orders"]))
     t.caption = f"results: {s['results']}" + (f"; MLflow: {s['mlflow']['tracking_uri']}" if s.get("mlflow") else "")
+    return t
+
+
+@app.command()
+def walkforward(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="section.field=values, as for sweep "
+                     "(the grid the in-sample windows choose from)")] = None,
+    spec: Annotated[Path | None, typer.Option(help="TOML/JSON spec file, as for sweep")] = None,
+    is_span: Annotated[str, typer.Option("--is", help="in-sample window: a span such as 2Y, 18M, 26W, 90D")] = "2Y",
+    oos_span: Annotated[str, typer.Option("--oos", help="out-of-sample window (and the step between windows)"
+                        )] = "6M",
+    gap: Annotated[int, typer.Option(min=0, help="bars left out between in- and out-of-sample (purge)")] = 0,
+    anchored: Annotated[bool, typer.Option("--anchored", help="in-sample windows all start at the first bar "
+                        "(expanding) instead of rolling")] = False,
+    objective: Annotated[str, typer.Option(help="in-sample choice: sharpe, total_return or mean")] = "sharpe",
+    pbo_splits: Annotated[int, typer.Option(min=2, help="CSCV blocks for the probability of backtest "
+                          "overfitting over the out-of-sample span (even)")] = 16,
+    plot: Annotated[Path | None, typer.Option(help="write the in- and out-of-sample equity curves to this PNG"
+                    )] = None,
+    json_: JsonOpt = False,
+    out: OutOpt = None,
+) -> None:
+    """Walk-forward optimisation on the vectorised engine: in each window the grid point with the best in-sample
+    objective is chosen, then run out of sample; prints the chosen parameters per window, the stitched
+    out-of-sample result next to the in-sample one, the PBO (CSCV) and the deflated Sharpe of the grid."""
+    from tradesys.cli import _config, _console, _emit, _fail
+    from tradesys.config import ConfigError
+
+    _config(config, set_)
+    try:
+        summary = run_walkforward(config, set_ or [], param or [], spec, is_span=is_span, oos_span=oos_span,
+                                  gap=gap, anchored=anchored, objective=objective, pbo_splits=pbo_splits, plot=plot)
+    except (ConfigError, ValueError) as exc:
+        _fail("config", str(exc))
+    shown = _console(json_)
+    shown.print(walkforward_table(summary))
+    _emit(summary, json_, out)
+
+
+def run_walkforward(config: Path | None, overrides: list[str], params: list[str], spec_file: Path | None, *,
+                    is_span: str, oos_span: str, gap: int, anchored: bool, objective: str, pbo_splits: int,
+                    plot: Path | None) -> dict[str, Any]:
+    """The walk-forward behind the command (tradesys.backtest.walkforward), plus PBO and DSR of the grid."""
+    from tradesys.backtest.overfit import cscv_pbo, deflated_sharpe_of_trials
+    from tradesys.backtest.sweep import generate_trials, load_spec, make_spec, parse_param, trial_config
+    from tradesys.backtest.vectorized import bars_from_config
+    from tradesys.backtest.walkforward import config_evaluator, grid_returns, walk_forward_configs
+    from tradesys.config import ConfigError
+
+    if objective not in ("sharpe", "total_return", "mean"):
+        raise ConfigError(f"--objective: must be sharpe, total_return or mean, got {objective!r}")
+    the_spec = make_spec([parse_param(p) for p in params], file=load_spec(spec_file) if spec_file else None)
+    configs, labels = [], []
+    for t in generate_trials(the_spec):
+        try:
+            configs.append(trial_config(config, overrides, t.params))
+        except ConfigError:
+            continue  # a combination that is invalid as a whole (fast >= slow) is not a candidate
+        labels.append(t.params)
+    if not configs:
+        raise ConfigError("--param: every combination is invalid (e.g. strategy.fast >= strategy.slow)")
+    if configs[0].strategy.name not in ("trend", "weights") or configs[0].strategy.order_type != "market":
+        raise ConfigError("strategy.name: walk-forward runs on the vectorised engine: trend or weights strategies "
+                          "with market orders")
+    bars, n_symbols, bpy = bars_from_config(configs[0])
+    try:
+        result, ts_ns = walk_forward_configs(configs, labels, is_span=is_span, oos_span=oos_span, gap=gap,
+                                             anchored=anchored, objective=objective, bars=bars)
+    except ValueError as exc:
+        text = str(exc).replace("is_span", "--is").replace("oos_span", "--oos")
+        raise ConfigError(text) from None
+    result.check_no_lookahead()
+    summary = result.summary(ts_ns)
+    summary["grid"] = len(configs)
+    start, end = result.windows[0].oos_start, result.windows[-1].oos_end
+    if len(configs) >= 2:
+        m = grid_returns(config_evaluator(configs, bars, n_symbols, bpy), result.grid, start, end)
+        splits = pbo_splits - pbo_splits % 2
+        summary["pbo"] = float(cscv_pbo(m, min(splits, 2 * (m.shape[0] // 4) or 2)).pbo)
+        summary["deflated_sharpe"] = deflated_sharpe_of_trials(m).as_dict()
+    if plot is not None:
+        _plot_walkforward(result, ts_ns, plot)
+        summary["plot"] = str(plot)
+    return summary
+
+
+def _plot_walkforward(result: Any, ts_ns: Any, path: Path) -> None:
+    """Two panels: the stitched out-of-sample equity on the calendar (window starts marked), and the chained
+    in-sample equity by in-sample bar (rolling in-sample windows overlap, so it has no calendar of its own)."""
+    import numpy as np
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 7))
+    top, bottom = fig.subplots(2, 1)
+    dates = pd.to_datetime(np.asarray(ts_ns))
+    top.plot(dates[result.oos_index], result.oos_equity, color="C0")
+    for w in result.windows:
+        top.axvline(dates[w.oos_start], color="grey", lw=0.5, alpha=0.6)
+    top.set_title(f"stitched out of sample: Sharpe {result.oos_sharpe:.2f}, {len(result.windows)} windows")
+    top.set_ylabel("growth of 1")
+    bottom.plot(np.arange(result.is_equity.size), result.is_equity, color="C1")
+    bottom.set_title(f"in sample, each window's winner chained: Sharpe {result.is_sharpe:.2f}")
+    bottom.set_xlabel("in-sample bar")
+    bottom.set_ylabel("growth of 1")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
+def walkforward_table(s: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    params = [p for p in (s["windows"][0]["params"] if s["windows"] else {}) if p != "trial"]
+    t = Table(title=f"walk-forward over {s['grid']} configurations: {len(s['windows'])} windows")
+    t.add_column("#", justify="right")
+    t.add_column("in sample", no_wrap=True)
+    t.add_column("out of sample", no_wrap=True)
+    for c in [*(p.rsplit(".", 1)[-1] for p in params), "IS SR", "OOS SR"]:
+        t.add_column(c, justify="right")
+    for w in s["windows"]:
+        t.add_row(str(w["window"]), "..".join(w.get("is_dates", map(str, w["is"]))),
+                  "..".join(w.get("oos_dates", map(str, w["oos"]))), *(str(w["params"][p]) for p in params),
+                  f"{w['is_sharpe']:.2f}", f"{w['oos_sharpe']:.2f}")
+    extra = ""
+    if "pbo" in s:
+        extra = f"; PBO {s['pbo']:.2f}; deflated Sharpe {s['deflated_sharpe'].get('dsr', float('nan')):.2f}"
+    t.caption = (f"stitched out of sample: Sharpe {s['oos_sharpe']:.2f}, return {s['oos_total_return']:+.2%} over "
+                 f"{s['oos_bars']} bars; in sample (chained) Sharpe {s['is_sharpe']:.2f}{extra}")
     return t
