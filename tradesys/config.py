@@ -96,8 +96,9 @@ class StrategyConfig(_Section):
     """The strategy (docs/strategies.md). "trend": moving-average trend (tradesys.strategy.trend); "model": trades on
     a forecaster's predicted return and volatility (tradesys.strategy.model). Sizing and order fields are shared."""
 
-    name: Literal["trend", "model", "weights"] = Field("trend",
-        description="trend: moving-average trend; model: trades on a forecaster; weights: a target-weight file")
+    name: Literal["trend", "model", "weights", "rl"] = Field("trend",
+        description="trend: moving-average trend; model: trades on a forecaster; weights: a target-weight file; "
+        "rl: a trained PPO policy")
     # trend
     fast: int = Field(20, gt=1, description="trend: fast moving-average window (bars)")
     slow: int = Field(100, gt=2, description="trend: slow moving-average window (bars)")
@@ -127,8 +128,11 @@ class StrategyConfig(_Section):
     # weights: a target-weight schedule (tradesys.strategy.weights)
     weights_path: str | None = Field(None,
         description="weights: .parquet or .csv, a ts or date column and one weight column per symbol")
+    # rl: a trained PPO policy (tradesys.strategy.rl)
+    rl_policy_path: str | None = Field(None,
+        description="rl: a policy export directory (tradesys.rl.policy.export_policy: policy.json + model files)")
 
-    @field_validator("model_path", "standardizer_path")
+    @field_validator("model_path", "standardizer_path", "rl_policy_path")
     @classmethod
     def _absolute(cls, v: str | None) -> str | None:
         """Absolute paths: the strategy may be built by an actor in another working directory."""
@@ -149,6 +153,8 @@ class StrategyConfig(_Section):
             raise ValueError(f"fast ({self.fast}) must be smaller than slow ({self.slow})")
         if self.name == "weights" and self.weights_path is None:
             raise ValueError("weights_path: required for name = 'weights' (a .parquet or .csv target-weight file)")
+        if self.name == "rl" and self.rl_policy_path is None:
+            raise ValueError("rl_policy_path: required for name = 'rl' (a policy export directory)")
         if self.name != "model":
             return self
         if self.standardizer_path is None:

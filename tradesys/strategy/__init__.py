@@ -11,13 +11,14 @@ from tradesys.strategy.weights import TargetWeightsStrategy
 
 if TYPE_CHECKING:
     from tradesys.strategy.model import ModelStrategy
+    from tradesys.strategy.rl import RLStrategy
 
 __all__ = ["Strategy", "TargetWeightsStrategy", "TrendStrategy", "make_strategy"]
 
 
 def make_strategy(
     cfg: StrategyConfig, n_symbols: int, bars_per_year: float = 252.0, limits: RiskConfig | None = None
-) -> TrendStrategy | ModelStrategy | TargetWeightsStrategy:
+) -> TrendStrategy | ModelStrategy | TargetWeightsStrategy | RLStrategy:
     """The configured strategy; the backtest and the live loop's StrategyActor both build it here.
 
     `limits` (the run's RiskConfig) makes the strategy size its orders within the pre-trade limits; without it
@@ -31,4 +32,8 @@ def make_strategy(
         return ModelStrategy.from_config(cfg, n_symbols, bars_per_year, limits)
     if cfg.name == "weights":
         return TargetWeightsStrategy.from_config(cfg, limits)
+    if cfg.name == "rl":
+        from tradesys.strategy.rl import RLStrategy  # torch / onnxruntime load only when used
+
+        return RLStrategy.from_config(cfg, limits)
     raise ValueError(f"strategy.name: unknown strategy {cfg.name!r}")
