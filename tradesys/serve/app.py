@@ -133,11 +133,13 @@ def create_api(
     api_key_env: str = API_KEY_ENV,
     analytics: bool = True,
     limits: ServeLimits | None = None,
+    rl_policy_path: str | None = None,
 ) -> FastAPI:
     """Build the API: ledger views when `ledger_url` is given, the analytics routes (options, vol, risk,
-    portfolio) unless `analytics=False`. The key is read from `api_key_env` unless given; without one this raises
-    RuntimeError, so the API is never served open. `limits` bounds each request (body size, concurrency, queue,
-    time budget; `tradesys.serve.limits`).
+    portfolio) unless `analytics=False`, the RL policy routes (`tradesys.serve.rl`) when `rl_policy_path` names a
+    policy export (loaded here, once per replica). The key is read from `api_key_env` unless given; without one
+    this raises RuntimeError, so the API is never served open. `limits` bounds each request (body size,
+    concurrency, queue, time budget; `tradesys.serve.limits`).
 
     The ledger is opened (and migrated, so a fresh database answers too) here, and closed at app shutdown.
     """
@@ -205,6 +207,10 @@ def create_api(
     from tradesys.serve.runs import runs_router
 
     app.include_router(runs_router(auth, errors))  # /v1/runs/{id}/equity and /report: run folders, read-only
+    if rl_policy_path is not None:
+        from tradesys.serve.rl import rl_router  # torch / onnxruntime load only when a policy is served
+
+        app.include_router(rl_router(rl_policy_path, auth, errors))
     return app
 
 
@@ -282,14 +288,17 @@ class TradesysAPI:
         api_key: SecretStr | None = None,
         api_key_env: str = API_KEY_ENV,
         limits: ServeLimits | None = None,
+        rl_policy_path: str | None = None,
     ) -> None:
         self.ledger_url = ledger_url
         self._api_key = api_key
         self._api_key_env = api_key_env
         self._limits = limits
+        self._rl_policy_path = rl_policy_path
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_api(self.ledger_url, api_key=self._api_key, api_key_env=self._api_key_env, limits=self._limits)
+        return create_api(self.ledger_url, api_key=self._api_key, api_key_env=self._api_key_env, limits=self._limits,
+                          rl_policy_path=self._rl_policy_path)
 
 
 def build_app(
@@ -298,6 +307,7 @@ def build_app(
     api_key_env: str = API_KEY_ENV,
     replicas: int = 1,
     limits: ServeLimits | None = None,
+    rl_policy_path: str | None = None,
 ) -> serve.Application:
     """The bound Serve application; fails here, in the driver, if the API key is not set.
 
@@ -306,7 +316,8 @@ def build_app(
     key = load_api_key(api_key_env)
     url = None if ledger_url is None else absolute_sqlite_url(ledger_url)
     lim = limits or ServeLimits()
-    return TradesysAPI.options(num_replicas=replicas, **lim.serve_options()).bind(url, key, api_key_env, lim)
+    rl = None if rl_policy_path is None else os.path.abspath(rl_policy_path)  # the replica's cwd need not be ours
+    return TradesysAPI.options(num_replicas=replicas, **lim.serve_options()).bind(url, key, api_key_env, lim, rl)
 
 
 def run_serve(
@@ -319,9 +330,11 @@ def run_serve(
     api_key_env: str = API_KEY_ENV,
     replicas: int = 1,
     limits: ServeLimits | None = None,
+    rl_policy_path: str | None = None,
 ) -> DeploymentHandle:
     """Start Serve's HTTP proxy on host:port and deploy the API; returns once the replicas are ready."""
-    app = build_app(ledger_url, api_key_env=api_key_env, replicas=replicas, limits=limits)  # fail fast without a key
+    app = build_app(ledger_url, api_key_env=api_key_env, replicas=replicas, limits=limits,
+                    rl_policy_path=rl_policy_path)  # fail fast without a key
     serve.start(http_options={"host": host, "port": port})
     log.info("serving the tradesys API on http://%s:%d%s (pid %d)", host, port, route_prefix, os.getpid())
     return serve.run(app, name=name, route_prefix=route_prefix)
