@@ -47,7 +47,7 @@ from tradesys.rl.train import (
     split_market,
 )
 
-__all__ = ["DEFAULT_SPACE", "HPARAMS", "SCHEDULERS", "sample_configs", "tune_ppo"]
+__all__ = ["DEFAULT_SPACE", "HPARAMS", "SCHEDULERS", "sample_configs", "select_best", "tune_ppo"]
 
 HPARAMS = ("lr", "entropy_coeff", "clip_param", "gamma")
 SCHEDULERS = ("asha",)
@@ -87,6 +87,28 @@ def sample_configs(n: int, seed: int = 0, space: Mapping[str, Any] | None = None
                 raise ValueError(f"space.{name}: kind must be 'loguniform' or 'choice', got {kind!r}")
         out.append(cfg)
     return out
+
+
+def select_best(
+    configs: Sequence[Mapping[str, Any]], trials: Sequence[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """(per-configuration scores, the best configuration, its best trial) from trials with ``config_id``, ``seed``,
+    ``score`` and ``iterations``: a configuration scores the mean of its trials' scores (module docstring)."""
+    if not trials:
+        raise ValueError("trials: none finished")
+    by_config: dict[int, list[Mapping[str, Any]]] = {}
+    for t in trials:
+        by_config.setdefault(int(t["config_id"]), []).append(t)
+    scores = []
+    for cid, ts in sorted(by_config.items()):
+        vals = [float(t["score"]) for t in ts]
+        scores.append({"config_id": cid, **{k: v for k, v in configs[cid].items() if k != "id"},
+                       "mean_score": float(np.mean(vals)), "std_score": float(np.std(vals)),
+                       "seeds": [t["seed"] for t in ts], "scores": vals,
+                       "iterations": [t["iterations"] for t in ts]})  # fmt: skip
+    best = max(scores, key=lambda c: c["mean_score"])
+    best_trial = dict(max(by_config[best["config_id"]], key=lambda t: float(t["score"])))
+    return scores, best, best_trial
 
 
 def _trainable(config: dict[str, Any], *, train_market: MarketData, select_market: MarketData, env: RLEnvConfig,
@@ -205,18 +227,7 @@ def tune_ppo(
         trials.append({"config_id": int(r.config["hp"]["id"]), "seed": int(r.config["seed"]),
                        "score": float(df[METRIC].max()), "iterations": int(df["training_iteration"].max()),
                        "checkpoint": best_ckpt.path if best_ckpt is not None else None, "path": r.path})  # fmt: skip
-    by_config: dict[int, list[dict[str, Any]]] = {}
-    for t in trials:
-        by_config.setdefault(t["config_id"], []).append(t)
-    scores = []
-    for cid, ts in sorted(by_config.items()):
-        vals = [t["score"] for t in ts]
-        scores.append({"config_id": cid, **{k: v for k, v in configs[cid].items() if k != "id"},
-                       "mean_score": float(np.mean(vals)), "std_score": float(np.std(vals)),
-                       "seeds": [t["seed"] for t in ts], "scores": vals,
-                       "iterations": [t["iterations"] for t in ts]})  # fmt: skip
-    best = max(scores, key=lambda c: c["mean_score"])
-    best_trial = max(by_config[best["config_id"]], key=lambda t: t["score"])
+    scores, best, best_trial = select_best(configs, trials)
     setup_tracking(base.experiment, uri, runs_dir=runs_dir)  # the callback changed the active experiment
     with mlflow.start_run(run_name=run_name) as run:
         log_params({"ppo": base.to_dict(), "env": _loggable_env(env), "split": split.to_dict(),
