@@ -178,6 +178,26 @@ def test_builder_observation_equals_the_env_observation_every_bar(market, window
     assert seen_nonzero > 100
 
 
+def test_a_bounded_history_gives_the_same_float32_observations(market) -> None:
+    """`max_history` 600 of 780 bars (the recursive features' start weighs (25/27)^567, about 1e-19): the same
+    float32 feature windows as the whole history at every bar, and the float64 features to 1e-12 relative."""
+    full = ObservationBuilder(market.symbols, market.feature_names, 5, max_history=None)
+    short = ObservationBuilder(market.symbols, market.feature_names, 5, max_history=600)
+    compared = 0
+    for bars in make_source(DATA).batches():
+        full.update(bars)
+        short.update(bars)
+        a, b = full.feature_window(), short.feature_window()
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_array_equal(a.astype(np.float32), b.astype(np.float32))
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-15)
+            compared += full.n > 600
+    assert compared > 100
+    with pytest.raises(ValueError, match=r"^max_history: "):
+        ObservationBuilder(market.symbols, market.feature_names, 5, max_history=20)
+
+
 def test_builder_waits_for_the_warm_up_and_ignores_replayed_bars(market) -> None:
     b = ObservationBuilder(market.symbols, market.feature_names, 4)
     batches = list(make_source(DATA).batches())
