@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -220,7 +221,14 @@ def test_tune_runs_every_seed_and_keeps_the_chosen_checkpoint(ray_session, tmp_p
     m = drift_market()
     base = PPOSettings(iterations=1, num_env_runners=0, train_batch_size=128, minibatch_size=64, num_epochs=1,
                        hidden=(8,), select_metric="log_return", runs_dir=str(tmp_path / "runs"))  # fmt: skip
-    out = tune_ppo(m, ENV, SPLIT, base, num_samples=1, seeds=(0, 1), name="t")
+    lock, events = threading.Lock(), []
+
+    def progress(ev: dict) -> None:  # holds a lock, as the CLI's progress bar does: the Tuner must not pickle it
+        with lock:
+            events.append(ev)
+
+    out = tune_ppo(m, ENV, SPLIT, base, num_samples=1, seeds=(0, 1), name="t", progress=progress)
+    assert sum(e["event"] == "trial_complete" for e in events) == 2 and events[-1]["stage"] == "done"
     assert out["num_trials"] == 2 and sorted(t["seed"] for t in out["trials"]) == [0, 1]
     assert out["best_mean_score"] == pytest.approx(np.mean([t["score"] for t in out["trials"]]), rel=1e-12)
     # the chosen checkpoint, re-scored from disk on the selection period, gives the score it was chosen for

@@ -111,6 +111,32 @@ def select_best(
     return scores, best, best_trial
 
 
+def _progress_callback(emit: Progress) -> Any:
+    """A Tune callback sending trial events to `emit`. The Tuner pickles its callbacks and a progress bar holds
+    locks, so the callback pickles without `emit` (a restored experiment reports nothing rather than failing)."""
+    from ray import tune
+
+    class _Progress(tune.Callback):
+        def __init__(self, emit: Progress) -> None:
+            self._emit = emit
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {}
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self._emit = lambda _e: None
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            it = int(result.get("training_iteration", 0))
+            self._emit({"event": "trial_result", "trial_id": trial.trial_id, "iteration": it,
+                        "score": result.get(METRIC)})  # fmt: skip
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._emit({"event": "trial_complete", "trial_id": trial.trial_id})
+
+    return _Progress(emit)
+
+
 def _trainable(config: dict[str, Any], *, train_market: MarketData, select_market: MarketData, env: RLEnvConfig,
                base: PPOSettings) -> None:  # fmt: skip
     """One Tune trial: PPO with this configuration and seed; reports every iteration, checkpoints when scored."""
@@ -195,14 +221,6 @@ def tune_ppo(
     total = len(configs) * len(seeds)
     emit({"event": "stage", "stage": "search", "trials": total, "iterations": base.iterations})
 
-    class _Progress(tune.Callback):
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            emit({"event": "trial_result", "trial_id": trial.trial_id,
-                  "iteration": int(result.get("training_iteration", 0)), "score": result.get(METRIC)})  # fmt: skip
-
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            emit({"event": "trial_complete", "trial_id": trial.trial_id})
-
     tuner = tune.Tuner(
         trainable,
         param_space={"hp": tune.grid_search(configs), "seed": tune.grid_search(seeds)},
@@ -214,7 +232,7 @@ def tune_ppo(
         run_config=tune.RunConfig(
             name=run_name, storage_path=str(runs_dir / "rl-tune"), verbose=0,
             callbacks=[MLflowLoggerCallback(tracking_uri=uri, experiment_name=base.experiment + "-tune",
-                                            save_artifact=False), _Progress()],
+                                            save_artifact=False), _progress_callback(emit)],
         ),
     )  # fmt: skip
     grid = tuner.fit()
