@@ -16,7 +16,7 @@ import pytest
 from tradesys.config import DataConfig, RiskConfig
 from tradesys.data import make_source
 from tradesys.rl.env import PortfolioEnv, RLEnvConfig
-from tradesys.rl.market import market_from_source
+from tradesys.rl.market import compute_features, market_from_source
 from tradesys.rl.observation import ObservationBuilder
 from tradesys.rl.policy import META_FILE, export_policy, load_policy
 
@@ -196,6 +196,22 @@ def test_a_bounded_history_gives_the_same_float32_observations(market) -> None:
     assert compared > 100
     with pytest.raises(ValueError, match=r"^max_history: "):
         ObservationBuilder(market.symbols, market.feature_names, 5, max_history=20)
+
+
+def test_a_bounded_history_drops_old_bars_and_reads_the_last_max_history(market) -> None:
+    """Memory stays bounded (at most 2 x max_history bars kept); the features are always those of the last
+    max_history bars, computed afresh (`compute_features` on exactly those bars)."""
+    full = ObservationBuilder(market.symbols, market.feature_names, 5, max_history=None)
+    short = ObservationBuilder(market.symbols, market.feature_names, 5, max_history=100)
+    for i, bars in enumerate(make_source(DATA).batches()):
+        full.update(bars)
+        short.update(bars)
+        assert short.n <= 200
+        if i % 37 == 0 and full.n > 100:
+            last = tuple(p[-100:] for p in full.prices())
+            np.testing.assert_array_equal(short.feature_window(), compute_features(last, market.feature_names)[-5:])
+            np.testing.assert_array_equal(short.ts[-1], full.ts[-1])
+    assert full.n > 700 and short.n < 200
 
 
 def test_builder_waits_for_the_warm_up_and_ignores_replayed_bars(market) -> None:

@@ -57,7 +57,7 @@ class ObservationBuilder:
         self._cap = 256
         self._ohlcv = np.empty((5, self._cap, a))  # open, high, low, close, volume
         self._ts = np.empty(self._cap, dtype=np.int64)
-        self.n = 0  # bars kept
+        self.n = 0  # bars kept (at most 2 x max_history)
         self.last_ts: int | None = None  # the last bar time seen (kept or not)
         self._feats: np.ndarray | None = None
         self._feats_n = -1
@@ -96,6 +96,12 @@ class ObservationBuilder:
         o = np.where(np.isfinite(row[0]), row[0], close)
         h = np.where(np.isfinite(row[1]), row[1], np.maximum(o, close))
         lo = np.where(np.isfinite(row[2]), row[2], np.minimum(o, close))
+        if self.max_history is not None and self.n >= 2 * self.max_history:
+            keep = self.max_history  # drop bars the features no longer read: memory stays bounded in a long run
+            self._ohlcv[:, :keep] = self._ohlcv[:, self.n - keep : self.n].copy()
+            self._ts[:keep] = self._ts[self.n - keep : self.n].copy()
+            self.n = keep
+            self._feats_n = -1
         if self.n == self._cap:
             self._cap *= 2
             grown = np.empty((5, self._cap, a))
@@ -119,6 +125,11 @@ class ObservationBuilder:
     @property
     def ts(self) -> np.ndarray:
         return self._ts[: self.n]
+
+    def prices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(open, high, low, close, volume), each (n, A), of the bars kept."""
+        o, h, lo, c, v = (self._ohlcv[k, : self.n] for k in range(5))
+        return o, h, lo, c, v
 
     @property
     def close(self) -> np.ndarray:
