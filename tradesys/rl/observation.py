@@ -11,7 +11,7 @@ EMA, the slowest. With at most `max_history` bars (default 1000, i.e. 1e-33 of t
 the env's to the last bit or two of float64, far below the observation's float32 resolution; bit for bit while
 the history is shorter than `max_history` (the env's own market arrays start at the same first bar when both use
 the same `DataConfig`). `max_history=None` keeps every bar. Cost: one feature pass over at most `max_history`
-bars per observation (about 1 ms per 100 bars for 20 assets and the six built-in features).
+bars per observation.
 
 Observation layout (`tradesys.rl.env.obs_layout`): the features of the last `window` bars (window, A, F) in C
 order, then the book's weights qty * close / equity (A), then the cash weight cash / equity (1), float32. None
