@@ -98,7 +98,8 @@ class PreTradeRisk:
         self._prune(now_ns)
         pending = dict(working or {})
         self.market.observe(book.ts_ns or now_ns, book.marks)
-        exposures = {s: (book.qty(s) + pending.get(s, 0.0)) * m for s, m in book.marks.items() if m > 0}
+        held, working_of = book.positions, pending.get  # book.qty(s) is book.positions.get(s, 0.0)
+        exposures = {s: (held.get(s, 0.0) + working_of(s, 0.0)) * m for s, m in book.marks.items() if m > 0}
         x = self.market.exposure_vector(exposures)
         self._update_metrics(book, exposures, x)
         state = _BookState(self.metrics["gross_exposure"], self.metrics["net_exposure"], self.metrics["var"])
