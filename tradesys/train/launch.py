@@ -73,6 +73,10 @@ def _run_script_main(script: str, argv: list[str]) -> dict[str, Any]:
         out = mod.main(list(argv))
     except SystemExit as exc:  # argparse's error on a bad flag: a failed job, not a dead worker
         raise RuntimeError(f"{script} exited with status {exc.code} (argv {list(argv)})") from None
+    if isinstance(out, int) and not isinstance(out, bool):  # a CLI-style main (jobs/rl_train.py): an exit status
+        if out != 0:
+            raise RuntimeError(f"{script} exited with status {out} (argv {list(argv)})")
+        return {}
     return dict(out) if out is not None else {}
 
 
