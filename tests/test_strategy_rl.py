@@ -59,13 +59,19 @@ def policy_dir(market, tmp_path_factory) -> Path:
     return d / "export"
 
 
+@pytest.fixture(scope="module")
+def backtest(policy_dir: Path) -> tuple[Any, Any]:
+    """(summary, ledger) of `run_backtest` on `run_cfg`: the reference the other runs are compared with."""
+    return run_backtest(run_cfg(policy_dir))
+
+
 def run_cfg(policy_dir: Path, **extra: Any) -> TradesysConfig:
     return TradesysConfig(initial_cash=1_000_000.0, data=DATA, broker=BROKER, risk=RISK,
                           strategy=StrategyConfig(name="rl", rl_policy_path=str(policy_dir), rebalance_band=BAND),
                           **extra)
 
 
-def test_backtest_books_what_the_env_books_with_the_same_policy(market, policy_dir: Path) -> None:
+def test_backtest_books_what_the_env_books_with_the_same_policy(market, policy_dir: Path, backtest) -> None:
     """Closed loop: the env steps with the policy's action on its own observation; the backtest's strategy builds
     its observation from the bars and its book. Same equity after every step's trades and after the next bar's
     resting fills and marks, same fills, to 1e-8 relative."""
@@ -82,7 +88,7 @@ def test_backtest_books_what_the_env_books_with_the_same_policy(market, policy_d
     assert any(i["rest_fill_qty"].any() for i in infos), "the participation cap never bound: weak test"
     assert any(abs(np.abs(i["target_weights"]).sum() - 0.98 * 0.9) < 1e-12 for i in infos), "no leverage scaling"
 
-    summary, ledger = run_backtest(run_cfg(policy_dir))
+    summary, ledger = backtest
     assert not [o for o in ledger.orders() if o["status"] == "rejected"]
     curve = pd.DataFrame(ledger.equity_curve())
     by_ts = curve.groupby("ts_ns")["equity"]
@@ -114,26 +120,30 @@ def test_backtest_books_what_the_env_books_with_the_same_policy(market, policy_d
 @pytest.mark.ray
 @pytest.mark.slow
 def test_live_loop_makes_the_backtests_orders_and_fills(ray_session: None, policy_dir: Path, tmp_path: Path) -> None:
+    """One session of bars (390 steps, about 350 decisions): actors driven by the Supervisor, then the backtest."""
     from tradesys.live import run_live
 
-    cfg = run_cfg(policy_dir).model_copy(deep=True)
-    cfg = TradesysConfig.model_validate({**cfg.model_dump(), "ledger": {"url": f"sqlite:///{tmp_path}/live.db"}})
-    summary = run_live(cfg, show_progress=False, run_id="t-rl-live")
-    live = open_ledger(f"sqlite:///{tmp_path}/live.db")
-    _, bt = run_backtest(run_cfg(policy_dir))
+    one_day = DATA.model_copy(update={"synthetic_days": 1})
+    cfg = run_cfg(policy_dir).model_copy(update={"data": one_day})
+    url = f"sqlite:///{tmp_path}/live.db"
+    summary = run_live(TradesysConfig.model_validate({**cfg.model_dump(), "ledger": {"url": url}}),
+                       show_progress=False, run_id="t-rl-live")  # fmt: skip
+    live = open_ledger(url)
+    _, bt = run_backtest(cfg)
     assert summary["reason"] == "completed"
     assert trade_record(live) == trade_record(bt)
-    assert len(live.orders()) > 100
+    assert len(live.orders()) > 50
     assert_ledger_consistent(live, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
 
 
-@pytest.mark.slow  # about 20 s each: three event-driven runs
+@pytest.mark.slow  # about 6 s each: two event-driven runs
 @pytest.mark.parametrize("stop_at", [3, 120])
-def test_a_run_resumed_on_its_ledger_trades_as_undisturbed(policy_dir: Path, tmp_path: Path, stop_at: int) -> None:
+def test_a_run_resumed_on_its_ledger_trades_as_undisturbed(policy_dir: Path, backtest, tmp_path: Path,
+                                                           stop_at: int) -> None:
     """Stopped before the first decision and mid-run: `warm_up` rebuilds the bar history, the ledger the book."""
     cfg = run_cfg(policy_dir)
     batches = [b for b in make_source(cfg.data).batches() if b.num_rows]
-    _, undisturbed = run_backtest(cfg)
+    _, undisturbed = backtest
     url = f"sqlite:///{tmp_path}/r.db"
     book = BookKeeper(open_ledger(url), cfg.initial_cash)
     c = _components(cfg, book, batches)
@@ -142,6 +152,34 @@ def test_a_run_resumed_on_its_ledger_trades_as_undisturbed(policy_dir: Path, tmp
     resumed = _resume(cfg, url, batches)
     assert trade_record(resumed) == trade_record(undisturbed)
     assert len(undisturbed.orders()) > 100
+
+
+@pytest.mark.slow  # about 9 s: one CLI run
+def test_tradesys_backtest_command_trades_the_policy(policy_dir: Path, backtest, tmp_path: Path) -> None:
+    """The CLI (`tradesys backtest --set strategy.name=rl ...`) books what `run_backtest` books; a path that is not
+    an export is one config-error line naming the field."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tradesys.cli import app
+
+    sets = ["data.source=synthetic", "data.synthetic_days=2", "data.seed=11", "strategy.name=rl",
+            f"strategy.rl_policy_path={policy_dir}", f"strategy.rebalance_band={BAND}", "broker.fee_bps=1.0",
+            "broker.fee_min=1.0", "broker.slippage_bps=3.0", "broker.participation_cap=0.02",
+            "risk.max_net_leverage=null", "risk.var_limit_pct=null", "risk.max_orders_per_window=1000000000",
+            "risk.daily_loss_limit_pct=0.99", "risk.max_gross_leverage=0.9"]  # run_cfg, as --set flags
+    db = tmp_path / "cli.db"
+    r = CliRunner().invoke(app, ["backtest", *[x for s in sets for x in ("-s", s)], "--json", "--ledger",
+                                 f"sqlite:///{db}"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout[r.stdout.index("{"):])
+    _, bt = backtest
+    assert trade_record(open_ledger(f"sqlite:///{db}")) == trade_record(bt)
+    assert out["orders"] == len(bt.orders()) > 100
+    bad = CliRunner().invoke(app, ["backtest", "-s", "strategy.name=rl", "-s", f"strategy.rl_policy_path={tmp_path}"])
+    assert bad.exit_code != 0
+    assert bad.output.strip().splitlines()[-1].startswith("config error: strategy.rl_policy_path: ")
 
 
 def test_make_strategy_builds_it_and_errors_name_the_field(policy_dir: Path, tmp_path: Path) -> None:
