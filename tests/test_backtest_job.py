@@ -22,7 +22,7 @@ from tradesys.config import ConfigError, load_config
 from tradesys.ledger import open_ledger
 
 from .ledger_checks import assert_ledger_consistent
-from .test_ray_job import RAY, ray_head  # noqa: F401  (the head fixture: one real `ray start --head` on loopback)
+from .test_ray_job import RAY
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"data.symbols": ["AAPL", "JPM", "XOM"], "data.start": "2020-01-01", "data.end": "2020-09-30",
@@ -113,7 +113,7 @@ def test_cli_backtest_on_ray(ray_session: None, tmp_path: Path) -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_backtest_job_on_a_ray_head(ray_head, tmp_path: Path) -> None:  # noqa: F811
+def test_backtest_job_on_a_ray_head(ray_head, tmp_path: Path) -> None:
     """jobs/backtest.py submitted with `ray job submit` (token auth, as the docs say): the backtest runs as a task
     on the head's worker, its ledger and summary in $TRADESYS_RUNS_DIR/<run id>/, strict JSON on stdout."""
     address, env, _ = ray_head

@@ -8,83 +8,19 @@ to send that token: the README's command sets it.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tradesys.ledger import open_ledger
 
-from .conftest import free_port
 from .ledger_checks import assert_ledger_consistent
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-@pytest.fixture()
-def ray_head(tmp_path: Path):
-    gcs, dash = free_port(), free_port()
-    # Token authentication on, as on a real cluster: `ray start --head` turns it on because a token exists.
-    home = tmp_path / "home"
-    (home / ".ray").mkdir(parents=True)
-    token = home / ".ray" / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    token.chmod(0o600)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")}
-    env.update(HOME=str(home), RAY_USAGE_STATS_ENABLED="0")
-    temp = Path("/tmp") / f"rayjob{gcs}"  # Ray's socket paths must stay short
-    cmd = [
-        RAY, "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-        f"--temp-dir={temp}", "--disable-usage-stats",
-        # every listening port explicit: the defaults (e.g. the agent's 52365) clash with the session's own Ray
-        *(f"--{flag}={free_port()}" for flag in (
-            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
-            "runtime-env-agent-port", "node-manager-port", "object-manager-port",
-        )),
-    ]
-    # --block keeps `ray start` in the foreground as the parent of the head's processes; killing its process
-    # group tears down this head only (`ray stop` would also kill the test session's own Ray).
-    with open(tmp_path / "ray_head.log", "wb") as log:
-        proc = subprocess.Popen(
-            [*cmd, "--block"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            _wait_for_dashboard(dash, proc, timeout_s=120)
-            # the dashboard, the job client's environment (before RAY_AUTH_MODE) and the GCS address
-            yield f"http://127.0.0.1:{dash}", env, f"127.0.0.1:{gcs}"
-        finally:
-            for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-                try:
-                    os.killpg(proc.pid, sig)
-                    proc.wait(timeout=wait)
-                    break
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    continue
-
-
-def _wait_for_dashboard(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ray start exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=2)
-            return
-        except urllib.error.HTTPError:
-            return  # 401 without a token: the dashboard is up
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError("the Ray head's dashboard did not come up")
 
 
 def _submit(

@@ -33,7 +33,7 @@ from tradesys.rl.train import (
     split_market,
 )
 
-from .test_ray_job import RAY, ROOT, ray_head  # noqa: F401  (the fixture: a real `ray start --head`)
+from .test_ray_job import RAY, ROOT
 
 SPLIT = WalkForward("2020-01-01", "2021-08-31", "2021-09-01", "2022-03-31", "2022-04-01", "2022-12-31")
 
@@ -240,7 +240,7 @@ def test_tune_runs_every_seed_and_keeps_the_chosen_checkpoint(ray_session, tmp_p
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_rl_train_job_on_a_ray_head(ray_head, tmp_path: Path) -> None:  # noqa: F811
+def test_rl_train_job_on_a_ray_head(ray_head, tmp_path: Path) -> None:
     """jobs/rl_train.py submitted to a real head: one tiny iteration on two S&P 500 stocks; the summary is strict
     JSON on stdout and in --out, the checkpoint and the MLflow run exist under --runs-dir. (--mlflow-uri is given:
     the head inherits this process's environment, where MLflow's set_tracking_uri may have left
