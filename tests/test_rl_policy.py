@@ -184,9 +184,11 @@ def test_a_bounded_history_gives_the_same_float32_observations(market) -> None:
     full = ObservationBuilder(market.symbols, market.feature_names, 5, max_history=None)
     short = ObservationBuilder(market.symbols, market.feature_names, 5, max_history=600)
     compared = 0
-    for bars in make_source(DATA).batches():
+    for i, bars in enumerate(make_source(DATA).batches()):
         full.update(bars)
         short.update(bars)
+        if full.n <= 600 and i % 25:
+            continue  # both read the same bars until then: sample them
         a, b = full.feature_window(), short.feature_window()
         assert (a is None) == (b is None)
         if a is not None:

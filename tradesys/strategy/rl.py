@@ -59,8 +59,9 @@ class RLStrategy(TargetWeightsStrategy):
         self.decisions = 0
 
     @classmethod
-    def from_config(cls, cfg: StrategyConfig, limits: RiskConfig | None = None) -> RLStrategy:  # type: ignore[override]
-        path = getattr(cfg, "rl_policy_path", None)
+    def from_config(cls, cfg: StrategyConfig, limits: RiskConfig | None = None) -> RLStrategy:
+        """Load the export `strategy.rl_policy_path` names; a bad path is a ConfigError naming that field."""
+        path = cfg.rl_policy_path
         if path is None:
             raise ConfigError(f"{FIELD}: required for strategy.name = 'rl' (a directory made by export_policy)")
         try:
