@@ -507,6 +507,7 @@ def plot_equity(report: Mapping[str, Any], path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=110)
     kinds = {x["name"]: x["kind"] for x in report["strategies"]}
     first_agent = True
+    colours = iter(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:cyan"] * 9)
     for name, curve in report["equity"].items():
         t = np.array(curve["ts"], dtype="datetime64[D]")
         e = np.asarray(curve["equity"], dtype=float)
@@ -514,7 +515,7 @@ def plot_equity(report: Mapping[str, Any], path: str | Path) -> Path:
             ax.plot(t, e / e[0], color="tab:red", lw=0.9, alpha=0.6, label="agent (each seed)" if first_agent else None)
             first_agent = False
         else:
-            ax.plot(t, e / e[0], lw=1.4, label=name)
+            ax.plot(t, e / e[0], lw=1.4, label=name, color=next(colours))
     ax.set_title(f"Test period {report['first_decision']} .. {report['last_bar']}: equity net of costs")
     ax.set_ylabel("growth of 1")
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
