@@ -321,17 +321,19 @@ def test_evaluate_saved_policies_without_ray(saved_runs: list[Path], tmp_path: P
 @pytest.mark.slow
 def test_cli_table_json_and_out_dir(saved_runs: list[Path], tmp_path: Path) -> None:
     import typer
-    from tradesys.commands.rl_evaluate import evaluate
     from typer.testing import CliRunner
+
+    from tradesys.commands.rl_evaluate import evaluate
 
     app = typer.Typer()
     app.command("evaluate")(evaluate)
     app.command("noop")(lambda: None)  # a group, as under `tradesys rl`
     runner = CliRunner()
     args = ["evaluate", *map(str, saved_runs), "--estimation-window", "200", "--bootstrap-reps", "200"]
-    res = runner.invoke(app, [*args, "--json"])
+    res = runner.invoke(app, [*args, "--json", "--png", str(tmp_path / "curves.png")])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert rep["n_seeds"] == 5 and len(rep["verdicts"]) == 5
     out = tmp_path / "eval"
     res = runner.invoke(app, [*args, "--out", str(out)])

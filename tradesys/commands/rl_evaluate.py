@@ -10,7 +10,8 @@ store is reachable.
 
 Output: the table (rich), one line per baseline saying whether the agent beats it, and the conclusion; ``--json``
 prints only the report as strict JSON on stdout; ``--out DIR`` writes ``equity.png``, ``evaluation.json`` and
-``evaluation.md``. A bad argument prints ``error: field: reason`` and exits with code 2. No Ray is started.
+``evaluation.md`` (``--png PATH`` puts the plot elsewhere). A bad argument prints ``error: field: reason`` and
+exits with code 2. No Ray is started.
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def evaluate(
     min_seeds: Annotated[int, typer.Option(help="training seeds required")] = 5,
     mlflow_uri: Annotated[str | None, typer.Option(help="tracking URI for runs given by id")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="write equity.png, evaluation.json, evaluation.md")] = None,
+    png: Annotated[Path | None, typer.Option("--png", help="write the equity-curve PNG here (default: DIR/equity.png)")]
+    = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON on stdout")] = False,
 ) -> None:
     """The agent of each training seed and the baselines on the held-out test period: Sharpe with a bootstrap
@@ -144,12 +147,13 @@ def evaluate(
     show.print(f"[bold]{report['conclusion']}[/bold]", highlight=False)
     show.print(f"deflated Sharpe: {report['n_trials']} configurations tried ({report['trials_source']})",
                highlight=False)  # fmt: skip
+    if out is not None or png is not None:
+        path = plot_equity(report, png if png is not None else out / "equity.png")  # type: ignore[operator]
+        show.print(f"equity curves: {path}", highlight=False)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        png = plot_equity(report, out / "equity.png")
         (out / "evaluation.json").write_text(dumps(report, indent=None))
         (out / "evaluation.md").write_text(markdown_table(report))
-        show.print(f"equity curves: {png}", highlight=False)
         show.print(f"report: {out / 'evaluation.json'}, {out / 'evaluation.md'}", highlight=False)
     if as_json:
         typer.echo(dumps(report, indent=None))
