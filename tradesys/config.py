@@ -38,6 +38,17 @@ def redact_url(url: str) -> str:
     return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", url))
 
 
+def save_run_config(cfg: TradesysConfig, folder: str | Path) -> Path:
+    """Write the run's effective configuration (passwords masked) as `config.json` in its folder, so later tools
+    (`tradesys report`) know its data source: a ledger records trades, not where the bars came from."""
+    import json as _json
+
+    path = Path(folder) / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_json.dumps(redact_tree(cfg.model_dump(mode="json")), indent=2) + "\n")
+    return path
+
+
 def redact_tree(value: Any) -> Any:
     """`redact_url` applied to every string in a JSON-like tree (the dumped config), so no secret is printed."""
     if isinstance(value, str):

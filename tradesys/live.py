@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tradesys import localray
-from tradesys.config import ConfigError, DataError, TradesysConfig, redact_url
+from tradesys.config import ConfigError, DataError, TradesysConfig, redact_url, save_run_config
 from tradesys.ledger.sqlite import absolute_sqlite_url
 from tradesys.localray import LocalCluster
 
@@ -227,6 +227,8 @@ def _run(
 
     ledger_url = resolve_ledger_url(cfg, run_id)
     resume = resume_command(ledger_url)
+    if cfg.ledger.url is None:  # the run's own folder: its configuration beside the ledger, for `tradesys report`
+        save_run_config(cfg, Path(ledger_url.removeprefix("sqlite:///")).parent)
     if dashboard:
         console.print(f"[bold]Ray dashboard:[/bold] {dashboard}")
     console.print(f"[bold]Ledger:[/bold] {redact_url(ledger_url)}")

@@ -113,7 +113,7 @@ def run_on_ray(cfg: Any, ledger: str | None, runs_dir: Path, retries: int, shown
 
     from tradesys.backtest.distributed import backtest_on_ray
     from tradesys.commands.output import write_json
-    from tradesys.config import redact_url
+    from tradesys.config import redact_url, save_run_config
     from tradesys.live import new_run_id
 
     run_id = run_id or new_run_id()
@@ -128,6 +128,7 @@ def run_on_ray(cfg: Any, ledger: str | None, runs_dir: Path, retries: int, shown
     result = {**out["summary"], "run_id": run_id, "reason": "completed", "ledger_url": redact_url(url),
               "run_dir": str(run_dir), "attempts": out["attempt"], "seconds": out["seconds"]}
     write_json(run_dir / "summary.json", result)
+    save_run_config(cfg, run_dir)
     return result
 
 

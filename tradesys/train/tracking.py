@@ -23,11 +23,13 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = [
     "DEFAULT_OUTPUT_NAMES",
@@ -158,6 +160,7 @@ def log_torch_model(
     """
     import mlflow
     import mlflow.pytorch
+    import torch  # here, not at import: a sweep or a drift check logs to MLflow without loading torch
     from mlflow.models import infer_signature
 
     x = torch.as_tensor(np.asarray(sample, dtype=np.float32))
