@@ -9,7 +9,7 @@ Every trial's final equity from the Ray sweeps must equal the sequential run's (
 faster sweep that computes something else shows. Ray's start-up (`ray.init`) is timed apart and not in the sweep's
 wall time; MLflow logging is off and ledgers are in memory, so the figure is the trials and their scheduling.
 
-Per-node projection: the measured median cost of one trial inside a Ray task, times 256, divided by the CPUs of a
+Per-node projection: the measured mean cost of one trial inside a Ray task, times 256, divided by the CPUs of a
 node, plus the measured fixed overhead of a sweep. It is a PROJECTION (linear scaling, no memory-bandwidth or
 scheduler contention), not a measurement; the printed table says so.
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         eq = same_equity(seq["equity"], r["equity"])
         ok &= eq and r["failed"] == 0 and r["invalid"] == 0
         print(f"Ray {r['workers']} worker(s): {r['ok']} ok, {r['failed']} failed, {r['invalid']} invalid; "
-              f"median {statistics.median(r['trial_s']):.3f} s per trial inside its task; final equity of every trial "
+              f"mean {statistics.mean(r['trial_s']):.3f} s per trial inside its task; final equity of every trial "
               f"{'equal to' if eq else 'DIFFERENT FROM'} the sequential run's")
     if vz is not None:
         eq = same_equity(seq["equity"], vz["equity"])
@@ -168,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # projection per node from the measured per-trial cost inside a Ray task, and the measured fixed overhead
     base = min(ray_runs, key=lambda r: r["workers"])
-    task_cost = statistics.median(base["trial_s"])
+    task_cost = statistics.mean(base["trial_s"])  # the mean: total work is the sum of the trials' times
     overhead = max(0.0, base["wall_s"] - n * task_cost / base["workers"])
-    print(f"\nPROJECTION, not measured: {n} trials x {task_cost:.3f} s (median trial inside a Ray task, "
+    print(f"\nPROJECTION, not measured: {n} trials x {task_cost:.3f} s (mean trial inside a Ray task, "
           f"{base['workers']} worker run) / CPUs of the node + {overhead:.1f} s fixed overhead (that run's wall "
           "minus its trials' time); assumes linear scaling with no contention")
     print("\n| node CPUs | projected sweep wall s (PROJECTION) |")
