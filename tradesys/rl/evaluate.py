@@ -11,7 +11,8 @@ verdict against each baseline is a paired bootstrap test, not a comparison of po
 * Agent: each run's selected checkpoint, deterministic (`RLPolicy`), one whole-period episode (no random start).
 * Baselines, long-only, fully invested at their rebalances, stepped through the env in ``clip`` action mode (target
   weight = action x max_weight: the same limits, sizing and costs; only the action-to-weight map differs) and
-  holding their shares between rebalances (target = current shares):
+  holding their shares between rebalances (target = current shares; should costs leave cash below zero, the env's
+  gross-leverage limit trims the holding as it would any strategy's):
   ``buy_and_hold`` (equal weights bought on the first bar, never traded again), ``equal_weight`` (back to 1/A every
   ``rebalance_every`` bars), ``trend`` (`tradesys.backtest.vectorized.trend_target_weights` with the default
   `StrategyConfig`, every bar; shorts only in the env's long/short mode), ``min_variance`` and ``max_sharpe``
