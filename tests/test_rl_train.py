@@ -192,6 +192,19 @@ def test_ppo_learns_the_planted_edge(ray_session, tmp_path: Path, monkeypatch) -
     assert [p.name for p in ckpts] == ["iter_000004", "iter_000008"]
     assert summary["used"]["select_last_bar"] < summary["split"]["test_start"]
 
+    # `tradesys rl export RUN_DIR OUT`: the exported policy acts as the chosen checkpoint does
+    from typer.testing import CliRunner
+
+    from tradesys.cli import app
+    from tradesys.rl.policy import load_policy
+
+    run_dir = Path(summary["best_checkpoint"]).parents[1]
+    r = CliRunner().invoke(app, ["rl", "export", str(run_dir), str(tmp_path / "policy")])
+    assert r.exit_code == 0, r.output
+    exported = load_policy(tmp_path / "policy")
+    obs = np.random.default_rng(3).standard_normal((6, exported.meta.obs_dim)).astype(np.float32)
+    np.testing.assert_allclose(exported.action(obs), policy(obs), atol=1e-5)
+
 
 def test_tune_judges_a_configuration_by_its_mean_over_seeds() -> None:
     """Config 1 has the single best trial (0.9) but the worse mean ((0.9 - 0.5) / 2 = 0.2 < 0.3): config 0 wins."""

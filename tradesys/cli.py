@@ -141,6 +141,8 @@ def serve(
     host: Annotated[str | None, typer.Option(help="bind address (default: serve.host)")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="port (default: serve.port)")] = None,
     replicas: Annotated[int | None, typer.Option(min=1, help="Serve replicas (default: serve.replicas)")] = None,
+    rl_policy: Annotated[Path | None, typer.Option("--rl-policy", help="a policy exported by `tradesys rl export`: "
+                         "served at POST /v1/rl/act")] = None,
 ) -> None:
     """Serve the HTTP API (analytics routes, plus ledger views with --ledger). Needs the API key in the environment
     variable serve.api_key_env (TRADESYS_API_KEY); the `serve` section sets the body caps, queue and time budget."""
@@ -153,13 +155,17 @@ def serve(
         _fail("config", f"serve.api_key_env: ${s.api_key_env} is not set: the API refuses to start without a key")
     limits = ServeLimits(**{k: getattr(s, k) for k in ServeLimits.model_fields})
     host, port = host or s.host, port or s.port
+    if rl_policy is not None and not (rl_policy / "policy.json").is_file():
+        _fail("config", f"--rl-policy: {str(rl_policy)!r} is not a policy export (no policy.json; see `tradesys rl "
+                        "export`)")
     import ray
 
     if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):
         from tradesys.localray import init_local
 
         init_local(None, True, lambda m: console.print(m, highlight=False))
-    run_serve(ledger, host=host, port=port, replicas=replicas or s.replicas, api_key_env=s.api_key_env, limits=limits)
+    run_serve(ledger, host=host, port=port, replicas=replicas or s.replicas, api_key_env=s.api_key_env, limits=limits,
+              rl_policy_path=str(rl_policy.resolve()) if rl_policy else None)
     console.print(f"Serving on http://{host}:{port} (OpenAPI at /openapi.json); Ctrl-C to stop")
     try:
         while True:

@@ -230,3 +230,35 @@ def tune(
     except ValueError as exc:
         _fail(str(exc))
     _emit(summary, tune_table(summary), show, out, as_json)
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="a training run folder (<runs_dir>/rl/<run id>) or its summary.json")],
+    out: Annotated[Path, typer.Argument(help="folder for policy.onnx, policy.pt and policy.json")],
+    checkpoint: Annotated[Path | None, typer.Option(help="a checkpoint of the run (default: the one chosen on the "
+                          "selection period)")] = None,
+) -> None:
+    """Export a trained policy for inference: ONNX and TorchScript, plus its observation layout; serve it with
+    `tradesys serve --rl-policy OUT`, trade it with `-s strategy.name=rl -s strategy.rl_policy_path=OUT`."""
+    import json
+
+    from tradesys.rl.env import RLEnvConfig
+    from tradesys.rl.policy import export_policy
+
+    path = run / "summary.json" if run.is_dir() else run
+    if not path.is_file():
+        _fail(f"RUN: no training summary at {str(path)!r} (a folder written by `tradesys rl train`, or its "
+              "summary.json)")
+    try:
+        summary = json.loads(path.read_text())
+        env_values = {k: v for k, v in summary["env"].items() if k != "market"}
+        env = RLEnvConfig.from_mapping(env_values)
+        ckpt = checkpoint or Path(summary["best_checkpoint"])
+        meta = export_policy(ckpt, out, env=env, symbols=summary["symbols"], feature_names=summary.get("features"))
+    except (KeyError, json.JSONDecodeError) as exc:
+        _fail(f"RUN: {str(path)!r} is not a training summary ({type(exc).__name__}: {exc})")
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"Exported policy for {len(summary['symbols'])} symbols to {out} "
+                  f"({', '.join(sorted(getattr(meta, 'files', {}) or {}))})", highlight=False)

@@ -540,8 +540,8 @@ def train_ppo(
             steps = [h["env_steps_per_s"] for h in history if math.isfinite(h["env_steps_per_s"])]
             summary = {
                 "run_id": run_id, "tracking_uri": uri, "experiment": s.experiment, "algorithm": "PPO",
-                "symbols": list(market.symbols), "split": split.to_dict(), "used": used,
-                "select_metric": s.select_metric, "best_iteration": best["iteration"],
+                "symbols": list(market.symbols), "features": list(market.feature_names), "split": split.to_dict(),
+                "used": used, "select_metric": s.select_metric, "best_iteration": best["iteration"],
                 "best_checkpoint": best["checkpoint"], "selection": best["selection"],
                 "last": {k: v for k, v in history[-1].items() if k not in ("selection", "checkpoint")},
                 "iterations": s.iterations, "num_env_runners": s.num_env_runners,
@@ -551,6 +551,9 @@ def train_ppo(
                 "settings": s.to_dict(), "env": _loggable_env(env),
             }  # fmt: skip
             log_json(json_ready(summary), "summary.json")
+            from tradesys.core.jsonsafe import dumps
+
+            (ckpt_dir.parent / "summary.json").write_text(dumps(summary) + "\n")  # `tradesys rl export RUN_DIR`
     finally:
         algo.stop()
     emit({"event": "stage", "stage": "done", "summary": summary})
