@@ -320,16 +320,12 @@ def test_evaluate_saved_policies_without_ray(saved_runs: list[Path], tmp_path: P
 
 @pytest.mark.slow
 def test_cli_table_json_and_out_dir(saved_runs: list[Path], tmp_path: Path) -> None:
-    import typer
     from typer.testing import CliRunner
 
-    from tradesys.commands.rl_evaluate import evaluate
+    from tradesys.cli import app
 
-    app = typer.Typer()
-    app.command("evaluate")(evaluate)
-    app.command("noop")(lambda: None)  # a group, as under `tradesys rl`
     runner = CliRunner()
-    args = ["evaluate", *map(str, saved_runs), "--estimation-window", "200", "--bootstrap-reps", "200"]
+    args = ["rl", "evaluate", *map(str, saved_runs), "--estimation-window", "200", "--bootstrap-reps", "200"]
     res = runner.invoke(app, [*args, "--json", "--png", str(tmp_path / "curves.png")])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout.strip().splitlines()[-1])
@@ -342,5 +338,5 @@ def test_cli_table_json_and_out_dir(saved_runs: list[Path], tmp_path: Path) -> N
     assert (out / "equity.png").stat().st_size > 10_000 and (out / "equity.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "evaluation.json").read_text())["conclusion"] == rep["conclusion"]
     assert rep["conclusion"] in (out / "evaluation.md").read_text()
-    res = runner.invoke(app, ["evaluate", str(saved_runs[0]), "--bootstrap-reps", "200"])
+    res = runner.invoke(app, ["rl", "evaluate", str(saved_runs[0]), "--bootstrap-reps", "200"])
     assert res.exit_code == 2 and "error: runs: 1 training seeds given" in res.output

@@ -262,3 +262,12 @@ def export(
         _fail(str(exc))
     console.print(f"Exported policy for {len(summary['symbols'])} symbols to {out} "
                   f"({', '.join(sorted(getattr(meta, 'files', {}) or {}))})", highlight=False)
+
+
+def _register_evaluate() -> None:
+    from tradesys.commands.rl_evaluate import evaluate
+
+    app.command("evaluate")(evaluate)
+
+
+_register_evaluate()
