@@ -56,6 +56,8 @@ EXPECT: dict[str, str] = {
     "tradesys backtest sweep": r"sweep sweep-[\w-]+: 4 trials \(4 ok\)",
     "tradesys backtest walkforward": r"stitched out of sample: Sharpe -?\d+\.\d\d",
     "tradesys report": r"Report written to sheet/report\.html",
+    "tradesys rl train": r"^summary: rl\.json",
+    "tradesys rl export": r"^Exported policy for 3 symbols to policy",
     "tradesys serve": r"Serving on http://",
     "tradesys config --toml": r"^\[risk\]",
     "tradesys config": r'"initial_cash": 1000000',
