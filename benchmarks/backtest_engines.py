@@ -7,7 +7,8 @@ trend strategy (`strategy.name = trend`) configured so that its weight is that c
 so `max_weight` = 0.8 / N binds; rebalance band 1.0, so it trades on crossovers and barely in between; risk limits
 and the participation cap out of the way). The peers trade floor(weight * initial cash / close) shares on each
 change of direction (`benchmarks/backtest_peers.py`). Every engine's fills go through one rule that counts the
-positions it opened (`backtest_peers.positions_opened`); they must agree, or the run exits 1.
+positions it opened (`backtest_peers.positions_opened`); they must agree, or the run exits 1 (backtrader's orders
+sent on the last bar never fill, so its check counts them; nautilus' order-rate limit is raised as tradesys's is).
 
 Data: `sp500_stocks` (20 stocks, 2016-2022, about 1,760 days, from `tradesys.data.make_source`) and synthetic
 (500 symbols x 2,520 one-bar sessions, `tradesys.data` synthetic GBM, seed 7). The bars go to the peers as one
