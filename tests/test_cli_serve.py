@@ -1,5 +1,6 @@
 """`tradesys serve` does what its settings say: the key variable, port and body cap of the `serve` section reach
-the running API (a real Serve instance on loopback, started as a user starts it)."""
+the running API, and `--rl-policy` serves that policy at /v1/rl/act (a real Serve instance on loopback, started as
+a user starts it)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,20 @@ def test_serve_settings_reach_the_running_api(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("TRADESYS_API_KEY", "RAY_ADDRESS")}
     env["MY_DESK_KEY"] = "desk-secret"
     log = tmp_path / "serve.log"
+    from tradesys.config import DataConfig
+    from tradesys.rl.env import PortfolioEnv, RLEnvConfig
+    from tradesys.rl.market import market_from_source
+    from tradesys.rl.policy import export_policy, load_policy
+
+    from .test_rl_policy import build_module
+    from .test_serve_rl import _obs
+
+    market = market_from_source(DataConfig(source="synthetic", synthetic_days=2, seed=11))
+    rl_cfg = RLEnvConfig(window=4, episode_length=None, action_mode="clip", max_weight=0.3)
+    rl_env = PortfolioEnv(rl_cfg, market)
+    export_policy(build_module(rl_env, tmp_path / "module"), tmp_path / "policy", env=rl_cfg, symbols=market.symbols)
     args = [TRADESYS, "serve", "-s", f"serve.port={port}", "-s", 'serve.api_key_env="MY_DESK_KEY"',
-            "-s", "serve.max_json_body_bytes=2048"]  # fmt: skip
+            "-s", "serve.max_json_body_bytes=65536", "--rl-policy", str(tmp_path / "policy")]  # fmt: skip
     with open(log, "wb") as fh:
         proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
@@ -62,10 +75,17 @@ def test_serve_settings_reach_the_running_api(tmp_path: Path) -> None:
         status, body = _post(url, small.encode(), "desk-secret")
         assert status == 200, body
         assert _post(url, small.encode(), None)[0] == 401
-        big = json.dumps({"S": [100.0] * 600, "K": 100.0, "T": 0.5, "sigma": 0.2, "type": "C"}).encode()
-        assert len(big) > 2048
+        big = json.dumps({"S": [100.0] * 20_000, "K": 100.0, "T": 0.5, "sigma": 0.2, "type": "C"}).encode()
+        assert len(big) > 65536
         status, body = _post(url, big, "desk-secret")
         assert status == 413 and body["detail"][0]["field"] == "body", body
+        x = _obs(rl_env, 3)
+        status, body = _post(f"http://127.0.0.1:{port}/v1/rl/act", json.dumps({"observations": x.tolist()}).encode(),
+                             "desk-secret")
+        assert status == 200, body
+        import numpy as np
+
+        np.testing.assert_allclose(np.array(body["weights"]), load_policy(tmp_path / "policy").act(x), atol=1e-12)
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=90) == 0
     finally:
