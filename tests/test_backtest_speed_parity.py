@@ -391,7 +391,9 @@ PINNED_ROWS: dict[str, dict[str, list[tuple[Any, ...]]]] = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "sp500_default" else n for n in sorted(CASES)]
+)
 def test_backtest_ledger_is_unchanged_by_the_speed_work(name: str) -> None:
     got, ledger = run_case(name)
     want = EXPECTED[name]
