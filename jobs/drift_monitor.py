@@ -9,7 +9,9 @@ Reference: the training features (`tradesys.train.data.default_features`: r, |r|
 `--current-start`..`--current-end`, optionally computed from returns multiplied by `--scale` or shifted by
 `--shift` (planted drift), replayed to a `DriftMonitor` actor in batches of `--batch` rows with a `tick` after each
 (a stand-in for the live loop's feature stream). A retrain decision submits `jobs/train.py` with the flags after
-``--`` (RayTaskLauncher, or JobSubmissionLauncher with `--jobs-address`); `--no-launch` only records decisions.
+``--`` (RayTaskLauncher, or JobSubmissionLauncher with `--jobs-address`), or with `--retrain rl` the PPO agent's
+`jobs/rl_train.py` (`tradesys.rl.registry.RLTrainLauncher`; flags after ``--`` are rl_train's, e.g.
+``-- --symbols AAPL,JPM --iterations 5``); `--no-launch` only records decisions.
 Checks go to MLflow experiment ``tradesys-drift`` (`--mlflow-uri`) and to the JSON-lines audit file `--audit`.
 Prints the monitor's status as JSON; waits for a launched job unless `--no-wait`.
 """
@@ -52,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     ap.add_argument("--audit", default="runs/drift_audit.jsonl", help="JSON-lines audit file")
     ap.add_argument("--evidently", choices=["always", "on_drift", "never"], default="on_drift")
     ap.add_argument("--no-launch", action="store_true", help="record decisions without launching a job")
+    ap.add_argument("--retrain", choices=["forecaster", "rl"], default="forecaster",
+                    help="what a retrain decision launches: jobs/train.py (forecasters) or jobs/rl_train.py (PPO)")
     ap.add_argument("--jobs-address", default=None, help="submit through this dashboard's Jobs API instead of a task")
     ap.add_argument("--no-wait", action="store_true", help="return without waiting for a launched job")
     ap.add_argument("--wait-timeout", type=float, default=3600.0)
@@ -92,12 +96,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not ray.is_initialized():
         ray.init(include_dashboard=False)
     launcher: Any = None
-    if not args.no_launch:
+    runs = Path(args.runs_dir).expanduser().resolve()
+    if not args.no_launch and args.retrain == "rl":
+        from tradesys.rl.registry import RLTrainLauncher, rl_train_argv
+
+        launcher = (RLTrainLauncher("job_submission", address=args.jobs_address) if args.jobs_address
+                    else RLTrainLauncher("ray_task", summaries_dir=runs / "rl_summaries"))  # fmt: skip
+        train_argv = [*rl_train_argv(runs), *train_argv]
+    elif not args.no_launch:
         launcher = JobSubmissionLauncher(args.jobs_address) if args.jobs_address else RayTaskLauncher()
     policy = DriftPolicy(max_age=timedelta(days=args.max_age_days), cooldown=timedelta(hours=args.cooldown_hours))
     cfg = MonitorConfig(window=args.window, min_rows=min(50, args.window), check_every_n=args.check_every,
                         check_every_s=None, policy=policy)  # fmt: skip
-    runs = Path(args.runs_dir).expanduser().resolve()
     mon = DriftMonitor.remote(
         ref, config=cfg, launcher=launcher, train_argv=train_argv,
         last_trained=datetime.now(UTC) - timedelta(days=args.model_age_days), tracking_uri=args.mlflow_uri,

@@ -497,3 +497,35 @@ def test_drift_monitor_job_replays_planted_drift_without_launching(ray_session, 
     assert run.data.tags["action"] == "no_launcher" and run.data.tags["decision.retrain"] == "true"
     with pytest.raises(SystemExit):
         job.parse_args(["--batch", "0"])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_drift_monitor_job_retrains_the_rl_agent_on_planted_drift(ray_session, tmp_path: Path) -> None:
+    """jobs/drift_monitor.py --retrain rl: the planted drift's retrain decision launches jobs/rl_train.py (one tiny
+    PPO iteration) as a Ray task; the job succeeds and its summary (a checkpoint chosen on the selection period) is
+    recorded with the launch, and its MLflow run holds the checkpoint."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("drift_monitor_job_rl", ROOT / "jobs" / "drift_monitor.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    st = job.main(["--scale", "3", "--retrain", "rl", "--evidently", "never", "--mlflow-uri", uri,
+                   "--runs-dir", str(tmp_path / "runs"), "--audit", str(tmp_path / "audit.jsonl"), "--",
+                   "--symbols", "AAPL,JPM", "--iterations", "1", "--train-batch-size", "200", "--minibatch-size",
+                   "100", "--num-epochs", "1", "--num-env-runners", "0", "--mlflow-uri", uri])  # fmt: skip
+    assert st["checks"] == 1 and st["launches"] == 1, st
+    h = st["history"][0]
+    assert h["retrain"] and h["reasons"][0] == "feature_drift"
+    last = st["jobs"][-1]
+    assert last["state"] == "succeeded", last
+    from mlflow import MlflowClient
+
+    run = MlflowClient(tracking_uri=uri).get_run(last["result"]["run_id"])  # the retraining's own MLflow run
+    assert run.data.params["symbols"] == "AAPL,JPM" and run.data.tags["best_checkpoint"]
+    assert Path(run.data.tags["best_checkpoint"]).is_dir()
+    [written] = (tmp_path / "runs" / "rl_summaries").glob("*.json")  # the job's --out, read back by the launcher
+    summary = json.loads(written.read_text())
+    assert summary["run_id"] == run.info.run_id
+    assert summary["used"]["select_last_bar"] < summary["split"]["test_start"]
