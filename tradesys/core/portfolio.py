@@ -9,9 +9,11 @@ Average-cost basis. Two conservation laws hold after every fill and every mark, 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import operator
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from tradesys.core.orders import Fill
 
@@ -61,6 +63,9 @@ class Position:
         return realized
 
 
+_POSITION_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(Position)))
+
+
 @dataclass(frozen=True, slots=True)
 class PortfolioSnapshot:
     """An immutable view of the book at one instant; what strategies and risk checks see."""
@@ -106,7 +111,7 @@ class Portfolio:
     def copy(self) -> Portfolio:
         """An independent copy (positions copied, nothing shared), for copy-on-write commits."""
         pf = copy.copy(self)
-        pf.positions = {s: replace(p) for s, p in self.positions.items()}
+        pf.positions = {s: Position(*_POSITION_FIELDS(p)) for s, p in self.positions.items()}  # replace(), faster
         pf.multipliers = dict(self.multipliers)
         return pf
 
