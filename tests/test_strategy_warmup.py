@@ -331,3 +331,34 @@ def test_execution_restart_after_the_venue_matched_a_step_keeps_every_equity_row
         run_step(b, ts, c)  # the step, retried after the restart as the Supervisor's proxy retries it
     assert trade_record(book.ledger) == trade_record(undisturbed)
     assert_ledger_consistent(book.ledger, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
+
+
+def test_a_stop_triggered_on_a_bar_without_liquidity_is_rebuilt_as_triggered(tmp_path: Path) -> None:
+    """A resting buy stop crosses its price on a bar with no volume: triggered, no fill, so no ledger row says so.
+    After a restart the rebuilt venue must still treat it as a market order, or the next bar (back below the stop)
+    fills in the undisturbed run and not in the resumed one."""
+    from tradesys.config import BrokerConfig
+    from tradesys.core.orders import OrderType, Side, TimeInForce
+    from tradesys.core.schemas import BAR_SCHEMA
+
+    def bar(ts: int, o: float, h: float, lo: float, c: float, v: float) -> pa.RecordBatch:
+        return pa.RecordBatch.from_pylist([{"ts": ts, "symbol": "AAA", "open": o, "high": h, "low": lo, "close": c,
+                                            "volume": v}], schema=BAR_SCHEMA)  # fmt: skip
+
+    cfg = BrokerConfig(fee_bps=0.0, slippage_bps=0.0, participation_cap=1.0)
+    book = BookKeeper(open_ledger(f"sqlite:///{tmp_path}/stop.db"), 100_000.0)
+    svc = ExecutionService(SimBroker(cfg), book)
+    b1, b2, b3 = bar(1, 100, 100, 100, 100, 1e6), bar(2, 101, 103, 100.5, 101, 0.0), bar(3, 101, 101, 100, 100.5, 1e6)
+    svc.on_bars(b1)
+    stop = Order(client_order_id="stop-1", symbol="AAA", side=Side.BUY, qty=10.0, type=OrderType.STOP,
+                 stop_price=102.0, tif=TimeInForce.GTC, ts_ns=1)  # fmt: skip
+    svc.submit([stop], [], 1)
+    svc.on_bars(b2)  # high 103 >= 102: triggered; volume 0: no fill
+    orders, fills = book.ledger_rows()
+    assert fills == [] and [o["status"] for o in orders] == ["accepted"]
+    rebuilt = restore_venue(cfg, [b1, b2], orders, fills, book.ledger.audit_log())
+    undisturbed = svc.broker.on_bars(b3)  # high 101 < 102: only a triggered stop fills here, at the open
+    resumed = rebuilt.on_bars(b3)
+    strip = lambda evs: [(e.kind, e.fill and (e.fill.qty, e.fill.price)) for e in evs]  # noqa: E731
+    assert strip(resumed) == strip(undisturbed)
+    assert any(e.fill is not None and e.fill.price == 101.0 for e in undisturbed)

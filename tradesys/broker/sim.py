@@ -57,7 +57,9 @@ ledger (a restarted BrokerActor, or a resumed run, has lost the venue's memory).
 in its ledger state with its ledger fills; open ones rest in (ts, ledger) order; each symbol's last bar comes from
 the data and its liquidity is participation_cap * volume minus the fills booked at that bar, subtracted in the
 order they were made, so matching continues exactly. Counters continue: orders_seen = orders known, fills = fills
-known; duplicates (resends after a crash) start again at 0. A resting stop counts as triggered once it has a fill.
+known; duplicates (resends after a crash) start again at 0. A resting stop counts as triggered once it has a fill,
+or once a bar of `bars` after its acceptance crossed its stop price (a trigger on a bar with no liquidity leaves no
+fill in the ledger, but the bars show it).
 """
 
 from __future__ import annotations
@@ -150,8 +152,9 @@ class SimBroker:
         from tradesys.execution.oms import fill_from_row, order_from_row
 
         venue = cls(config, wall_clock)
-        for batch in bars:
-            venue._bars.update(venue._read_bars(batch))
+        history = [venue._read_bars(batch) for batch in bars]
+        for rows_of_batch in history:
+            venue._bars.update(rows_of_batch)
         for sym, bar in venue._bars.items():
             venue._liq[sym] = math.inf if bar.volume is None else venue._cap * max(bar.volume, 0.0)
         rows = [r for r in orders if r["client_order_id"] in sent]
@@ -181,8 +184,26 @@ class SimBroker:
             w = venue._open.get(fill.client_order_id)
             if w is not None and st.order.type is _STOP:
                 w.triggered = True
+        venue._retrigger_stops(history)
         venue.orders_seen = len(venue._states)
         return venue
+
+    def _retrigger_stops(self, history: Sequence[Mapping[str, _Bar]]) -> None:
+        """Mark the resting stops that a bar after their acceptance crossed as triggered (a trigger without a fill,
+        e.g. on a bar with no volume, leaves no ledger row; the bars say it happened)."""
+        stops = [w for w in self._open.values() if w.state.order.type is _STOP and not w.triggered]
+        for w in stops:
+            order = w.state.order
+            stop = order.stop_price
+            assert stop is not None
+            buy = order.side is _BUY
+            for rows_of_batch in history:
+                bar = rows_of_batch.get(order.symbol)
+                if bar is None or bar.ts <= order.ts_ns:
+                    continue
+                if (bar.high >= stop) if buy else (bar.low <= stop):
+                    w.triggered = True
+                    break
 
     # ---------------------------------------------------------------- queries
 
