@@ -35,6 +35,9 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     empty.migrate()
     empty.close()
     (root / "no-ledger").mkdir()
+    trial = root / "sweep-x" / "trials" / "00003"  # a sweep trial's folder, as `tradesys backtest sweep` lays it out
+    trial.mkdir(parents=True)
+    (trial / "ledger.db").write_bytes((root / "bt-7" / "ledger.db").read_bytes())
     return root, summary
 
 
@@ -69,6 +72,15 @@ def test_equity_is_the_ledgers_curve(client: TestClient, runs_root: tuple[Path, 
     assert ts == sorted(set(ts))
     for p in body["points"]:  # the account invariant holds at every point served
         assert p["equity"] == pytest.approx(p["cash"] + p["market_value"], rel=1e-12)
+
+
+def test_a_sweep_trial_is_served_by_sweep_id_dot_trial(client: TestClient, runs_root: tuple[Path, Any]) -> None:
+    _, summary = runs_root
+    for rid in ("sweep-x.3", "sweep-x.00003"):
+        r = client.get(f"/v1/runs/{rid}/equity", headers=H)
+        assert r.status_code == 200, r.text
+        assert r.json()["points"][-1]["equity"] == summary.equity
+    assert "no run" in _error(client.get("/v1/runs/sweep-x.4/equity", headers=H), 404, "id")
 
 
 @pytest.mark.slow  # draws the charts twice (seconds)

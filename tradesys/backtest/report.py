@@ -69,12 +69,19 @@ def check_run_id(run_id: str, field: str = "id") -> str:
 
 
 def find_run(run_id: str, runs_dirs: Sequence[Path], field: str = "id") -> Path:
-    """The ledger file of run `run_id` (`<runs dir>/<id>/ledger.db`, first folder that has it)."""
+    """The ledger file of run `run_id` (`<runs dir>/<id>/ledger.db`, first folder that has it). A sweep trial is
+    `<sweep id>.<trial>`: `<runs dir>/<sweep id>/trials/<trial>/ledger.db` (trial 7 or 00007)."""
     check_run_id(run_id, field)
+    sweep, dot, trial = run_id.partition(".")
     for d in runs_dirs:
         path = Path(d) / run_id / LEDGER_FILE
         if path.is_file():
             return path
+        if dot and "." not in trial:
+            for name in dict.fromkeys((trial, f"{int(trial):05d}" if trial.isdigit() else trial)):
+                path = Path(d) / sweep / "trials" / name / LEDGER_FILE
+                if path.is_file():
+                    return path
     raise RunNotFound(f"{field}: no run {run_id!r} (looked for {LEDGER_FILE} under "
                       f"{', '.join(str(d) for d in runs_dirs)})")
 
