@@ -96,7 +96,7 @@ def test_equal_challenger_is_refused_and_a_clearly_better_one_promoted(store: st
     assert not dec.promoted and dec.reason == "not_better_than_baselines"
     assert [b.baseline for b in dec.baselines] == ["buy_and_hold"] and not dec.baselines[0].beaten
 
-    c = MlflowClient(store)
+    c = MlflowClient(store, registry_uri=store)
     tags = {r: c.get_run(r).data.tags for r in runs}
     assert [tags[r]["promotion.decision"] for r in runs] == ["promoted", "refused", "refused", "promoted", "refused"]
     assert tags[runs[3]]["promotion.reason"] == "significantly_better"

@@ -248,13 +248,13 @@ def test_an_abandoned_request_stops_using_cpu_soon_after_the_disconnect() -> Non
     assert after < 0.2 * busy, f"still computing after the disconnect: {after:.2f} s CPU in 2 s (busy {busy:.2f})"
 
 
-def _risk_parity_body(n_assets: int = 250, n_obs: int = 300) -> bytes:
-    """A single cvxpy solve of several seconds (risk parity over 250 assets), well within the caps."""
+def _long_var_body() -> bytes:
+    """One indivisible call of seconds even on an idle machine, well within the caps: filtered historical simulation
+    (a GARCH fit on 100,000 P&L values, then 200,000 paths of 25 days)."""
     import json
 
-    rng = np.random.default_rng(0)
-    returns = {f"a{i}": np.round(rng.standard_normal(n_obs) * 0.01, 5).tolist() for i in range(n_assets)}
-    return json.dumps({"returns": returns, "objective": "risk_parity"}).encode()
+    pnl = np.round(np.random.default_rng(0).standard_normal(100_000) * 0.01, 6).tolist()
+    return json.dumps({"pnl": pnl, "method": "fhs", "horizon_days": 25, "options": {"n_sims": 200_000}}).encode()
 
 
 def _compute_children() -> list[Any]:
@@ -280,19 +280,19 @@ def _busy_child(timeout: float = 120.0) -> Any:
 
 @pytest.mark.slow
 def test_an_abandoned_single_shot_solve_is_killed_at_the_disconnect() -> None:
-    """A single indivisible call (a cvxpy solve) cannot be chunked: it runs in a child process that is killed
-    when the client hangs up, so the core is free at once instead of after the solve."""
+    """A single indivisible call (a VaR by filtered historical simulation) cannot be chunked: it runs in a child
+    process that is killed when the client hangs up, so the core is free at once instead of after the call."""
     import psutil
 
-    body = _risk_parity_body()
+    body = _long_var_body()
     app = create_api(None, api_key=KEY, limits=ServeLimits(request_timeout_s=120))
     with _Server(app) as srv:
         sock = socket.create_connection(("127.0.0.1", srv.port))
-        sock.sendall(b"POST /v1/portfolio/optimize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /v1/risk/var HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      + f"X-API-Key: {KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
         child = _busy_child()
-        time.sleep(0.3)
-        assert child.is_running()  # mid-solve (several seconds of work)
+        time.sleep(0.2)
+        assert child.is_running()  # mid-call (seconds of work)
         sock.close()  # the client gives up
         child.wait(timeout=10)  # raises psutil.TimeoutExpired if the solve is left running
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
@@ -305,13 +305,13 @@ def test_an_abandoned_single_shot_solve_is_killed_at_the_disconnect() -> None:
 
 @pytest.mark.slow
 def test_a_single_shot_solve_past_the_budget_is_504_and_killed() -> None:
-    body = _risk_parity_body()
+    body = _long_var_body()
     c = TestClient(create_api(None, api_key=KEY, limits=ServeLimits(request_timeout_s=0.5)))
     from tradesys.compute import shared_pool
 
     pool = shared_pool()
     killed = pool.killed
-    r = c.post("/v1/portfolio/optimize", content=body, headers=H)
+    r = c.post("/v1/risk/var", content=body, headers=H)
     assert_error_shape(r, 504, "request")
     assert pool.killed == killed + 1  # the call in flight was abandoned: its child killed, not left to finish
     assert pool.busy_pids() == []
