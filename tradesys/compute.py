@@ -5,9 +5,10 @@ P&L vector, a surface fit) kept a core busy after its client hung up or its time
 their rows into chunks instead (`limits.run_chunked`); the others run here.
 
 `WorkerPool` keeps warm child processes: each is a fresh interpreter (``python -m tradesys.compute FD``: not a
-fork of a threaded Ray worker, no re-run of the parent's ``__main__`` as multiprocessing's spawn would do, and a
-top-level module, so the child does not import the web stack) that imports the route numerics once, then answers
-calls over a socket pair. A call takes an idle child, sends
+fork of a threaded Ray worker, and no re-run of the parent's ``__main__`` as multiprocessing's spawn would do) that
+imports the modules in its preload list once (the route modules, whose functions the pickled calls name), then
+answers calls over a socket pair. A replacement for a killed child starts in the background, so that import is
+paid off the request path. A call takes an idle child, sends
 it the pickled callable and waits for the answer; `abandon` (client gone, deadline passed) kills that child and a
 replacement starts in the background. Children exit when their parent goes (their socket closes). A child that dies
 mid-call (killed by the OS, a segfault in a solver) is an error for that call only.
