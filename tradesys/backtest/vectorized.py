@@ -212,6 +212,18 @@ def trend_target_weights(
 # ---------------------------------------------------------------------------------------------------- kernel
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _book_fill(pos: np.ndarray, j: int, s: float, px: float, cash: float, fee_min: float,
+               fee_rate: float) -> tuple[float, float]:
+    """Book a signed fill of `s` shares at `px` on symbol `j` (the Portfolio's arithmetic): (fee, new cash)."""
+    fee = max(max(fee_min, fee_rate * abs(s) * px), 0.0)
+    new = pos[j] + s
+    if pos[j] != 0.0 and (pos[j] > 0.0) != (s > 0.0) and abs(new) < 1e-12:
+        new = 0.0
+    pos[j] = new
+    return fee, cash - (s * px * 1.0 + fee)
+
+
 @numba.njit(cache=True, nogil=True)
 def _kernel(
     open_: np.ndarray,
@@ -267,13 +279,8 @@ def _kernel(
                         q = min(abs(r), liq[j])
                         if q > 0.0:
                             liq[j] -= q
-                            fee = max(max(fee_min, fee_rate * q * px), 0.0)
                             s = q if buy else -q
-                            new = pos[j] + s
-                            if pos[j] != 0.0 and (pos[j] > 0.0) != (s > 0.0) and abs(new) < 1e-12:
-                                new = 0.0
-                            pos[j] = new
-                            cash -= s * px * 1.0 + fee
+                            fee, cash = _book_fill(pos, j, s, px, cash, fee_min, fee_rate)
                             fees_paid += fee
                             traded += q * px
                             n_fills += 1.0
@@ -326,13 +333,8 @@ def _kernel(
                     q = min(qty, liq[j])
                 if q > 0.0:
                     liq[j] -= q
-                    fee = max(max(fee_min, fee_rate * q * px), 0.0)
                     s = q if buy else -q
-                    new = pos[j] + s
-                    if pos[j] != 0.0 and (pos[j] > 0.0) != (s > 0.0) and abs(new) < 1e-12:
-                        new = 0.0
-                    pos[j] = new
-                    cash -= s * px * 1.0 + fee
+                    fee, cash = _book_fill(pos, j, s, px, cash, fee_min, fee_rate)
                     fees_paid += fee
                     traded += q * px
                     n_fills += 1.0
