@@ -105,21 +105,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     from tradesys.commands.backtest import stdout_to_stderr
-    from tradesys.commands.output import dumps, write_json
+    from tradesys.commands.output import dumps, error_line, write_json
     from tradesys.live import RunError
 
     args = parse_args(argv)
     try:
         with stdout_to_stderr(args.json):
             summary = run(args)
-    except DataError as exc:
-        print(f"data error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except ConfigError as exc:
-        print(f"config error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except RunError as exc:
-        print(f"run error: {' '.join(str(exc).split())}", file=sys.stderr)
+    except (DataError, ConfigError, RunError) as exc:
+        kind = "data" if isinstance(exc, DataError) else "config" if isinstance(exc, ConfigError) else "run"
+        print(error_line(kind, exc), file=sys.stderr)
         return 2
     if args.out is not None:
         write_json(args.out, summary)

@@ -38,7 +38,7 @@ def job_config(cfg: TradesysConfig) -> TradesysConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tradesys.commands.output import dumps, write_json
+    from tradesys.commands.output import dumps, error_line, write_json
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", "-c", type=Path, default=None, help="TOML config file")
@@ -51,11 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = job_config(load_config(args.config, args.overrides))
         summary = run_live(cfg, show_progress=not args.quiet)
-    except ConfigError as exc:
-        print(f"config error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except RunError as exc:
-        print(f"run error: {' '.join(str(exc).split())}", file=sys.stderr)
+    except (ConfigError, RunError) as exc:
+        print(error_line("config" if isinstance(exc, ConfigError) else "run", exc), file=sys.stderr)
         return 2
     if out is not None:
         write_json(out, summary)

@@ -69,7 +69,9 @@ OutOpt = Annotated[Path | None, typer.Option("--out", help="also write the summa
 
 def _fail(kind: str, message: str) -> NoReturn:
     """One line on stderr (no wrapping, no traceback), exit code 2: the user-facing error contract."""
-    typer.echo(f"{kind} error: {' '.join(message.split())}", err=True)
+    from tradesys.commands.output import error_line
+
+    typer.echo(error_line(kind, message), err=True)
     raise typer.Exit(2)
 
 

@@ -23,7 +23,9 @@ DEFAULT_PARTICIPATION = 0.10
 
 def _fail(kind: str, message: str) -> NoReturn:
     """One line on stderr, exit code 2 (the CLI's error contract, as `tradesys.cli._fail`)."""
-    typer.echo(f"{kind} error: {' '.join(message.split())}", err=True)
+    from tradesys.commands.output import error_line
+
+    typer.echo(error_line(kind, message), err=True)
     raise typer.Exit(2)
 
 
