@@ -1,0 +1,1 @@
+"""Execution algorithms: parent orders into child orders (see `base`)."""
