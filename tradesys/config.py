@@ -230,6 +230,15 @@ class BrokerConfig(_Section):
         raise ValueError(f"unknown broker {v!r}: only 'sim'")
 
 
+class ExecutionConfig(_Section):
+    """The execution service: reconciliation of the book of record against the broker (docs/execution.md)."""
+
+    reconcile_every_bars: int = Field(100, ge=0,
+        description="reconcile ledger and broker every N bars (also on start and after a reconnect); 0: only those")
+    reconcile_break_limit: float = Field(0.0, ge=0,
+        description="unexplained break (currency) above which new orders are refused until a reconcile clears it")
+
+
 class LedgerConfig(_Section):
     """`sqlite:///path` or a `postgresql://` DSN; None: a fresh SQLite file per run, runs/<run id>/ledger.db.
 
@@ -386,6 +395,7 @@ class TradesysConfig(_Section):
     strategy: StrategyConfig = StrategyConfig()
     risk: RiskConfig = RiskConfig()
     broker: BrokerConfig = BrokerConfig()
+    execution: ExecutionConfig = ExecutionConfig()
     ledger: LedgerConfig = LedgerConfig()
     serve: ServeConfig = ServeConfig()
     ray: RayConfig = RayConfig()
