@@ -21,8 +21,15 @@ def fail(name: str, why: str, value: object) -> None:
 
 
 def param_float(
-    algo: str, params: Mapping[str, object], key: str, default: float, lo: float, hi: float, *,
-    lo_open: bool = False, hi_open: bool = False,
+    algo: str,
+    params: Mapping[str, object],
+    key: str,
+    default: float,
+    lo: float,
+    hi: float,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
 ) -> float:
     """A float parameter in [lo, hi] (open ends where asked); bools and non-numbers are refused."""
     value = params.get(key, default)
@@ -110,13 +117,34 @@ def child_qty(parent: ParentOrder, progress: ParentProgress, target: float, lot:
     return min(lots * lot, remaining)
 
 
-def spec(parent: ParentOrder, qty: float, **extra: object) -> ChildSpec:
-    """A child of `qty`: MARKET, or LIMIT at the parent's limit when it has one (never trade through it)."""
+def spec(parent: ParentOrder, qty: float, *, min_qty: float = 0.0, display_qty: float | None = None) -> ChildSpec:
+    """A child of `qty`: MARKET, or LIMIT at the parent's limit when it has one (never trade through it).
+
+    `min_qty` (a minimum-quantity order) is capped at the child's own quantity, so a small last child stays valid.
+    """
+    mq = min(min_qty, qty)
     if parent.limit_price is not None:
-        return ChildSpec(qty=qty, type=OrderType.LIMIT, limit_price=parent.limit_price, tif=TimeInForce.DAY, **extra)  # type: ignore[arg-type]
-    return ChildSpec(qty=qty, **extra)  # type: ignore[arg-type]
+        return ChildSpec(
+            qty=qty,
+            type=OrderType.LIMIT,
+            limit_price=parent.limit_price,
+            tif=TimeInForce.DAY,
+            min_qty=mq,
+            display_qty=display_qty,
+        )
+    return ChildSpec(qty=qty, min_qty=mq, display_qty=display_qty)
 
 
-def one(parent: ParentOrder, qty: float) -> list[ChildSpec]:
+def one(parent: ParentOrder, qty: float, min_qty: float = 0.0) -> list[ChildSpec]:
     """Zero or one child."""
-    return [spec(parent, qty)] if qty > EPS else []
+    return [spec(parent, qty, min_qty=min_qty)] if qty > EPS else []
+
+
+def common_params(algo: str, params: Mapping[str, object]) -> tuple[float, float]:
+    """(lot, min_qty): the two parameters every algorithm takes."""
+    lot = param_float(algo, params, "lot", 1.0, 0.0, 1e12, lo_open=True)
+    min_qty = param_float(algo, params, "min_qty", 0.0, 0.0, 1e15)
+    return lot, min_qty
+
+
+COMMON = ("lot", "min_qty")

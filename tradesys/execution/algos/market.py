@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tradesys.execution.algos._common import check_parent, check_unknown, child_qty, is_filled, one, param_float
+from tradesys.execution.algos._common import (
+    COMMON,
+    check_parent,
+    check_unknown,
+    child_qty,
+    common_params,
+    is_filled,
+    one,
+)
 from tradesys.execution.algos.base import ChildSpec, MarketSlice, ParentOrder, ParentProgress
 
 
@@ -18,18 +26,20 @@ class MarketAlgo:
     """
 
     lot: float = 1.0
+    min_qty: float = 0.0
     name: str = "market"
 
     @classmethod
     def from_params(cls, params: Mapping[str, object]) -> MarketAlgo:
-        check_unknown("market", params, ("lot",))
-        return cls(lot=param_float("market", params, "lot", 1.0, 0.0, 1e12, lo_open=True))
+        check_unknown("market", params, COMMON)
+        lot, min_qty = common_params("market", params)
+        return cls(lot=lot, min_qty=min_qty)
 
     def children(self, parent: ParentOrder, progress: ParentProgress, market: MarketSlice) -> list[ChildSpec]:
         check_parent(self.name, parent, needs_window=False)
         if self.done(parent, progress, market) or market.ts_ns < parent.start_ns:
             return []
-        return one(parent, child_qty(parent, progress, parent.qty, self.lot))
+        return one(parent, child_qty(parent, progress, parent.qty, self.lot), self.min_qty)
 
     def done(self, parent: ParentOrder, progress: ParentProgress, market: MarketSlice) -> bool:
         windowed = parent.end_ns > parent.start_ns

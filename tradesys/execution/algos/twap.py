@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from tradesys.execution.algos._common import (
+    COMMON,
     check_parent,
     check_unknown,
     child_qty,
+    common_params,
     expired,
     is_filled,
     one,
@@ -62,15 +64,18 @@ class TwapAlgo:
     slices: int = 10
     jitter: float = 0.0
     lot: float = 1.0
+    min_qty: float = 0.0
     name: str = "twap"
 
     @classmethod
     def from_params(cls, params: Mapping[str, object]) -> TwapAlgo:
-        check_unknown("twap", params, ("slices", "jitter", "lot"))
+        check_unknown("twap", params, ("slices", "jitter", *COMMON))
+        lot, min_qty = common_params("twap", params)
         return cls(
             slices=param_int("twap", params, "slices", 10, 1, 1_000_000),
             jitter=param_float("twap", params, "jitter", 0.0, 0.0, 1.0, hi_open=True),
-            lot=param_float("twap", params, "lot", 1.0, 0.0, 1e12, lo_open=True),
+            lot=lot,
+            min_qty=min_qty,
         )
 
     def target(self, parent: ParentOrder, ts_ns: int) -> float:
@@ -84,7 +89,7 @@ class TwapAlgo:
         check_parent(self.name, parent, needs_window=True)
         if self.done(parent, progress, market) or market.ts_ns < parent.start_ns:
             return []
-        return one(parent, child_qty(parent, progress, self.target(parent, market.ts_ns), self.lot))
+        return one(parent, child_qty(parent, progress, self.target(parent, market.ts_ns), self.lot), self.min_qty)
 
     def done(self, parent: ParentOrder, progress: ParentProgress, market: MarketSlice) -> bool:
         return is_filled(parent, progress) or expired(parent, market)
