@@ -207,6 +207,9 @@ def create_api(
     from tradesys.serve.runs import runs_router
 
     app.include_router(runs_router(auth, errors))  # /v1/runs/{id}/equity and /report: run folders, read-only
+    from tradesys.serve.tca import tca_router
+
+    app.include_router(tca_router(auth, errors))  # /v1/tca?run=<id>: transaction cost analysis of a run folder
     if rl_policy_path is not None:
         from tradesys.serve.rl import rl_router  # torch / onnxruntime load only when a policy is served
 
