@@ -54,6 +54,9 @@ def _register_subcommands() -> None:
     from tradesys.commands.report import report
 
     app.command("report")(report)
+    from tradesys.commands.tca import tca
+
+    app.command("tca")(tca)
     app.add_typer(__import__("tradesys.commands.rl", fromlist=["app"]).app, name="rl")  # tradesys rl train/tune
 
 
