@@ -54,6 +54,9 @@ def _register_subcommands() -> None:
     from tradesys.commands.report import report
 
     app.command("report")(report)
+    from tradesys.commands.paper import paper_server
+
+    app.command("paper-server")(paper_server)
     from tradesys.commands.tca import tca
 
     app.command("tca")(tca)
