@@ -278,7 +278,10 @@ def tca_from_ledger(
 
     children: dict[str, list[Mapping[str, Any]]] = {}
     for o in order_rows:
-        children.setdefault(_parent_of(str(o["client_order_id"]), known), []).append(o)
+        coid = str(o["client_order_id"])
+        if coid in known:  # the strategy's order that became the parent: its row has it; it never reached a venue
+            continue
+        children.setdefault(_parent_of(coid, known), []).append(o)
     fills_of: dict[str, list[Mapping[str, Any]]] = {}
     orphans = 0
     for f in fills:
