@@ -67,8 +67,12 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where market data comes from and how fast it is replayed."""
 
-    source: Literal["sp500_stocks", "us_indices", "synthetic"] = Field("sp500_stocks",
-        description="sp500_stocks: 20 stocks 1990-2022; us_indices: SP500, NASDAQ 1999-2018; synthetic: GBM")
+    source: Literal["sp500_stocks", "us_indices", "synthetic", "alpaca"] = Field("sp500_stocks",
+        description="sp500_stocks: 20 stocks 1990-2022; us_indices: SP500, NASDAQ 1999-2018; synthetic: GBM; "
+                    "alpaca: live one-minute bars from Alpaca's stock data stream (needs symbols)")
+    alpaca_feed: Literal["iex", "sip"] = Field("iex", description="alpaca: the data feed (iex is free)")
+    alpaca_stream_url: str | None = Field(None, description="alpaca: the stock data websocket; None: "
+                                          "$APCA_DATA_STREAM_URL or Alpaca's")
     symbols: list[str] | None = Field(None,
         description='symbols to trade, e.g. ["AAPL", "JPM"]; unset: every symbol the source has')
     start: date | None = Field(date(2016, 1, 1), description="first bar date (synthetic: first session date)")
@@ -85,7 +89,8 @@ class DataConfig(_Section):
     topic: str = Field("tradesys.bars", min_length=1, description="kafka: the bar topic")
     consumer_group: str = Field("tradesys-live", min_length=1, description="kafka: the loop's consumer group")
     publish: bool = Field(True, description="kafka: this run publishes the source to the topic (False: a feed does)")
-    idle_timeout_s: float = Field(60.0, gt=0, description="kafka: end the run after this long without data")
+    idle_timeout_s: float = Field(60.0, gt=0,
+        description="kafka and alpaca: end the run after this long without data")
 
     def bootstrap(self) -> str:
         """The Kafka bootstrap servers, from the config or the environment; ConfigError if neither."""
@@ -95,6 +100,14 @@ class DataConfig(_Section):
         if not value.strip():
             raise ConfigError("data.kafka_bootstrap: required for data.bus = kafka (or set TRADESYS_KAFKA_BOOTSTRAP)")
         return value
+
+    @model_validator(mode="after")
+    def _alpaca_needs_symbols(self) -> DataConfig:
+        if self.source == "alpaca" and not self.symbols:
+            raise ValueError("symbols: required with data.source = 'alpaca' (a live stream has no symbol list)")
+        if self.source != "alpaca" and self.alpaca_stream_url is not None:
+            raise ValueError("alpaca_stream_url: used only with data.source = 'alpaca'")
+        return self
 
     @model_validator(mode="after")
     def _dates_ordered(self) -> DataConfig:
@@ -213,7 +226,11 @@ class RiskConfig(_Section):
 class BrokerConfig(_Section):
     """The simulated venue."""
 
-    kind: str = Field("sim", description="the venue: sim (SimBroker, the only broker so far)")
+    kind: str = Field("sim", description="the venue: sim (SimBroker) or alpaca (tradesys.broker.alpaca: Alpaca's "
+                      "paper trading API; keys from APCA_API_KEY_ID / APCA_API_SECRET_KEY)")
+    url: str | None = Field(None, description="alpaca: trading API base URL; None: $APCA_API_BASE_URL or Alpaca's "
+                            "paper endpoint")
+    stream_url: str | None = Field(None, description="alpaca: trade-updates websocket; None: the base URL's /stream")
     fee_bps: float = Field(0.5, ge=0, description="fee per fill in bps of notional")
     fee_min: float = Field(0.0, ge=0, description="minimum fee per fill")
     slippage_bps: float = Field(2.0, ge=0, description="fill price slippage in bps against the order")
@@ -223,11 +240,20 @@ class BrokerConfig(_Section):
     @classmethod
     def _known_venue(cls, v: str) -> str:
         """Refuse a venue that nothing would use: an accepted setting must do what it says."""
-        if v == "sim":
+        if v in ("sim", "alpaca"):
             return v
-        if v == "alpaca":
-            raise ValueError("no Alpaca broker yet: only 'sim' (tradesys.data.alpaca is market data only)")
-        raise ValueError(f"unknown broker {v!r}: only 'sim'")
+        raise ValueError(f"unknown broker {v!r}: 'sim' or 'alpaca'")
+
+    @model_validator(mode="after")
+    def _venue_settings(self) -> BrokerConfig:
+        """The simulator's matching settings do nothing at a real venue, and Alpaca's URLs nothing in the sim."""
+        if self.kind == "alpaca":
+            sim_only = sorted({"slippage_bps", "participation_cap"} & self.model_fields_set)
+            if sim_only:
+                raise ValueError(f"{sim_only[0]}: a SimBroker setting; alpaca fills at the broker's prices")
+        elif self.url is not None or self.stream_url is not None:
+            raise ValueError("url/stream_url: used only with broker.kind = 'alpaca'")
+        return self
 
 
 class ExecutionConfig(_Section):
@@ -400,6 +426,13 @@ class TradesysConfig(_Section):
     serve: ServeConfig = ServeConfig()
     ray: RayConfig = RayConfig()
     drift: DriftConfig = DriftConfig()
+
+    @model_validator(mode="after")
+    def _live_broker_live_data(self) -> TradesysConfig:
+        if self.broker.kind == "alpaca" and self.data.source != "alpaca":
+            raise ValueError(f"broker.kind: alpaca fills at the broker's live prices; set data.source = \"alpaca\" "
+                             f"(got {self.data.source!r}: replayed history against a live broker is meaningless)")
+        return self
 
     @model_validator(mode="after")
     def _drift_needs_model(self) -> TradesysConfig:

@@ -1,8 +1,10 @@
 """The broker interface: where orders go and where fills come from.
 
-`SimBroker` (a matching engine over replayed bars) implements it in-process; it is the only venue so far (there
-is no Alpaca broker yet: `tradesys.data.alpaca` is market data only). Submitting a client order id the broker
-has already seen returns no new events: a retry after a crash never sends an order twice.
+`SimBroker` (a matching engine over replayed bars) implements it in-process; `AlpacaBroker`
+(`tradesys.broker.alpaca`, `broker.kind = "alpaca"`) implements it over Alpaca's trading API, where fills arrive
+asynchronously: its `on_bars` drains the trade updates received since the last step, and `cancel` only asks (the
+CANCELED comes with a later step). Submitting a client order id the broker has already seen returns no new
+events: a retry after a crash never sends an order twice.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ class Broker(Protocol):
     def cancel(self, client_order_ids: Sequence[str], ts_ns: int) -> list[OrderEvent]: ...
 
     def on_bars(self, bars: pa.RecordBatch) -> list[OrderEvent]:
-        """Advance the venue to a new bar batch: match resting orders, expire DAY orders. (Sim only.)"""
+        """The loop's step. Sim: match resting orders against the new bars, expire DAY orders. Alpaca: the updates
+        the broker sent since the last step (fills, cancels, expiries)."""
         ...
 
     def order_state(self, client_order_id: str) -> OrderState | None:

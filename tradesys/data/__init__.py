@@ -42,6 +42,8 @@ def bars_per_year(cfg: DataConfig) -> float:
     """Bars in a trading year for the configured source: 252 daily bars, or intraday bars per 6.5-hour session."""
     if cfg.source == "synthetic":
         return 252.0 * 6.5 * 3600 / cfg.synthetic_bar_seconds
+    if cfg.source == "alpaca":
+        return 252.0 * 6.5 * 60  # live one-minute bars
     return 252.0
 
 
@@ -63,5 +65,16 @@ def make_source(cfg: DataConfig) -> DataSource:
             seed=cfg.seed,
             start=cfg.start,
             end=cfg.end,
+        )
+    if cfg.source == "alpaca":
+        import os
+
+        from tradesys.data.source import AlpacaLiveSource
+
+        return AlpacaLiveSource(
+            symbols=list(cfg.symbols or []),
+            feed=cfg.alpaca_feed,
+            stream_url=cfg.alpaca_stream_url or os.environ.get("APCA_DATA_STREAM_URL") or None,
+            idle_timeout_s=cfg.idle_timeout_s,
         )
     raise ValueError(f"data.source: unknown source {cfg.source!r}")
