@@ -137,6 +137,9 @@ def test_registry_names_and_protocol() -> None:
         ("twap", {"speed": 3}, "twap.speed:"),
         ("market", {"min_qty": -1}, "market.min_qty:"),
         ("vwap", {"curve": "u"}, "vwap.curve:"),
+        ("vwap", {"curve": 3}, "vwap.curve:"),
+        ("vwap", {"curve": '{"tod_ns": [2, 1], "fraction": [0.5, 0.5]}'}, "vwap.curve.tod_ns:"),
+        ("vwap", {"curve": '{"tod_ns": [1, 2], "fraction": [0.5, 0.6]}'}, "vwap.curve.fraction:"),
         ("is", {"risk_aversion": -1e-6}, "is.risk_aversion:"),
         ("is", {"eta": 0.0}, "is.eta:"),
         ("is", {"sigma": float("nan")}, "is.sigma:"),
@@ -282,6 +285,9 @@ def test_vwap_follows_the_predicted_curve_on_synthetic_bars() -> None:
     markets = session_markets(table, "ALPHA", -1)  # a session the curve has not seen
     p = parent("vwap", qty=200_000, start=markets[0].ts_ns, end=markets[-1].ts_ns)
     led = run(make_algo("vwap", {"curve": curve}), p, markets)
+    # the curve as a plain string parameter (what an order's algo_params and the parent row carry) is the same
+    assert VolumeCurve.from_json(curve.to_json()) == curve
+    assert run(make_algo("vwap", {"curve": curve.to_json()}), p, markets).children == led.children
     got = per_slice(led, len(markets))
     assert got.sum() == 200_000 and got[-1] > 0  # the last bar completes
     # the realised participation profile is the curve's, to whole-share rounding

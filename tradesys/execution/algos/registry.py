@@ -8,7 +8,7 @@ Parameters, besides `lot` (child sizes in whole lots, default 1) and `min_qty` (
 child, default 0) which every algorithm takes:
     market       -
     twap         slices (10), jitter (0, in [0, 1))
-    vwap         curve (a VolumeCurve; absent: linear in time)
+    vwap         curve (a VolumeCurve or its to_json() string; absent: linear in time)
     pov          rate (0.1, in (0, 1]), min_child (0), max_child (0: none), complete (true), complete_before_ns (0)
     is           risk_aversion (1e-6), sigma (0.95), eta (2.5e-6), gamma (2.5e-7), slices (10), day_seconds (23400)
     iceberg      display_qty (100)

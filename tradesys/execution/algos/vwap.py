@@ -9,11 +9,14 @@ carries (the median, or mean, over the last `sessions` sessions of each session'
 Bars are stamped at their end, and a child sent at a slice point trades against that bar or the next, so the
 bar at t counts as done at t. The window's last bar-of-day sends the exact remainder (the parent completes). Times
 of day are UTC; a session must not straddle midnight UTC (true of the US equity session, 14:30-21:00 UTC).
-Without a curve the algorithm falls back to a schedule linear in time (a continuous TWAP).
+The `curve` parameter is a `VolumeCurve` or its `to_json()` string (a plain value, so it can travel in an order's
+`algo_params` and be stored with the parent). Without a curve the schedule is linear in time
+over the window (a continuous TWAP).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -117,6 +120,20 @@ class VolumeCurve:
         est = est / est.sum()
         return cls(tod_ns=tuple(int(t) for t in tods), fraction=tuple(float(f) for f in est))
 
+    def to_json(self) -> str:
+        """The curve as a JSON string: a plain parameter value, so it can ride in `Order.algo_params` and in the
+        ledger's parent row (a restarted actor then rebuilds the very same schedule)."""
+        return json.dumps({"tod_ns": list(self.tod_ns), "fraction": list(self.fraction)}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> VolumeCurve:
+        """The curve `to_json` wrote; ValueError (naming `curve`) for anything else."""
+        try:
+            raw = json.loads(text)
+            return cls(tod_ns=tuple(int(t) for t in raw["tod_ns"]), fraction=tuple(float(f) for f in raw["fraction"]))
+        except (TypeError, KeyError, json.JSONDecodeError) as exc:
+            raise ValueError(f"curve: not a VolumeCurve JSON ({exc})") from None
+
     def cumulative(self, ts_ns: int) -> float:
         """Curve volume of every bar stamped at or before `ts_ns` since the epoch, in sessions (a day counts 1)."""
         day, tod = divmod(int(ts_ns), DAY_NS)
@@ -146,8 +163,13 @@ class VwapAlgo:
     def from_params(cls, params: Mapping[str, object]) -> VwapAlgo:
         check_unknown("vwap", params, ("curve", *COMMON))
         curve = params.get("curve")
+        if isinstance(curve, str):
+            try:
+                curve = VolumeCurve.from_json(curve)
+            except ValueError as exc:
+                raise ValueError(f"vwap.{exc}") from None
         if curve is not None and not isinstance(curve, VolumeCurve):
-            fail("vwap.curve", "must be a VolumeCurve (VolumeCurve.fit(bars))", type(curve).__name__)
+            fail("vwap.curve", "must be a VolumeCurve or its to_json() string", type(curve).__name__)
         lot, min_qty = common_params("vwap", params)
         return cls(curve=curve, lot=lot, min_qty=min_qty)
 
