@@ -33,14 +33,15 @@ def paper_server(
     from tradesys.data import make_source
     from tradesys.data.alpaca import KEY_ENV, SECRET_ENV
 
-    cfg = _config(config, set_)
-    if cfg.data.source == "alpaca":
-        _fail("config", "data.source: the paper server replays stored data (sp500_stocks, us_indices, synthetic), "
-                        "not alpaca")
     key, secret = os.environ.get(KEY_ENV, ""), os.environ.get(SECRET_ENV, "")
     for name, value in ((KEY_ENV, key), (SECRET_ENV, secret)):
         if not value:
             _fail("config", f"{name}: not set in the environment (the paper server accepts that key pair)")
+    cfg = _config(config, set_, check_data=False)
+    if cfg.data.source == "alpaca":
+        _fail("config", "data.source: the paper server replays stored data (sp500_stocks, us_indices, synthetic), "
+                        "not alpaca")
+    cfg = _config(config, set_)  # now with the data checks (symbols, window), which build the source
     try:
         server = PaperServer(make_source(cfg.data), key=key, secret=secret, broker=cfg.broker,
                              initial_cash=cfg.initial_cash, bars_per_second=bars_per_second, host=host, port=port)
