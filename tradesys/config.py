@@ -233,8 +233,22 @@ class BrokerConfig(_Section):
     stream_url: str | None = Field(None, description="alpaca: trade-updates websocket; None: the base URL's /stream")
     fee_bps: float = Field(0.5, ge=0, description="fee per fill in bps of notional")
     fee_min: float = Field(0.0, ge=0, description="minimum fee per fill")
-    slippage_bps: float = Field(2.0, ge=0, description="fill price slippage in bps against the order")
+    slippage_bps: float = Field(2.0, ge=0, description="fill price slippage in bps against the order (impact = "
+                                "sqrt: the half spread paid where the venue has no quote)")
     participation_cap: float = Field(0.10, gt=0, le=1, description="max fraction of bar volume per fill")
+    impact: Literal["flat", "sqrt"] = Field("flat", description="cost model: flat (fee + slippage) or sqrt (square-"
+                                            "root market impact, tradesys.execution.impact; event engine only)")
+    impact_eta: float = Field(0.142, ge=0, description="sqrt impact: temporary coefficient (Almgren et al. 2005)")
+    impact_gamma: float = Field(0.314, ge=0, description="sqrt impact: permanent coefficient (Almgren et al. 2005)")
+    impact_window_days: int = Field(20, ge=3, description="sqrt impact: trailing days for ADV and daily volatility")
+
+    @field_validator("impact_eta", "impact_gamma", "impact_window_days")
+    @classmethod
+    def _sqrt_only(cls, v: float, info: Any) -> float:
+        """A coefficient of a model that is off would do nothing (the default passes, so a dumped config reloads)."""
+        if info.data.get("impact") != "sqrt" and v != cls.model_fields[info.field_name].default:
+            raise ValueError(f"used only with broker.impact = 'sqrt', got {info.data.get('impact')!r}")
+        return v
 
     @field_validator("kind")
     @classmethod

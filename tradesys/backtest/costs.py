@@ -71,6 +71,14 @@ class CostModel:
 
     @classmethod
     def from_config(cls, cfg: BrokerConfig) -> CostModel:
+        """The flat model only: every user of these formulas (vectorised engine, walk-forward, RL environment)
+        refuses the square-root impact it does not model."""
+        if cfg.impact != "flat":
+            raise ConfigError(f"broker.impact: the vectorised engine models the flat cost model only, got "
+                              f"{cfg.impact!r}; use the event engine (--engine event or auto)")
+        if cfg.kind == "routed":
+            raise ConfigError("broker.kind: the vectorised engine models one simulated venue, not 'routed' venues; "
+                              "use the event engine (--engine event or auto)")
         return cls(cfg.fee_bps, cfg.fee_min, cfg.slippage_bps, cfg.participation_cap)
 
     @property

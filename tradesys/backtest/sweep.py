@@ -411,10 +411,14 @@ def gate_fields(fields: Iterable[str]) -> list[str]:
     return [f for f in fields if f.startswith("risk.") and f.removeprefix("risk.") not in VECTORIZED_RISK]
 
 
-def check_engine(engine: str, fields: Iterable[str]) -> None:
+def check_engine(engine: str, fields: Iterable[str], cfg: TradesysConfig | None = None) -> None:
     """`engine` is known, and `vectorized` is not asked to sweep what it does not model (ConfigError naming it)."""
     if engine not in ENGINES:
         raise ConfigError(f"--engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
+    fields = list(fields)
+    if engine == "vectorized" and ((cfg is not None and cfg.broker.impact != "flat") or "broker.impact" in fields):
+        raise ConfigError("broker.impact: the vectorised engine models the flat cost model only (sqrt impact runs "
+                          "on the event engine); use --engine event (or auto)")
     gate = gate_fields(fields)
     if engine == "vectorized" and gate:
         raise ConfigError(f"{gate[0]}: the vectorised engine does not model the pre-trade gate, so sweeping it would "
@@ -424,8 +428,8 @@ def check_engine(engine: str, fields: Iterable[str]) -> None:
 def trial_engine(engine: str, cfg: TradesysConfig, fields: Iterable[str]) -> tuple[str, str | None]:
     """(engine that runs this trial, why the vectorised one cannot, if it cannot).
 
-    `auto`: vectorised for trend and weights strategies with market orders when no pre-trade gate field is swept,
-    else event-driven. `vectorized`: the reason makes the trial invalid.
+    `auto`: vectorised for trend and weights strategies with market orders and the flat cost model when no
+    pre-trade gate field is swept, else event-driven. `vectorized`: the reason makes the trial invalid.
     """
     if engine == "event":
         return "event", None
@@ -437,6 +441,10 @@ def trial_engine(engine: str, cfg: TradesysConfig, fields: Iterable[str]) -> tup
                   f"{cfg.strategy.order_type!r}")
     elif gate_fields(fields):
         reason = f"{gate_fields(fields)[0]}: the vectorised engine does not model the pre-trade gate"
+    elif cfg.broker.impact != "flat":
+        reason = f"broker.impact: the vectorised engine models the flat cost model only, got {cfg.broker.impact!r}"
+    elif cfg.broker.kind == "routed":
+        reason = "broker.kind: the vectorised engine models one simulated venue, not routing across venues"
     if reason is None:
         return "vectorized", None
     return ("event", None) if engine == "auto" else ("vectorized", reason)

@@ -45,6 +45,25 @@ on_bars(batch) -> events:
     A row whose close is missing, NaN or <= 0 is ignored (as if the symbol were absent from the batch); a
     missing open/high/low is taken from the close. If a symbol appears twice in a batch, the last row wins.
 
+Quotes (`on_quotes`, QUOTE_SCHEMA): a symbol's latest quote with bid > 0 and ask >= bid is fresh while it is newer
+than the symbol's bar before the last (it falls in the last bar's interval, or later). A fresh quote replaces the
+close for what fills on submit: a market buy fills at the ask, a sell at the bid (no slippage: the quote is the
+spread), a limit is marketable at or through the ask/bid. Resting orders matched by `on_bars` keep the bar's open.
+
+Impact (`broker.impact`): "flat" is everything above. "sqrt" is the square-root model of
+`tradesys.execution.impact`, calibrated per symbol online from the bars the venue has seen (trailing
+`impact_window_days` complete UTC days; a symbol with under 3 has no parameters and fills flat, counted in
+`flat_priced_fills`):
+    * every aggressive fill (market, triggered stop, marketable limit on submit) of q shares pays, on top of its
+      reference price (the close or the open, +/- slippage_bps as the half spread; or the fresh quote), the
+      temporary impact eta * sigma * sqrt(q / ADV), as a fraction; a limit is still never filled worse than its
+      limit. A resting limit is passive: no temporary impact;
+    * every fill leaves a permanent shift of the symbol's log price, +gamma * sigma * q / ADV for a buy, minus for a
+      sell, that multiplies every later price the venue uses for the symbol (bars' open/high/low/close and quotes)
+      by exp(shift). `restore` rebuilds the calibration from `bars` and the shift from the ledger's fills, each
+      fill with the parameters the venue had at its bar, so a restarted venue prices the same. (The stop re-trigger
+      check of `restore` reads the unshifted bars.)
+
 Fees: max(fee_min, fee_bps / 1e4 * qty * price) per fill, never negative.
 Fill ids are deterministic, f"{client_order_id}:{n}" with n = 1, 2, ... per order; Fill.ts_ns is the bar's ts
 in ns and Fill.wall_ns is `wall_clock()`. An order is FILLED once its filled quantity is within 1e-9 of its
@@ -64,6 +83,7 @@ fill in the ledger, but the bars show it).
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -85,6 +105,7 @@ from tradesys.core.orders import (
     Side,
     TimeInForce,
 )
+from tradesys.execution.impact import DailyCalibrator, ImpactParams, SqrtImpact
 
 _EPS = 1e-9
 
@@ -101,6 +122,15 @@ class _Bar:
 
     def __init__(self, ts: int, open_: float, high: float, low: float, close: float, volume: float | None) -> None:
         self.ts, self.open, self.high, self.low, self.close, self.volume = ts, open_, high, low, close, volume
+
+
+class _Quote:
+    """The latest usable quote of a symbol (bid > 0, ask >= bid)."""
+
+    __slots__ = ("ask", "bid", "ts")
+
+    def __init__(self, ts: int, bid: float, ask: float) -> None:
+        self.ts, self.bid, self.ask = ts, bid, ask
 
 
 class _Working:
@@ -128,6 +158,12 @@ class SimBroker:
         self._fee_min = config.fee_min
         self._slip = config.slippage_bps / 1e4
         self._cap = config.participation_cap
+        self._sqrt = config.impact == "sqrt"
+        self._model = SqrtImpact(config.impact_eta, config.impact_gamma)
+        self._calib = DailyCalibrator(config.impact_window_days)
+        self._perm: dict[str, float] = {}  # symbol -> permanent log-price shift left by this venue's fills
+        self._quotes: dict[str, _Quote] = {}
+        self._prev_ts: dict[str, int] = {}  # symbol -> ts of the bar before its last one (quote freshness)
         self._bars: dict[str, _Bar] = {}
         self._liq: dict[str, float] = {}
         self._states: dict[str, OrderState] = {}
@@ -136,6 +172,7 @@ class SimBroker:
         self.orders_seen = 0  # distinct client order ids submitted (rejected ones included)
         self.fills_count = 0
         self.duplicates = 0
+        self.flat_priced_fills = 0  # impact = sqrt: fills priced flat, the symbol having under 3 days of history
 
     @classmethod
     def restore(
@@ -146,15 +183,27 @@ class SimBroker:
         sent: set[str],
         bars: Iterable[pa.RecordBatch],
         wall_clock: Callable[[], int] = time.time_ns,
+        quotes: Iterable[pa.RecordBatch] = (),
     ) -> SimBroker:
         """Rebuild the venue from ledger rows (orders oldest first, fills in booking order) and the bars up to the
-        resume point; `sent` are the client order ids the venue had seen (see the module docstring)."""
+        resume point; `sent` are the client order ids the venue had seen (see the module docstring). `quotes`: the
+        quote batches up to the resume point, if the run had quotes."""
         from tradesys.execution.oms import fill_from_row, order_from_row
 
         venue = cls(config, wall_clock)
         history = [venue._read_bars(batch) for batch in bars]
+        calib_ts: dict[str, list[int]] = {}  # per symbol: each bar's ts and the impact parameters after it
+        calib: dict[str, list[ImpactParams | None]] = {}
         for rows_of_batch in history:
+            new = venue._newer(rows_of_batch)
+            venue._observe(new)
+            if venue._sqrt:
+                for sym, bar in new.items():
+                    calib_ts.setdefault(sym, []).append(bar.ts)
+                    calib.setdefault(sym, []).append(venue._calib.params(sym))
             venue._bars.update(rows_of_batch)
+        for batch in quotes:
+            venue.on_quotes(batch)
         for sym, bar in venue._bars.items():
             venue._liq[sym] = math.inf if bar.volume is None else venue._cap * max(bar.volume, 0.0)
         rows = [r for r in orders if r["client_order_id"] in sent]
@@ -178,6 +227,9 @@ class SimBroker:
             venue._fills.setdefault(fill.client_order_id, []).append(fill)
             st.fill_ids.append(fill.fill_id)
             venue.fills_count += 1
+            if venue._sqrt:  # the permanent impact, with the parameters the venue had at the fill
+                i = bisect.bisect_right(calib_ts.get(fill.symbol, []), fill.ts_ns) - 1
+                venue._leave_impact(fill.symbol, fill.side is _BUY, fill.qty, calib[fill.symbol][i] if i >= 0 else None)
             bar = venue._bars.get(fill.symbol)
             if bar is not None and fill.ts_ns == bar.ts:
                 venue._liq[fill.symbol] -= fill.qty
@@ -217,6 +269,28 @@ class SimBroker:
     def fills_for(self, client_order_id: str) -> list[Fill]:
         return list(self._fills.get(client_order_id, ()))
 
+    # reconciliation views (tradesys.execution.reconcile): the venue's own account, from its fills
+    reconnects = 0  # an in-process venue never loses its connection
+    opening_cash: float | None = None  # the account's starting cash, when the caller tells it (else cash() is None)
+
+    def orders(self) -> list[OrderState]:
+        """Every order the venue has seen (rejected ones too), in submission order."""
+        return [st.copy() for st in self._states.values()]
+
+    def positions(self) -> dict[str, float]:
+        """Net filled quantity per symbol (symbols that traded back to flat included, at 0)."""
+        out: dict[str, float] = {}
+        for fills in self._fills.values():
+            for f in fills:
+                out[f.symbol] = out.get(f.symbol, 0.0) + f.signed_qty
+        return out
+
+    def cash(self) -> float | None:
+        """opening_cash minus what the fills bought, plus what they sold, minus fees; None without opening_cash."""
+        if self.opening_cash is None:
+            return None
+        return self.opening_cash - sum(f.signed_qty * f.price + f.fee for fs in self._fills.values() for f in fs)
+
     def last_price(self, symbol: str) -> float | None:
         """The last close seen for `symbol`, or None before its first bar."""
         bar = self._bars.get(symbol)
@@ -249,20 +323,26 @@ class SimBroker:
             if bar is None:
                 self._reject(st, RejectReason.NO_MARKET_PRICE, f"no bar seen yet for {symbol}", ts, events)
                 continue
-            price = self._submit_price(order, bar)
+            touch, half = self._touch(order, bar)
+            marketable = self._marketable(order, touch)
             qty = 0.0
-            if price is not None:
+            if marketable:
                 liq = self._liq.get(symbol, 0.0)
                 if liq > _EPS:
                     qty = min(order.qty, liq)
             if order.tif is _FOK and qty < order.qty - _EPS:
-                why = "not marketable now" if price is None else f"only {qty:g} of {order.qty:g} fillable now"
+                why = "not marketable now" if not marketable else f"only {qty:g} of {order.qty:g} fillable now"
                 self._reject(st, RejectReason.FOK_NOT_FILLABLE, why, ts, events)
                 continue
             st.status = OrderStatus.ACCEPTED
             events.append(OrderEvent(EventKind.ACCEPTED, cid, ts))
-            if qty > 0.0 and price is not None:
+            if qty > 0.0 and marketable:
                 self._liq[symbol] -= qty
+                price = self._take_price(symbol, order.side is _BUY, touch, half, qty)
+                if order.type is _LIMIT:  # never worse than the limit
+                    lim = order.limit_price
+                    assert lim is not None
+                    price = min(price, lim) if order.side is _BUY else max(price, lim)
                 self._fill(st, qty, price, ts, events)
                 if st.status is _FILLED:
                     continue
@@ -283,20 +363,51 @@ class SimBroker:
             events.append(OrderEvent(EventKind.CANCELED, cid, ts_ns, detail=w.state.detail))
         return events
 
+    def on_quotes(self, quotes: pa.RecordBatch) -> None:
+        """Take a QUOTE_SCHEMA batch: each symbol's latest quote with bid > 0 and ask >= bid (others are ignored).
+
+        A quote prices the orders that fill on submit (market, and marketable limits) until it goes stale, i.e.
+        while it is newer than the symbol's bar before the last one (it belongs to the last bar's interval or
+        later). Resting orders matched by `on_bars` keep the bar's open."""
+        if quotes.num_rows == 0:
+            return
+        syms = quotes.column("symbol").to_pylist()
+        ts = quotes.column("ts").cast(pa.int64()).to_numpy(zero_copy_only=False).tolist()
+        bid, ask = _floats(quotes, "bid"), _floats(quotes, "ask")
+        ok = (bid > 0.0) & (ask >= bid) & np.isfinite(ask)
+        bids, asks = bid.tolist(), ask.tolist()
+        for i in np.flatnonzero(ok).tolist():
+            sym = syms[i]
+            if sym is None:
+                continue
+            q = self._quotes.get(sym)
+            if q is None or ts[i] >= q.ts:
+                self._quotes[sym] = _Quote(ts[i], bids[i], asks[i])
+
+    def quote(self, symbol: str) -> tuple[float, float] | None:
+        """(bid, ask) the venue would trade against now, or None (no fresh quote)."""
+        q = self._fresh_quote(symbol)
+        return None if q is None else (q.bid, q.ask)
+
+    def impact_shift(self, symbol: str) -> float:
+        """The permanent log-price shift this venue's own fills have left in `symbol` (0 unless impact = sqrt)."""
+        return self._perm.get(symbol, 0.0)
+
+    def impact_params(self, symbol: str) -> ImpactParams | None:
+        """The symbol's square-root impact calibration now (None: under 3 days of history, or impact = flat)."""
+        return self._calib.params(symbol) if self._sqrt else None
+
     def on_bars(self, bars: pa.RecordBatch) -> list[OrderEvent]:
         # A bar the venue has already processed (a retried step after a crash) is ignored: replaying it would
         # match resting orders twice and refill the bar's liquidity.
-        new = {
-            sym: bar
-            for sym, bar in self._read_bars(bars).items()
-            if (seen := self._bars.get(sym)) is None or bar.ts > seen.ts
-        }
+        new = self._newer(self._read_bars(bars))
         if not new:
             return []
         cap = self._cap
         for sym, bar in new.items():
             vol = bar.volume
             self._liq[sym] = math.inf if vol is None else cap * max(vol, 0.0)
+        self._observe(new)
         events: list[OrderEvent] = []
         done: list[str] = []
         expiring: list[OrderState] = []
@@ -355,52 +466,99 @@ class SimBroker:
             )
         }
 
-    def _submit_price(self, order: Order, bar: _Bar) -> float | None:
-        """Price at which `order` fills against the last bar now, or None when it is not marketable."""
-        close = bar.close
-        buy = order.side is _BUY
-        px = close * (1.0 + self._slip) if buy else close * (1.0 - self._slip)
+    def _newer(self, rows: Mapping[str, _Bar]) -> dict[str, _Bar]:
+        """The bars newer than the symbol's last one (an older or repeated bar is ignored)."""
+        return {sym: bar for sym, bar in rows.items() if (seen := self._bars.get(sym)) is None or bar.ts > seen.ts}
+
+    def _observe(self, new: Mapping[str, _Bar]) -> None:
+        """Before `new` become the last bars: note quote freshness and feed the impact calibration."""
+        for sym, bar in new.items():
+            prev = self._bars.get(sym)
+            if prev is not None:
+                self._prev_ts[sym] = prev.ts
+            if self._sqrt:
+                self._calib.update(sym, bar.ts, bar.close, bar.volume)
+
+    def _fresh_quote(self, symbol: str) -> _Quote | None:
+        q = self._quotes.get(symbol)
+        if q is None or q.ts <= self._prev_ts.get(symbol, -1):
+            return None
+        return q
+
+    def _touch(self, order: Order, bar: _Bar) -> tuple[float, float]:
+        """(price an order submitted now trades against, half spread still to pay on top): the fresh quote's ask
+        or bid (0), else the last close (slippage); shifted by the venue's permanent impact (impact = sqrt)."""
+        symbol = order.symbol
+        q = self._fresh_quote(symbol)
+        if q is not None:
+            touch, half = (q.ask if order.side is _BUY else q.bid), 0.0
+        else:
+            touch, half = bar.close, self._slip
+        if self._sqrt:
+            touch *= math.exp(self._perm.get(symbol, 0.0))
+        return touch, half
+
+    @staticmethod
+    def _marketable(order: Order, touch: float) -> bool:
+        """Whether `order` fills against `touch` now: a market order always, a limit at or through it, a stop never
+        (it waits for a later bar)."""
         if order.type is _MARKET:
-            return px
+            return True
         if order.type is _LIMIT:
             lim = order.limit_price
             assert lim is not None  # validated
-            if buy:
-                return min(px, lim) if lim >= close else None
-            return max(px, lim) if lim <= close else None
-        return None  # a stop waits for a later bar
+            return lim >= touch if order.side is _BUY else lim <= touch
+        return False
+
+    def _take_price(self, symbol: str, buy: bool, touch: float, half: float, qty: float) -> float:
+        """An aggressive fill's price: touch +/- the half spread (flat), plus the temporary impact of `qty` (sqrt)."""
+        if self._sqrt:
+            return self._model.fill_price(touch, buy, qty, self._calib.params(symbol), half)
+        return touch * (1.0 + half) if buy else touch * (1.0 - half)
+
+    def _leave_impact(self, symbol: str, buy: bool, qty: float, p: ImpactParams | None) -> None:
+        """Shift the symbol's later prices by the permanent impact of a fill (impact = sqrt)."""
+        if p is None:
+            self.flat_priced_fills += 1
+            return
+        d = self._model.permanent(qty, p)
+        self._perm[symbol] = self._perm.get(symbol, 0.0) + (d if buy else -d)
 
     def _match_resting(self, w: _Working, bar: _Bar, events: list[OrderEvent]) -> None:
         st = w.state
         order = st.order
+        symbol = order.symbol
         buy = order.side is _BUY
-        slip = self._slip
+        op, hi, lo = bar.open, bar.high, bar.low
+        if self._sqrt:
+            f = math.exp(self._perm.get(symbol, 0.0))
+            op, hi, lo = op * f, hi * f, lo * f
+        touch = price = None  # an aggressive fill pays spread and impact on touch; a resting limit gets price
         if order.type is _MARKET or w.triggered:
-            price = bar.open * (1.0 + slip) if buy else bar.open * (1.0 - slip)
+            touch = op
         elif order.type is _LIMIT:
             lim = order.limit_price
             assert lim is not None
             if buy:
-                if bar.low > lim:
+                if lo > lim:
                     return
-                price = min(bar.open, lim)
+                price = min(op, lim)
             else:
-                if bar.high < lim:
+                if hi < lim:
                     return
-                price = max(bar.open, lim)
+                price = max(op, lim)
         else:
             stop = order.stop_price
             assert stop is not None
             if buy:
-                if bar.high < stop:
+                if hi < stop:
                     return
-                price = max(bar.open, stop) * (1.0 + slip)
+                touch = max(op, stop)
             else:
-                if bar.low > stop:
+                if lo > stop:
                     return
-                price = min(bar.open, stop) * (1.0 - slip)
+                touch = min(op, stop)
             w.triggered = True
-        symbol = order.symbol
         liq = self._liq[symbol]
         if liq <= _EPS:
             return
@@ -408,6 +566,9 @@ class SimBroker:
         if qty <= 0.0:
             return
         self._liq[symbol] = liq - qty
+        if price is None:
+            assert touch is not None
+            price = self._take_price(symbol, buy, touch, self._slip, qty)
         self._fill(st, qty, price, bar.ts, events)
 
     def _fill(self, st: OrderState, qty: float, price: float, ts: int, events: list[OrderEvent]) -> None:
@@ -427,6 +588,8 @@ class SimBroker:
         st.fill_ids.append(fill.fill_id)
         st.status = _FILLED if total >= order.qty - _EPS else _PARTIAL
         self.fills_count += 1
+        if self._sqrt:
+            self._leave_impact(order.symbol, order.side is _BUY, qty, self._calib.params(order.symbol))
         events.append(OrderEvent(EventKind.FILL, cid, ts, fill=fill))
 
     @staticmethod

@@ -198,7 +198,7 @@ def sweep(
         the_spec = make_spec([parse_param(p) for p in param or []], search=search, trials=trials, seed=seed,
                              file=file)
         check_space(the_spec, cfg, fixed=[parse_override(o)[0] for o in set_ or []])
-        check_engine(engine, the_spec.params)
+        check_engine(engine, the_spec.params, cfg)
         n = len(generate_trials(the_spec))
     except ConfigError as exc:
         _fail("config", str(exc))
