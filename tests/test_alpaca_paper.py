@@ -223,6 +223,27 @@ def test_orders_rest_lifecycle(env: Env) -> None:
     assert denied.value.status_code == 401
     assert SECRET not in repr(s)
     assert_books_conserve(s, c)
+    closing = c.close_position("AAPL")  # a market day order for the whole position, against bar 1's last 5 shares
+    assert closing.side == OrderSide.SELL and closing.status == OrderStatus.FILLED and float(closing.filled_qty) == 5
+    assert float(closing.filled_avg_price) == pytest.approx(close("AAPL", 1) * (1 - SLIP_BPS / 1e4))
+    assert c.get_all_positions() == []
+    assert_books_conserve(s, c)
+
+
+def test_orders_page_by_time_within_one_bar(env: Env) -> None:
+    """Creation times are market time but strictly increasing, so `until` pages through one bar's orders."""
+    s, c = env.server, env.client
+    s.step()
+    for i in range(7):
+        c.submit_order(limit("AAPL", 1, OrderSide.BUY, 1.0, f"o{i}"))
+    seen: list[str] = []
+    until = None
+    while page := c.get_orders(GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=3, until=until)):
+        seen += [o.client_order_id for o in page]
+        until = page[-1].submitted_at
+    assert seen == [f"o{i}" for i in reversed(range(7))]
+    first = c.get_orders(GetOrdersRequest(status=QueryOrderStatus.ALL, direction="asc", limit=1))
+    assert [o.client_order_id for o in first] == ["o0"]
 
 
 def test_stream_updates_partial_fills_and_conservation(env: Env) -> None:

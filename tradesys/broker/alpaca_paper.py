@@ -312,7 +312,9 @@ class PaperVenue:
         self.by_client: dict[str, PaperOrder] = {}
         self.positions: dict[str, _Position] = {}
         self.account_id = str(uuid.uuid5(_NS, "account"))
-        self.created_ns = self.now_ns
+        self._now = self._batch_ts(self._next) if self._next is not None else time.time_ns()
+        self._last_created = 0
+        self.created_ns = self._now
 
     @staticmethod
     def _infer_bar_ns(stamps: Any) -> int:
@@ -324,14 +326,20 @@ class PaperVenue:
 
     # ------------------------------------------------------------------ clock
 
+    @staticmethod
+    def _batch_ts(batch: pa.RecordBatch) -> int:
+        return int(batch.column("ts").cast(pa.int64())[0].as_py()) if batch.num_rows else time.time_ns()
+
     @property
     def now_ns(self) -> int:
         """Market time: the last replayed bar's ts (before the first step, the first bar's)."""
-        if self.history:
-            return int(self.history[-1].column("ts").cast(pa.int64())[0].as_py())
-        if self._next is not None and self._next.num_rows:
-            return int(self._next.column("ts").cast(pa.int64())[0].as_py())
-        return time.time_ns()
+        return self._now
+
+    def _created_stamp(self) -> int:
+        """Order creation times are market time, made strictly increasing by 1 us steps, so that clients can page
+        GET /v2/orders with `after`/`until` even when thousands of orders arrive within one bar."""
+        self._last_created = max(self._now, self._last_created + 1000)
+        return self._last_created
 
     @property
     def exhausted(self) -> bool:
@@ -344,6 +352,7 @@ class PaperVenue:
             return None, []
         self._next = next(self._batches, None)
         self.history.append(batch)
+        self._now = max(self._now, self._batch_ts(batch))
         self._history_table = None
         self.steps += 1
         closes = dict(zip(batch.column("symbol").to_pylist(), batch.column("close").to_pylist(), strict=True))
@@ -403,7 +412,7 @@ class PaperVenue:
         return self._place(order)
 
     def _place(self, order: Order, replaces: str | None = None) -> tuple[PaperOrder, list[dict[str, Any]]]:
-        now = self.now_ns
+        now = self._created_stamp()
         po = PaperOrder(
             id=self._new_id(),
             client_order_id=order.client_order_id,
@@ -450,10 +459,10 @@ class PaperVenue:
         fee rule, fill id f"{client_order_id}:{n}" continuing SimBroker's numbering."""
         leaves = po.qty - po.filled_qty
         qty = leaves * fraction
-        if float(po.qty).is_integer():
-            qty = float(max(math.floor(qty), 1)) if leaves >= 1 else leaves
+        if float(po.qty).is_integer() and float(leaves).is_integer():
+            qty = float(max(math.floor(qty), 1))  # whole shares
         px = self.last_close.get(po.symbol)
-        if px is None or qty <= 0:
+        if px is None or qty <= 0 or qty >= leaves - _EPS:  # a race leaves something to cancel
             return []
         if po.limit_price is not None:
             px = min(px, po.limit_price) if po.side is Side.BUY else max(px, po.limit_price)
@@ -499,6 +508,30 @@ class PaperVenue:
             rows.append({"id": po.id, "status": 200, "body": po.to_json()})
         return rows, updates
 
+    def close_position(self, symbol: str, q: Mapping[str, str]) -> tuple[PaperOrder, list[dict[str, Any]]]:
+        """DELETE /v2/positions/{symbol}: a market day order for the whole position (or `qty`, or `percentage`)."""
+        pos = self.positions.get(symbol)
+        if pos is None:
+            raise PaperError(404, 40410000, "position does not exist")
+        qty = _to_float("qty", q.get("qty"))
+        pct = _to_float("percentage", q.get("percentage"))
+        if qty is None:
+            qty = abs(pos.qty) * (1.0 if pct is None else pct / 100.0)
+        if not 0 < qty <= abs(pos.qty) + _EPS:
+            raise PaperError(422, 40010001, f"qty: must be in (0, {_num(abs(pos.qty))}]")
+        side = Side.SELL if pos.qty > 0 else Side.BUY
+        order = Order(self._new_id(), symbol, side, qty, OrderType.MARKET, TimeInForce.DAY, ts_ns=self.now_ns)
+        return self._place(order)
+
+    def close_all_positions(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """DELETE /v2/positions: (207 body rows, trade updates)."""
+        rows, updates = [], []
+        for sym in sorted(self.positions):
+            po, more = self.close_position(sym, {})
+            rows.append({"symbol": sym, "status": 200, "order_id": po.id, "body": po.to_json()})
+            updates += more
+        return rows, updates
+
     def list_orders(self, q: Mapping[str, str]) -> list[dict[str, Any]]:
         """GET /v2/orders with Alpaca's filters: status (open|closed|all), limit (50, max 500), after, until,
         direction (desc), side, symbols."""
@@ -530,7 +563,7 @@ class PaperVenue:
         updates: list[dict[str, Any]] = []
         for ev in events:
             po = self.by_client.get(ev.client_order_id)
-            if po is None:
+            if po is None or not po.is_open:  # a replaced order's venue cancel, for one
                 continue
             if ev.kind is EventKind.ACCEPTED:
                 po.status, po.updated_ns = "new", ev.ts_ns
@@ -858,6 +891,8 @@ class PaperServer:
         r.add_delete("/v2/orders/{order_id}", self._cancel_order)
         r.add_get("/v2/positions", lambda req: self._json(self.venue.positions_json()))
         r.add_get("/v2/positions/{symbol}", lambda req: self._json(self.venue.position_json(req.match_info["symbol"])))
+        r.add_delete("/v2/positions", self._close_all_positions)
+        r.add_delete("/v2/positions/{symbol}", self._close_position)
         r.add_get("/v2/account", lambda req: self._json(self.venue.account_json()))
         r.add_get("/v2/clock", lambda req: self._json(self.venue.clock_json()))
         r.add_get("/v2/stocks/bars", lambda req: self._json(self.venue.bars_json(req.query)))
@@ -950,7 +985,8 @@ class PaperServer:
                 break
             done += 1
             self._publish_updates(updates)
-            self._publish_bars(self.venue.bar_messages(batch))
+            if any(c.kind == "data" and c.ready for c in self._conns):
+                self._publish_bars(self.venue.bar_messages(batch))
             if self._outage_left > 0:
                 self._outage_left -= 1
                 if self._outage_left == 0:
@@ -1080,12 +1116,13 @@ class PaperServer:
         from aiohttp import web
 
         po = self.venue.get(request.match_info["order_id"])
-        race = self.faults.partial_fill_on_cancel > 0 and po.is_open and po.filled_qty < po.qty - _EPS
+        want_race = self.faults.partial_fill_on_cancel > 0
+        updates = self.venue.cancel(po.id, self.faults.cancel_fill_fraction if want_race else None)
+        race = any(u["event"] == "partial_fill" for u in updates)
         if race:
             self.faults.partial_fill_on_cancel -= 1
             self.stats["cancel_race_fills"] += 1
-        updates = self.venue.cancel(po.id, self.faults.cancel_fill_fraction if race else None)
-        if race:  # the client hears 204 first, then the partial fill, then canceled
+            # the client hears 204 first, then the partial fill, then canceled
             assert self._loop is not None
             self._loop.call_later(0.05, self._publish_updates, updates)
         else:
@@ -1094,6 +1131,19 @@ class PaperServer:
 
     async def _cancel_all(self, request: web.Request) -> web.Response:
         rows, updates = self.venue.cancel_all()
+        self._publish_updates(updates)
+        return self._json(rows, 207)
+
+    async def _close_position(self, request: web.Request) -> web.Response:
+        po, updates = self.venue.close_position(request.match_info["symbol"], request.query)
+        self._publish_updates(updates)
+        return self._json(po.to_json())
+
+    async def _close_all_positions(self, request: web.Request) -> web.Response:
+        if request.query.get("cancel_orders", "").lower() == "true":
+            _, cancels = self.venue.cancel_all()
+            self._publish_updates(cancels)
+        rows, updates = self.venue.close_all_positions()
         self._publish_updates(updates)
         return self._json(rows, 207)
 
