@@ -223,11 +223,33 @@ class RiskConfig(_Section):
         return None if v is False or (isinstance(v, str) and v.strip().lower() in {"off", "none", "null"}) else v
 
 
+class VenueConfig(_Section):
+    """One simulated venue of `broker.kind = "routed"` (tradesys.broker.venues; docs/execution.md, smart routing)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="venue name (in child order and fill ids)")
+    dark: bool = Field(False, description="dark venue: fills only at the mid, only for qty >= min_qty")
+    fee_bps: float = Field(0.0, ge=0, description="fee per fill in bps of notional")
+    fee_per_share: float = Field(0.0, ge=0, description="fee per fill per share (added to fee_bps)")
+    fee_min: float = Field(0.0, ge=0, description="minimum fee per fill")
+    latency_ms: float = Field(0.0, ge=0, description="order-to-venue latency (a cost term of the router's estimate)")
+    participation: float = Field(0.05, gt=0, le=1, description="share of each bar's volume this venue can fill")
+    min_qty: float = Field(0.0, ge=0, description="dark venue: smallest order it fills (0: any)")
+
+    @model_validator(mode="after")
+    def _dark_only_min(self) -> VenueConfig:
+        if self.min_qty > 0 and not self.dark:
+            raise ValueError(f"min_qty: only a dark venue has a minimum quantity ({self.name} is lit)")
+        return self
+
+
 class BrokerConfig(_Section):
     """The simulated venue."""
 
     kind: str = Field("sim", description="the venue: sim (SimBroker) or alpaca (tradesys.broker.alpaca: Alpaca's "
-                      "paper trading API; keys from APCA_API_KEY_ID / APCA_API_SECRET_KEY)")
+                      "paper trading API; keys from APCA_API_KEY_ID / APCA_API_SECRET_KEY) or routed (smart order "
+                      "routing across simulated venues, tradesys.broker.venues)")
+    venues: tuple[VenueConfig, ...] | None = Field(None, description="routed: the venues (unset: a lit primary, a "
+                                                   "cheaper thinner ECN and a dark pool, tradesys.broker.venues)")
     url: str | None = Field(None, description="alpaca: trading API base URL; None: $APCA_API_BASE_URL or Alpaca's "
                             "paper endpoint")
     stream_url: str | None = Field(None, description="alpaca: trade-updates websocket; None: the base URL's /stream")
@@ -254,9 +276,9 @@ class BrokerConfig(_Section):
     @classmethod
     def _known_venue(cls, v: str) -> str:
         """Refuse a venue that nothing would use: an accepted setting must do what it says."""
-        if v in ("sim", "alpaca"):
+        if v in ("sim", "alpaca", "routed"):
             return v
-        raise ValueError(f"unknown broker {v!r}: 'sim' or 'alpaca'")
+        raise ValueError(f"unknown broker {v!r}: 'sim', 'alpaca' or 'routed'")
 
     @model_validator(mode="after")
     def _venue_settings(self) -> BrokerConfig:
@@ -268,6 +290,25 @@ class BrokerConfig(_Section):
         elif self.url is not None or self.stream_url is not None:
             raise ValueError("url/stream_url: used only with broker.kind = 'alpaca'")
         return self
+
+    @model_validator(mode="after")
+    def _routed_venues(self) -> BrokerConfig:
+        """Routed venues set their own fees and liquidity; the single venue's would do nothing there."""
+        if self.kind != "routed":
+            if self.venues is not None:
+                raise ValueError("venues: used only with broker.kind = 'routed'")
+            return self
+        per_venue = sorted({"fee_bps", "fee_min", "participation_cap"} & self.model_fields_set)
+        if per_venue:
+            raise ValueError(f"{per_venue[0]}: set per venue with broker.kind = 'routed' (broker.venues)")
+        if self.venues is not None:
+            names = [v.name for v in self.venues]
+            if len(set(names)) != len(names):
+                raise ValueError(f"venues: names must be unique, got {names}")
+            if all(v.dark for v in self.venues):
+                raise ValueError("venues: at least one lit venue is needed (stops, limits and remainders rest there)")
+        return self
+
 
 
 class ExecutionConfig(_Section):

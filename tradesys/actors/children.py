@@ -215,6 +215,15 @@ class BrokerActor:
         from tradesys.engine.recovery import restore_venue
 
         upto = booked_ts(ledger) if data is not None else 0
+        if cfg.kind == "routed":  # smart order routing across simulated venues (tradesys.broker.venues)
+            from tradesys.broker.venues import MultiVenueBroker, restore_routed
+
+            self.venue = MultiVenueBroker(cfg)
+            if data is not None and upto > 0:
+                book = ActorProxy(ledger, "ledger")
+                orders, fills = book.ledger_rows()
+                self.venue = restore_routed(cfg, bars_upto(data, upto), orders, fills, book.read("audit_log"))
+            return
         self.venue = SimBroker(cfg)
         if data is not None and upto > 0:
             book = ActorProxy(ledger, "ledger")
@@ -238,6 +247,11 @@ class BrokerActor:
 
     def fills_for(self, client_order_id: str) -> list[Fill]:
         return self.venue.fills_for(client_order_id)
+
+    def drain_audit(self) -> list[AuditEntry]:
+        """The venue's own audit rows since the last call (a routed broker's "route" decisions; none from sim)."""
+        drain = getattr(self.venue, "drain_audit", None)
+        return drain() if drain is not None else []
 
     def stats(self) -> dict[str, int]:
         return {

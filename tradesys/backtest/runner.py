@@ -29,6 +29,7 @@ def run_backtest(
 ) -> tuple[RunSummary, Any]:
     """Run the configured strategy over the configured data; return (summary, the ledger)."""
     from tradesys.broker.sim import SimBroker
+    from tradesys.broker.venues import MultiVenueBroker
     from tradesys.data import bars_per_year, make_source
     from tradesys.ledger import open_ledger
 
@@ -42,7 +43,9 @@ def run_backtest(
     components = TradingComponents(
         strategy=make_strategy(cfg.strategy, len(source.symbols), bars_per_year(cfg.data), cfg.risk),
         risk=gate,
-        execution=ExecutionService(SimBroker(cfg.broker), book),
+        execution=ExecutionService(
+            MultiVenueBroker(cfg.broker) if cfg.broker.kind == "routed" else SimBroker(cfg.broker), book
+        ),
     )
     latencies: list[int] = []
     total = len(source)

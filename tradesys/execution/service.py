@@ -76,6 +76,13 @@ def _audit_for(events: Sequence[OrderEvent], kind: str) -> list[AuditEntry]:
     ]
 
 
+def _venue_audit(broker: Any, sent: bool) -> list[AuditEntry]:
+    """The audit rows a broker keeps of its own decisions (a routed broker's "route" rows, tradesys.broker.venues),
+    asked for only after a submit; a broker without them (SimBroker) gives none."""
+    drain = getattr(broker, "drain_audit", None) if sent else None
+    return list(drain()) if callable(drain) else []
+
+
 class ExecutionService:
     def __init__(
         self, broker: Broker, book: Book, oms: OrderManager | None = None, wall_clock: Callable[[], int] = time.time_ns
@@ -154,7 +161,10 @@ class ExecutionService:
         events = self.broker.submit(to_send) if to_send else []
         applied = self.oms.apply(events)
         snap, _ = self.book.commit(
-            ts_ns=ts_ns, updates=applied.updates, fills=applied.fills, audit=_audit_for(events, "broker_reject")
+            ts_ns=ts_ns,
+            updates=applied.updates,
+            fills=applied.fills,
+            audit=_audit_for(events, "broker_reject") + _venue_audit(self.broker, bool(to_send)),
         )
         sent = {o.client_order_id: o.decision_wall_ns for o in to_send}
         latencies = [
