@@ -318,6 +318,44 @@ class ExecutionConfig(_Section):
         description="reconcile ledger and broker every N bars (also on start and after a reconnect); 0: only those")
     reconcile_break_limit: float = Field(0.0, ge=0,
         description="unexplained break (currency) above which new orders are refused until a reconcile clears it")
+    # execution algorithms (tradesys.execution.algos, tradesys.execution.parents): the strategies' sizing tags
+    # the orders it makes at or above the thresholds, and the execution service works them as parent orders
+    algo: str = Field("", description='execution algorithm for strategy orders: "" (send as is), or one of '
+                      "market, twap, vwap, pov, is, iceberg, conditional (tradesys.execution.algos)")
+    algo_params: dict[str, float | int | str | bool] = Field(default_factory=dict,
+        description='the algorithm\'s parameters, e.g. {slices = 5, jitter = 0.2} for twap')
+    horizon_bars: int = Field(10, ge=1, description="bars a parent order is worked over (its window)")
+    algo_min_qty: float = Field(0.0, ge=0, description="orders of at least this many shares go to the algorithm")
+    algo_min_notional: float = Field(0.0, ge=0,
+        description="orders of at least this notional (qty x the decision close) go to the algorithm")
+
+    @field_validator("algo")
+    @classmethod
+    def _known_algo(cls, v: str) -> str:
+        if v == "":
+            return v
+        from tradesys.execution.algos.registry import ALGOS
+
+        if v not in ALGOS:
+            raise ValueError(f"unknown execution algorithm {v!r}: one of {', '.join(ALGOS)} (or \"\": none)")
+        return v
+
+    @field_validator("algo_params")
+    @classmethod
+    def _algo_accepts(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
+        """The algorithm builds with these parameters now, so a bad one is refused before any order is made."""
+        algo = info.data.get("algo")
+        if algo is None:  # the algo itself was refused: that error names it
+            return v
+        if not algo:
+            if v:
+                raise ValueError("needs execution.algo (no algorithm would use them)")
+            return v
+        from tradesys.execution.algos.registry import make_algo
+
+        make_algo(algo, v)
+        return v
+
 
 
 class LedgerConfig(_Section):
@@ -565,6 +603,8 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no TOML form for {value!r}")
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import ray
 
 from tradesys.actors.proxy import ActorProxy
-from tradesys.config import BrokerConfig, DataConfig, RiskConfig, StrategyConfig
+from tradesys.config import BrokerConfig, DataConfig, ExecutionConfig, RiskConfig, StrategyConfig
 from tradesys.core.orders import Fill, Order, OrderEvent, OrderState
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
@@ -144,11 +144,11 @@ class StrategyActor:
     def __init__(
         self, cfg: StrategyConfig, n_symbols: int, bars_per_year: float, monitor: Any = None,
         send_every_bars: int = 5, max_in_flight: int = 8, limits: RiskConfig | None = None,
-        data: DataConfig | None = None, ledger: Any = None,
+        data: DataConfig | None = None, ledger: Any = None, execution: ExecutionConfig | None = None,
     ) -> None:
         from tradesys.strategy import make_strategy
 
-        self.strategy = make_strategy(cfg, n_symbols, bars_per_year, limits)
+        self.strategy = make_strategy(cfg, n_symbols, bars_per_year, limits, execution)
         upto = booked_ts(ledger) if data is not None else 0
         self.warmed_bars = self.strategy.warm_up(bars_upto(data, upto)) if data is not None and upto > 0 else 0
         self.feed: Any = None
@@ -279,12 +279,15 @@ class LedgerActor:
     def ledger_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return self.book.ledger_rows()
 
+    def parent_rows(self) -> list[dict[str, Any]]:
+        return self.book.parent_rows()
+
     def audit(self, entries: Sequence[AuditEntry]) -> None:
         self.book.audit(entries)
 
     def read(self, what: str) -> Any:
         """Read views for the summary: orders, fills, positions, account, equity_curve, audit_log."""
-        if what not in {"orders", "fills", "positions", "account", "equity_curve", "audit_log"}:
+        if what not in {"orders", "fills", "positions", "account", "equity_curve", "audit_log", "parent_orders"}:
             raise ValueError(f"read: unknown view {what!r}")
         return getattr(self.book.ledger, what)()
 

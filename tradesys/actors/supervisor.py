@@ -83,7 +83,7 @@ class Supervisor:
                 self.drift.start.remote(cfg.drift.poll_s)
         self.strategy = StrategyActor.options(name=f"{run_id}:strategy", **opts).remote(
             cfg.strategy, len(self.symbols), bars_per_year(cfg.data), self.drift, cfg.drift.send_every_bars,
-            cfg.drift.max_in_flight, cfg.risk, cfg.data, self.ledger,
+            cfg.drift.max_in_flight, cfg.risk, cfg.data, self.ledger, execution=cfg.execution,
         )
         self.risk = RiskActor.options(name=f"{run_id}:risk", **opts).remote(cfg.risk, cfg.data, self.ledger)
         self.execution = ExecutionActor.options(name=f"{run_id}:execution", **opts).remote(

@@ -41,7 +41,9 @@ def run_backtest(
     book = BookKeeper(ledger, cfg.initial_cash)
     gate = PreTradeRisk(cfg.risk)
     components = TradingComponents(
-        strategy=make_strategy(cfg.strategy, len(source.symbols), bars_per_year(cfg.data), cfg.risk),
+        strategy=make_strategy(
+            cfg.strategy, len(source.symbols), bars_per_year(cfg.data), cfg.risk, cfg.execution
+        ),
         risk=gate,
         execution=ExecutionService(
             MultiVenueBroker(cfg.broker) if cfg.broker.kind == "routed" else SimBroker(cfg.broker), book

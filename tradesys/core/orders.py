@@ -83,6 +83,9 @@ class Order:
     strategy_id: str = ""
     ts_ns: int = 0  # market (clock) time of the decision
     decision_wall_ns: int = 0  # wall-clock time of the decision, for decision-to-fill latency
+    # execution algorithm that works the order as a parent (tradesys.execution.parents); "": send it as is
+    algo: str = ""
+    algo_params: tuple[tuple[str, float | int | str | bool], ...] = ()  # (key, value) pairs: the order stays hashable
 
     def validate(self) -> str | None:
         """Return a reason string if the order is malformed, else None."""

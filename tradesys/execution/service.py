@@ -9,6 +9,7 @@ does not decide that step again. The venue dedupes by client order id, so nothin
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,11 +18,12 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from tradesys.broker.base import Broker
-from tradesys.core.orders import EventKind, Fill, Order, OrderEvent, OrderStatus
+from tradesys.core.orders import EventKind, Fill, Order, OrderEvent, OrderStatus, RejectReason
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
 from tradesys.execution.oms import OrderManager
-from tradesys.ledger.base import AuditEntry, OrderUpdate, WriteResult
+from tradesys.execution.parents import ParentBook
+from tradesys.ledger.base import AuditEntry, OrderUpdate, ParentRow, WriteResult
 
 
 class Book(Protocol):
@@ -36,9 +38,14 @@ class Book(Protocol):
         fills: Sequence[Fill] = (),
         marks: Mapping[str, float] | None = None,
         audit: Sequence[AuditEntry] = (),
+        parents: Sequence[ParentRow] = (),
     ) -> tuple[PortfolioSnapshot, WriteResult]: ...
 
     def snapshot(self) -> PortfolioSnapshot: ...
+
+    def parent_rows(self) -> list[dict[str, Any]]:
+        """The ledger's parent orders (`Ledger.parent_orders()`), for rebuilding the parent book."""
+        ...
 
     def ledger_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(orders, fills) rows for rebuilding the OMS."""
@@ -92,12 +99,16 @@ class ExecutionService:
         self.oms = oms or OrderManager()
         self.wall_clock = wall_clock
         self.recovered_events = 0
+        self.parents = ParentBook()  # orders worked by an execution algorithm (tradesys.execution.parents)
+        self._closes: dict[str, float] = {}  # the last bar's closes: a parent's decision price
 
     @classmethod
     def recover(cls, broker: Broker, book: Book, wall_clock: Callable[[], int] = time.time_ns) -> ExecutionService:
         """Rebuild from the ledger and reconcile open orders with the venue."""
         order_rows, fill_rows = book.ledger_rows()
         svc = cls(broker, book, OrderManager.restore(order_rows, fill_rows), wall_clock)
+        svc.parents = ParentBook.restore(book.parent_rows())
+        svc._closes = dict(book.snapshot().marks)
         events: list[OrderEvent] = []
         ts = book.snapshot().ts_ns
         unsent: list[Order] = []
@@ -136,7 +147,45 @@ class ExecutionService:
             marks=marks,
             audit=_audit_for(events, "broker_reject"),
         )
-        return StepReport(snap, self.oms.working_qty(), fills=len(applied.fills))
+        n_fills = len(applied.fills)
+        self._closes.update(marks)
+        if bars.num_rows and self.parents.active():
+            snap, n_parent_fills = self._work_parents(ts, bars)
+            n_fills += n_parent_fills
+        return StepReport(snap, self.working_qty(), fills=n_fills)
+
+    def working_qty(self) -> dict[str, float]:
+        """Signed working quantity per symbol: open orders plus what active parents have still to send."""
+        out = self.oms.working_qty()
+        for sym, q in self.parents.unsent(self.oms).items():
+            out[sym] = out.get(sym, 0.0) + q
+        return out
+
+    def _work_parents(self, ts: int, bars: pa.RecordBatch) -> tuple[PortfolioSnapshot, int]:
+        """Slice every active parent on this bar: record its children with the parent rows (write-ahead, one
+        transaction), send them, book the results and each parent's progress. Returns (snapshot, fills)."""
+        cols = bars.to_pydict()
+        volumes = cols.get("volume") or [math.nan] * bars.num_rows
+        by_symbol = {
+            s: (float(c), math.nan if v is None else float(v))
+            for s, c, v in zip(cols["symbol"], cols["close"], volumes, strict=True)
+            if c is not None and c > 0
+        }
+        children, rows = self.parents.slice(ts, by_symbol, self.oms, self.wall_clock)
+        new, _ = self.oms.register(children)
+        self.book.commit(ts_ns=ts, orders=new, parents=rows)
+        to_send = self.oms.unsent(o.client_order_id for o in children)
+        events = self.broker.submit(to_send) if to_send else []
+        applied = self.oms.apply(events)
+        settled = self.parents.settle(ts, self.oms)
+        snap, _ = self.book.commit(
+            ts_ns=ts,
+            updates=applied.updates,
+            fills=applied.fills,
+            audit=_audit_for(events, "broker_reject"),
+            parents=settled,
+        )
+        return snap, len(applied.fills)
 
     def submit(
         self,
@@ -146,6 +195,19 @@ class ExecutionService:
         audit: Sequence[AuditEntry] = (),
     ) -> StepReport:
         """Record risk-rejected and accepted orders (write-ahead), send the accepted ones, book the results."""
+        bad = [(o, why) for o in accepted if o.algo and o.client_order_id not in self.parents
+               and (why := ParentBook.check(o)) is not None]
+        if bad:  # an algorithm the registry refuses: the order is recorded as rejected, never half-worked
+            bad_ids = {o.client_order_id for o, _ in bad}
+            accepted = [o for o in accepted if o.client_order_id not in bad_ids]
+            rejected = [*rejected, *((o, OrderEvent(EventKind.REJECTED, o.client_order_id, ts_ns,
+                                                    reason=RejectReason.INVALID_ORDER, detail=f"algo: {why}"))
+                                     for o, why in bad)]
+        parent_rows = []
+        for o in accepted:
+            if o.algo and (row := self.parents.add(o, self._closes.get(o.symbol))) is not None:
+                parent_rows.append(row)
+        accepted = [o for o in accepted if not o.algo]  # a parent is never sent itself: its children are
         new_acc, _ = self.oms.register(accepted)
         new_rej, _ = self.oms.register(o for o, _ in rejected)
         new_rej_ids = {o.client_order_id for o in new_rej}
@@ -156,6 +218,7 @@ class ExecutionService:
             orders=[*new_acc, *new_rej],
             updates=rej_applied.updates,
             audit=[*audit, *_audit_for(rej_events, "risk_reject")],
+            parents=parent_rows,
         )
         to_send = self.oms.unsent(o.client_order_id for o in accepted)
         events = self.broker.submit(to_send) if to_send else []
@@ -173,8 +236,8 @@ class ExecutionService:
         n_broker_rejects = sum(1 for e in events if e.kind is EventKind.REJECTED)
         return StepReport(
             snap,
-            self.oms.working_qty(),
-            orders=len(new_acc) + len(new_rej),
+            self.working_qty(),
+            orders=len(new_acc) + len(new_rej) + len(parent_rows),
             rejected=len(rej_events) + n_broker_rejects,
             fills=len(applied.fills),
             latencies_ns=latencies,

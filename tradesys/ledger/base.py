@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from tradesys.core.orders import Fill, Order, OrderStatus, RejectReason
+from tradesys.core.orders import Fill, Order, OrderStatus, RejectReason, Side
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,37 @@ class AuditEntry:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ParentRow:
+    """A parent order worked by an execution algorithm (tradesys.execution.parents), as the ledger keeps it.
+
+    Written when the strategy's order is accepted (write-ahead, like an order) and upserted by parent id as its
+    algorithm slices it, in the same transaction as the children it sent, so a restart resumes its schedule.
+    """
+
+    parent_id: str
+    symbol: str
+    side: Side
+    qty: float
+    algo: str
+    params: dict[str, Any]
+    horizon_bars: int
+    start_ns: int  # decision time (the bar the strategy decided on)
+    end_ns: int  # the window's last slice time; 0 until the first slice fixes the bar spacing
+    ts_ns: int  # decision time, as orders.ts_ns
+    decision_price: float | None  # the close at decision (TCA's benchmark); None: unknown
+    status: str  # active | filled | expired | cancelled
+    filled_qty: float = 0.0
+    avg_fill_price: float = 0.0
+    children: int = 0  # children sent so far (the next is child number children + 1)
+    slices: int = 0  # slice points (bars) seen since start_ns
+    market_volume: float = 0.0  # market volume seen in those slices
+    last_ts_ns: int = 0  # the last slice's bar time: a retried step does not slice that bar again
+    limit_price: float | None = None
+    strategy_id: str = ""
+    updated_ts_ns: int = 0
+
+
 @dataclass(slots=True)
 class LedgerBatch:
     """Everything one step writes. `account` also appends a row to the equity curve."""
@@ -67,10 +98,12 @@ class LedgerBatch:
     positions: list[PositionRow] = field(default_factory=list)
     account: AccountRow | None = None
     audit: list[AuditEntry] = field(default_factory=list)
+    parents: list[ParentRow] = field(default_factory=list)  # upserted by parent id
 
     def __bool__(self) -> bool:
         return bool(
             self.orders or self.order_updates or self.fills or self.positions or self.account or self.audit
+            or self.parents
         )
 
 
@@ -107,6 +140,7 @@ class Ledger(Protocol):
     def account(self) -> dict[str, Any] | None: ...
     def equity_curve(self) -> list[dict[str, Any]]: ...
     def audit_log(self, kind: str | None = None) -> list[dict[str, Any]]: ...
+    def parent_orders(self, status: str | None = None) -> list[dict[str, Any]]: ...
     def outbox(self, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]: ...
     def outbox_cursor(self, relay: str) -> int: ...
     def advance_outbox_cursor(self, relay: str, last_id: int) -> None: ...

@@ -20,6 +20,7 @@ from tradesys.ledger.base import (
     Ledger,
     LedgerBatch,
     OrderUpdate,
+    ParentRow,
     PositionRow,
     WriteResult,
 )
@@ -69,6 +70,7 @@ class BookKeeper:
         fills: Sequence[Fill] = (),
         marks: Mapping[str, float] | None = None,
         audit: Sequence[AuditEntry] = (),
+        parents: Sequence[ParentRow] = (),
     ) -> tuple[PortfolioSnapshot, WriteResult]:
         """Apply and persist one step's changes atomically; return the new snapshot."""
         fills = [f for f in fills if f.fill_id not in self._fill_ids]
@@ -80,7 +82,8 @@ class BookKeeper:
             touched.update(s for s in marks if s in pf.positions)
         elif ts_ns > pf.ts_ns:
             pf.ts_ns = ts_ns
-        batch = LedgerBatch(orders=list(orders), order_updates=list(updates), fills=list(fills), audit=list(audit))
+        batch = LedgerBatch(orders=list(orders), order_updates=list(updates), fills=list(fills), audit=list(audit),
+                           parents=list(parents))
         snap = pf.snapshot()  # the account row takes its totals from it: each is a sum over every position
         if fills or marks:
             positions = pf.positions
@@ -110,3 +113,7 @@ class BookKeeper:
     def ledger_rows(self) -> tuple[list[dict], list[dict]]:
         """(orders, fills) rows, oldest first, for rebuilding the OMS after a restart."""
         return list(reversed(self.ledger.orders())), self.ledger.fills()
+
+    def parent_rows(self) -> list[dict]:
+        """The parent orders, oldest decision first, for rebuilding the execution service's parent book."""
+        return self.ledger.parent_orders()

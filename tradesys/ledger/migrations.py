@@ -141,6 +141,36 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "parent orders worked by execution algorithms",
+        (
+            """CREATE TABLE parent_orders (
+                parent_id TEXT PRIMARY KEY,
+                symbol TEXT NOT NULL,
+                side TEXT NOT NULL,
+                qty DOUBLE PRECISION NOT NULL,
+                algo TEXT NOT NULL,
+                params TEXT NOT NULL DEFAULT '{{}}',
+                horizon_bars INTEGER NOT NULL,
+                start_ns BIGINT NOT NULL,
+                end_ns BIGINT NOT NULL,
+                ts_ns BIGINT NOT NULL,
+                decision_price DOUBLE PRECISION,
+                status TEXT NOT NULL,
+                filled_qty DOUBLE PRECISION NOT NULL DEFAULT 0,
+                avg_fill_price DOUBLE PRECISION NOT NULL DEFAULT 0,
+                children INTEGER NOT NULL DEFAULT 0,
+                slices INTEGER NOT NULL DEFAULT 0,
+                market_volume DOUBLE PRECISION NOT NULL DEFAULT 0,
+                last_ts_ns BIGINT NOT NULL DEFAULT 0,
+                limit_price DOUBLE PRECISION,
+                strategy_id TEXT NOT NULL DEFAULT '',
+                updated_ts_ns BIGINT NOT NULL
+            )""",
+            "CREATE INDEX ix_parent_orders_status ON parent_orders (status)",
+        ),
+    ),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

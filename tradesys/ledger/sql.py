@@ -21,7 +21,15 @@ from enum import Enum
 from typing import Any, ClassVar, Literal, TypeVar
 
 from tradesys.core.orders import Fill, Order, OrderStatus, OrderType, RejectReason, Side, TimeInForce
-from tradesys.ledger.base import AccountRow, AuditEntry, LedgerBatch, OrderUpdate, PositionRow, WriteResult
+from tradesys.ledger.base import (
+    AccountRow,
+    AuditEntry,
+    LedgerBatch,
+    OrderUpdate,
+    ParentRow,
+    PositionRow,
+    WriteResult,
+)
 from tradesys.ledger.migrations import MIGRATIONS, SCHEMA_MIGRATIONS_DDL, Dialect, render
 
 OPEN_STATUSES: tuple[str, ...] = (
@@ -42,6 +50,17 @@ ACCOUNT_COLUMNS: tuple[str, ...] = (
     "ts_ns", "cash", "market_value", "equity", "realized_pnl", "unrealized_pnl", "fees", "initial_cash",
 )  # fmt: skip
 AUDIT_COLUMNS: tuple[str, ...] = ("id", "ts_ns", "kind", "client_order_id", "message", "payload")
+PARENT_COLUMNS: tuple[str, ...] = (
+    "parent_id", "symbol", "side", "qty", "algo", "params", "horizon_bars", "start_ns", "end_ns", "ts_ns",
+    "decision_price", "status", "filled_qty", "avg_fill_price", "children", "slices", "market_volume", "last_ts_ns",
+    "limit_price", "strategy_id", "updated_ts_ns",
+)  # fmt: skip
+# what a parent's progress changes; the rest (what the strategy asked for) is written once
+PARENT_MUTABLE: tuple[str, ...] = (
+    "start_ns", "end_ns", "status", "filled_qty", "avg_fill_price", "children", "slices", "market_volume", "last_ts_ns",
+    "updated_ts_ns",
+)  # fmt: skip
+PARENT_STATUSES: tuple[str, ...] = ("active", "filled", "expired", "cancelled")
 
 
 def _cols(cols: Sequence[str]) -> str:
@@ -73,6 +92,10 @@ _UPSERT_ACCOUNT = (
     f"INSERT INTO account (id, {_cols(ACCOUNT_COLUMNS)}) VALUES (1, {_marks(len(ACCOUNT_COLUMNS))}) "
     "ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in ACCOUNT_COLUMNS)
+)
+_UPSERT_PARENT = (
+    f"INSERT INTO parent_orders ({_cols(PARENT_COLUMNS)}) VALUES ({_marks(len(PARENT_COLUMNS))}) "
+    "ON CONFLICT (parent_id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in PARENT_MUTABLE)
 )
 _INSERT_EQUITY = f"INSERT INTO equity_curve ({_cols(ACCOUNT_COLUMNS)}) VALUES ({_marks(len(ACCOUNT_COLUMNS))})"
 _INSERT_AUDIT = "INSERT INTO audit_log (ts_ns, kind, client_order_id, message, payload) VALUES (?, ?, ?, ?, ?)"
@@ -109,6 +132,7 @@ def outbox_rows(
     new_fills: Sequence[tuple[Any, ...]],
     positions: Sequence[tuple[Any, ...]],
     account: tuple[Any, ...] | None,
+    parents: Sequence[tuple[Any, ...]] = (),
 ) -> list[tuple[Any, ...]]:
     """One change event per row written, in the order the transaction applies them (the relay keeps it).
 
@@ -131,6 +155,8 @@ def outbox_rows(
         rows.append((int(r[-1]), "position", r[0], "upserted", _position_payload(r)))
     if account is not None:
         add(account[0], "account", "account", "upserted", ACCOUNT_COLUMNS, account)
+    for r in parents:
+        add(r[-1], "parent_order", r[0], "upserted", PARENT_COLUMNS, r)
     return rows
 
 _SELECT_ORDERS = f"SELECT {_cols(ORDER_COLUMNS)} FROM orders"
@@ -287,6 +313,43 @@ def audit_params(e: AuditEntry) -> tuple[Any, ...]:
         _opt_text("audit.client_order_id", e.client_order_id),
         _text("audit.message", e.message),
         dump_payload(e.payload),
+    )
+
+
+def _parent_params_json(params: Mapping[str, Any]) -> str:
+    try:
+        return dump_payload(params)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"parent.params: {exc}") from None
+
+
+def parent_params(p: ParentRow) -> tuple[Any, ...]:
+    status = _text("parent.status", p.status)
+    if status not in PARENT_STATUSES:
+        raise ValueError(f"parent.status: {status!r} is not one of {list(PARENT_STATUSES)}")
+    return (
+        _text("parent.parent_id", p.parent_id),
+        _text("parent.symbol", p.symbol),
+        _enum("parent.side", Side, p.side),
+        _real("parent.qty", p.qty),
+        _text("parent.algo", p.algo),
+        _parent_params_json(p.params),
+        _int("parent.horizon_bars", p.horizon_bars),
+        _int("parent.start_ns", p.start_ns),
+        _int("parent.end_ns", p.end_ns),
+        _int("parent.ts_ns", p.ts_ns),
+        None if p.decision_price is None or p.decision_price != p.decision_price
+        else _real("parent.decision_price", p.decision_price),
+        status,
+        _real("parent.filled_qty", p.filled_qty),
+        _real("parent.avg_fill_price", p.avg_fill_price),
+        _int("parent.children", p.children),
+        _int("parent.slices", p.slices),
+        _real("parent.market_volume", p.market_volume),
+        _int("parent.last_ts_ns", p.last_ts_ns),
+        _opt_real("parent.limit_price", p.limit_price),
+        _text("parent.strategy_id", p.strategy_id),
+        _int("parent.updated_ts_ns", p.updated_ts_ns),
     )
 
 
@@ -479,6 +542,7 @@ class SqlLedger(abc.ABC):
         ts = batch_ts(batch) if batch.positions else 0
         position_rows = [position_params(p, ts) for p in batch.positions]
         audit_rows = [audit_params(e) for e in batch.audit]
+        parent_rows = [parent_params(p) for p in batch.parents]
         with self._transaction() as cur:
             new_o, dup_o = self._split_new(cur, "orders", "client_order_id", order_rows)
             self._executemany(cur, _INSERT_ORDER, new_o)
@@ -495,8 +559,11 @@ class SqlLedger(abc.ABC):
                 self._exec(cur, _UPSERT_ACCOUNT, account)
                 self._exec(cur, _INSERT_EQUITY, account)
             self._executemany(cur, _INSERT_AUDIT, audit_rows)
+            self._executemany(cur, _UPSERT_PARENT, parent_rows)
             # change data capture: the events commit (or roll back) with the rows they describe
-            self._executemany(cur, _INSERT_OUTBOX, outbox_rows(new_o, update_rows, new_f, position_rows, account))
+            self._executemany(
+                cur, _INSERT_OUTBOX, outbox_rows(new_o, update_rows, new_f, position_rows, account, parent_rows)
+            )
         return WriteResult(
             tuple(r[0] for r in new_o), tuple(dup_o), tuple(r[0] for r in new_f), tuple(dup_f)
         )
@@ -550,6 +617,17 @@ class SqlLedger(abc.ABC):
         rows = self._query(sql + " ORDER BY ts_ns, id", params)
         for r in rows:
             r["payload"] = json.loads(r["payload"]) if r["payload"] else {}
+        return rows
+
+    def parent_orders(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Parent orders, oldest decision first (then parent id); `params` decoded from its JSON text."""
+        sql, params = f"SELECT {_cols(PARENT_COLUMNS)} FROM parent_orders", []
+        if status is not None:
+            sql += " WHERE status = ?"
+            params.append(status)
+        rows = self._query(sql + " ORDER BY ts_ns, parent_id", params)
+        for r in rows:
+            r["params"] = json.loads(r["params"]) if r["params"] else {}
         return rows
 
     # -- change data capture --

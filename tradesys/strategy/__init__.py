@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tradesys.config import RiskConfig, StrategyConfig
+from tradesys.config import ExecutionConfig, RiskConfig, StrategyConfig
 from tradesys.strategy.base import Strategy
 from tradesys.strategy.trend import TrendStrategy
 from tradesys.strategy.weights import TargetWeightsStrategy
@@ -17,13 +17,29 @@ __all__ = ["Strategy", "TargetWeightsStrategy", "TrendStrategy", "make_strategy"
 
 
 def make_strategy(
-    cfg: StrategyConfig, n_symbols: int, bars_per_year: float = 252.0, limits: RiskConfig | None = None
+    cfg: StrategyConfig,
+    n_symbols: int,
+    bars_per_year: float = 252.0,
+    limits: RiskConfig | None = None,
+    execution: ExecutionConfig | None = None,
 ) -> TrendStrategy | ModelStrategy | TargetWeightsStrategy | RLStrategy:
     """The configured strategy; the backtest and the live loop's StrategyActor both build it here.
 
     `limits` (the run's RiskConfig) makes the strategy size its orders within the pre-trade limits; without it
-    orders are sized on the strategy's own rules only and the risk gate refuses what breaches.
+    orders are sized on the strategy's own rules only and the risk gate refuses what breaches. `execution` (the
+    run's ExecutionConfig) tags large enough orders with its execution algorithm (tradesys.strategy.sizing).
     """
+    strategy = _build(cfg, n_symbols, bars_per_year, limits)
+    if execution is not None and execution.algo:
+        if not hasattr(type(strategy), "execution"):
+            raise ValueError(f"execution.algo: strategy {cfg.name!r} does not size through rebalance_order")
+        strategy.execution = execution
+    return strategy
+
+
+def _build(
+    cfg: StrategyConfig, n_symbols: int, bars_per_year: float, limits: RiskConfig | None
+) -> TrendStrategy | ModelStrategy | TargetWeightsStrategy | RLStrategy:
     if cfg.name == "trend":
         return TrendStrategy(cfg, n_symbols, bars_per_year, limits=limits)
     if cfg.name == "model":

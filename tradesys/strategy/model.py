@@ -48,7 +48,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pyarrow as pa
 
-from tradesys.config import RiskConfig, StrategyConfig
+from tradesys.config import ExecutionConfig, RiskConfig, StrategyConfig
 from tradesys.core.orders import Order
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
@@ -280,6 +280,8 @@ class ServeForecaster:
 class ModelStrategy:
     """Targets from a forecaster's predicted return and volatility; see the module docstring for the rule."""
 
+    execution: ExecutionConfig | None = None  # set by make_strategy: the orders' execution algorithm
+
     def __init__(
         self,
         cfg: StrategyConfig,
@@ -437,7 +439,8 @@ class ModelStrategy:
             if math.isnan(w_sym):
                 self.non_finite += 1
                 continue
-            order = rebalance_order(self.cfg, self.strategy_id, ts, sym, px, w_sym, book, working, now, self.limits)
+            order = rebalance_order(self.cfg, self.strategy_id, ts, sym, px, w_sym, book, working, now, self.limits,
+                                    self.execution)
             if order is not None:
                 orders.append(order)
         return orders

@@ -14,6 +14,11 @@ only catches real breaches instead of refusing most orders. The target is clippe
 `max_order_notional` at the price the gate values it at (the limit price when above the mark): the rest of the
 move follows on later bars, one clipped order per bar, so the id rule stays one order per (bar, symbol).
 `scale_to_leverage` scales a bar's weights down so their gross and net sums stay within the leverage limits.
+
+Execution (`ExecutionConfig`, when given with an `algo`): an order of at least `algo_min_qty` shares and
+`algo_min_notional` (at the decision price) is tagged with the algorithm, its parameters and the window
+(`horizon_bars`, carried in `algo_params`), and the execution service works it as a parent order
+(tradesys.execution.parents); a smaller order is sent as is.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from tradesys.config import RiskConfig, StrategyConfig
+from tradesys.config import ExecutionConfig, RiskConfig, StrategyConfig
 from tradesys.core.orders import Order, OrderType, Side, TimeInForce
 from tradesys.core.portfolio import PortfolioSnapshot
+from tradesys.execution.parents import HORIZON_KEY
 
 
 def vol_target_weight(direction: float, sigma: float, cfg: StrategyConfig, n_symbols: int) -> float:
@@ -66,10 +72,12 @@ def rebalance_order(
     working: Mapping[str, float],
     decision_wall_ns: int,
     limits: RiskConfig | None = None,
+    execution: ExecutionConfig | None = None,
 ) -> Order | None:
     """The order that moves `symbol` to `weight` of equity at price `px`, or None when within the band.
 
-    With `limits`, the target and the order are clipped to them (module docstring)."""
+    With `limits`, the target and the order are clipped to them; with `execution`, a large enough order names the
+    execution algorithm that works it (module docstring)."""
     size = abs(weight) * book.equity / px
     if limits is not None:
         size = min(size, limits.max_position_notional / px)
@@ -93,6 +101,7 @@ def rebalance_order(
         qty = min(qty, math.floor(limits.max_order_qty), math.floor(limits.max_order_notional / ref * (1 - 1e-12)))
         if qty <= 0:
             return None
+    algo, params = algo_for(execution, qty, px)
     return Order(
         client_order_id=f"{strategy_id}-{ts}-{symbol}",
         symbol=symbol,
@@ -104,4 +113,20 @@ def rebalance_order(
         strategy_id=strategy_id,
         ts_ns=ts,
         decision_wall_ns=decision_wall_ns,
+        algo=algo,
+        algo_params=params,
     )
+
+
+def algo_for(
+    execution: ExecutionConfig | None, qty: float, px: float
+) -> tuple[str, tuple[tuple[str, float | int | str | bool], ...]]:
+    """(algo, algo_params) for an order of `qty` at `px`: ("", ()) when no algorithm is configured or the order is
+    below the thresholds. The params are sorted pairs plus the window (`horizon_bars`), so the order stays hashable
+    and equal orders compare equal."""
+    if execution is None or not execution.algo:
+        return "", ()
+    if qty < execution.algo_min_qty or qty * px < execution.algo_min_notional:
+        return "", ()
+    params = {**execution.algo_params, HORIZON_KEY: execution.horizon_bars}
+    return execution.algo, tuple(sorted(params.items()))

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 import pyarrow as pa
 
-from tradesys.config import RiskConfig, StrategyConfig
+from tradesys.config import ExecutionConfig, RiskConfig, StrategyConfig
 from tradesys.core.orders import Order
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
@@ -38,6 +38,8 @@ from tradesys.strategy.sizing import rebalance_order, scale_to_leverage, vol_tar
 
 
 class TrendStrategy:
+    execution: ExecutionConfig | None = None  # set by make_strategy: the orders' execution algorithm
+
     def __init__(
         self,
         cfg: StrategyConfig,
@@ -114,7 +116,8 @@ class TrendStrategy:
         for j in _off_target(self.cfg, w, px, syms, book, working, self.limits):
             sym = syms[j]
             order = rebalance_order(
-                self.cfg, self.strategy_id, ts, sym, prices[j], weights[sym], book, working, now, self.limits
+                self.cfg, self.strategy_id, ts, sym, prices[j], weights[sym], book, working, now, self.limits,
+                self.execution,
             )
             if order is not None:
                 orders.append(order)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from tradesys.config import ConfigError, RiskConfig, StrategyConfig
+from tradesys.config import ConfigError, ExecutionConfig, RiskConfig, StrategyConfig
 from tradesys.core.orders import Order
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
@@ -128,6 +128,8 @@ def load_weights(path: str | Path, field: str = FIELD) -> WeightSchedule:
 class TargetWeightsStrategy:
     """Trades a `WeightSchedule` (module docstring)."""
 
+    execution: ExecutionConfig | None = None  # set by make_strategy: the orders' execution algorithm
+
     def __init__(
         self,
         cfg: StrategyConfig,
@@ -183,7 +185,8 @@ class TargetWeightsStrategy:
         orders: list[Order] = []
         for sym, w in weights.items():
             px = prices[sym]
-            order = rebalance_order(self.cfg, self.strategy_id, ts, sym, px, w, book, working, now, self.limits)
+            order = rebalance_order(self.cfg, self.strategy_id, ts, sym, px, w, book, working, now, self.limits,
+                                    self.execution)
             if order is not None:
                 orders.append(order)
         return orders

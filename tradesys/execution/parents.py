@@ -1,0 +1,274 @@
+"""The parent-order book inside the execution service (pure: no Ray, no I/O).
+
+An accepted order that names an execution algorithm (`Order.algo`) is not sent: it becomes a parent order
+(parent id = the order's client order id) and its algorithm sends child orders (`f"{parent_id}.{n}"`) at each
+bar of the parent's symbol, for `horizon_bars` bars. Everything the algorithm needs is derivable from the ledger
+(why: a restarted ExecutionActor must send exactly the children an undisturbed one sends):
+
+* the parent row (what was asked, the window, and the slice counters `slices`, `market_volume`, `last_ts_ns`,
+  `children`), upserted in the same transaction as the children a slice sent;
+* the children's states and fills, from the OMS (itself rebuilt from the ledger's orders and fills).
+
+The window: the bar the strategy decided on is the decision bar; the parent's first slice is the next bar of its
+symbol, and its window covers `horizon_bars` bars from there: start_ns = that bar's time and end_ns = start_ns +
+(horizon_bars - 1) * (start_ns - decision time), both fixed at the first slice (the bar spacing is only known
+then). A parent finishes as `filled`, or as `expired` once its window has passed and no child is still working.
+
+`algo_params` may carry the reserved key `horizon_bars` (the strategy's sizing puts it there from the
+`execution` config section); it is taken out before the rest is handed to the algorithm.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tradesys.core.orders import Order, OrderType, Side
+from tradesys.execution.algos.base import ExecutionAlgo, MarketSlice, ParentOrder, ParentProgress
+from tradesys.execution.algos.registry import make_algo
+from tradesys.ledger.base import ParentRow
+
+HORIZON_KEY = "horizon_bars"
+DEFAULT_HORIZON_BARS = 10
+ACTIVE, FILLED, EXPIRED = "active", "filled", "expired"
+_EPS = 1e-9
+
+
+def split_params(order: Order) -> tuple[int, dict[str, Any]]:
+    """(horizon in bars, the algorithm's own params) from an order's `algo_params`."""
+    params = dict(order.algo_params)
+    horizon = params.pop(HORIZON_KEY, DEFAULT_HORIZON_BARS)
+    if isinstance(horizon, bool) or not isinstance(horizon, int | float) or not float(horizon).is_integer():
+        raise ValueError(f"{HORIZON_KEY}: must be a whole number of bars, got {horizon!r}")
+    if int(horizon) < 1:
+        raise ValueError(f"{HORIZON_KEY}: must be >= 1, got {horizon!r}")
+    return int(horizon), params
+
+
+@dataclass(slots=True)
+class _Parent:
+    """One parent's row as the book keeps it in memory (the ledger row is written from it)."""
+
+    row: ParentRow
+    algo: ExecutionAlgo
+
+    @property
+    def order(self) -> ParentOrder:
+        r = self.row
+        return ParentOrder(
+            parent_id=r.parent_id,
+            symbol=r.symbol,
+            side=r.side,
+            qty=r.qty,
+            algo=r.algo,
+            start_ns=r.start_ns,
+            end_ns=r.end_ns,
+            params=r.params,
+            limit_price=r.limit_price,
+            strategy_id=r.strategy_id,
+            ts_ns=r.ts_ns,
+            decision_price=math.nan if r.decision_price is None else r.decision_price,
+        )
+
+
+class ParentBook:
+    """The active parents of one execution service, sliced at each bar in parent-id order."""
+
+    def __init__(self) -> None:
+        self._parents: dict[str, _Parent] = {}  # every parent this service knows, finished ones too (idempotency)
+
+    def __len__(self) -> int:
+        return len(self._parents)
+
+    def __contains__(self, parent_id: str) -> bool:
+        return parent_id in self._parents
+
+    def row(self, parent_id: str) -> ParentRow | None:
+        p = self._parents.get(parent_id)
+        return None if p is None else p.row
+
+    def active(self) -> list[ParentRow]:
+        return [p.row for _, p in sorted(self._parents.items()) if p.row.status == ACTIVE]
+
+    @staticmethod
+    def check(order: Order) -> str | None:
+        """Why an algo order cannot become a parent (unknown algo, bad params), or None."""
+        try:
+            _, params = split_params(order)
+            make_algo(order.algo, params)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def add(self, order: Order, decision_price: float | None) -> ParentRow | None:
+        """Take an accepted algo order as a parent; None when this parent id is already known (a retried step)."""
+        if order.client_order_id in self._parents:
+            return None
+        horizon, params = split_params(order)
+        algo = make_algo(order.algo, params)
+        row = ParentRow(
+            parent_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            qty=float(order.qty),
+            algo=order.algo,
+            params=params,
+            horizon_bars=horizon,
+            start_ns=0,
+            end_ns=0,
+            ts_ns=order.ts_ns,
+            decision_price=decision_price if decision_price is not None and decision_price > 0 else None,
+            status=ACTIVE,
+            limit_price=order.limit_price if order.type is OrderType.LIMIT else None,
+            strategy_id=order.strategy_id,
+            updated_ts_ns=order.ts_ns,
+        )
+        self._parents[row.parent_id] = _Parent(row, algo)
+        return row
+
+    def slice(
+        self,
+        ts_ns: int,
+        bars: Mapping[str, tuple[float, float]],
+        oms: Any,
+        wall_ns: Callable[[], int],
+    ) -> tuple[list[Order], list[ParentRow]]:
+        """Children to send now for each active parent with a bar in `bars` ({symbol: (close, volume)}), and the
+        parents' rows as of this slice. A bar at or before a parent's last slice is not sliced again (a retry)."""
+        children: list[Order] = []
+        rows: list[ParentRow] = []
+        for pid in sorted(self._parents):
+            p = self._parents[pid]
+            r = p.row
+            bar = bars.get(r.symbol)
+            if r.status != ACTIVE or bar is None or ts_ns <= max(r.last_ts_ns, r.ts_ns):
+                continue
+            close, volume = bar
+            start, end = r.start_ns, r.end_ns
+            if r.slices == 0:  # the first slice fixes the window (module docstring)
+                start, end = ts_ns, ts_ns + (r.horizon_bars - 1) * (ts_ns - r.ts_ns)
+            vol = volume if volume == volume and volume >= 0 else 0.0
+            r = replace(r, start_ns=start, end_ns=end, slices=r.slices + 1, market_volume=r.market_volume + vol,
+                        last_ts_ns=ts_ns, updated_ts_ns=ts_ns)
+            p.row = r
+            parent = p.order
+            progress = progress_of(parent, r.children, oms)
+            progress.slices, progress.market_volume = r.slices, r.market_volume
+            market = MarketSlice(ts_ns=ts_ns, price=close, volume=volume)
+            now = wall_ns()
+            n = r.children
+            for spec in p.algo.children(parent, progress, market):
+                if not (spec.qty > _EPS):
+                    continue
+                n += 1
+                children.append(
+                    Order(
+                        client_order_id=parent.child_id(n),
+                        symbol=r.symbol,
+                        side=r.side,
+                        qty=float(spec.qty),
+                        type=spec.type,
+                        tif=spec.tif,
+                        limit_price=spec.limit_price,
+                        strategy_id=r.strategy_id,
+                        ts_ns=ts_ns,
+                        decision_wall_ns=now,
+                    )
+                )
+            p.row = replace(r, children=n)
+            rows.append(p.row)
+        return children, rows
+
+    def settle(self, ts_ns: int, oms: Any, ids: Iterable[str] | None = None) -> list[ParentRow]:
+        """Bring the rows of the active parents (or of `ids`) up to their children's fills; finish a parent that
+        is filled, or whose window has passed with no child working. Return the rows that changed."""
+        out: list[ParentRow] = []
+        wanted = sorted(self._parents) if ids is None else sorted(set(ids))
+        for pid in wanted:
+            p = self._parents.get(pid)
+            if p is None or p.row.status != ACTIVE:
+                continue
+            r = p.row
+            progress = progress_of(p.order, r.children, oms)
+            avg = progress.notional / progress.filled_qty if progress.filled_qty > 0 else 0.0
+            status = r.status
+            if progress.filled_qty >= r.qty - _EPS:
+                status = FILLED
+            elif r.slices > 0 and ts_ns >= r.end_ns and progress.working_qty <= _EPS and ts_ns >= r.last_ts_ns:
+                status = EXPIRED
+            if (status, progress.filled_qty, avg) == (r.status, r.filled_qty, r.avg_fill_price):
+                continue
+            p.row = replace(r, status=status, filled_qty=progress.filled_qty, avg_fill_price=avg,
+                            updated_ts_ns=max(ts_ns, r.updated_ts_ns))
+            out.append(p.row)
+        return out
+
+    def unsent(self, oms: Any) -> dict[str, float]:
+        """Signed quantity of the active parents not yet sent as children, per symbol: the strategy counts it
+        as working, or it would order again what a parent is still to send."""
+        out: dict[str, float] = {}
+        for p in self._parents.values():
+            r = p.row
+            if r.status != ACTIVE:
+                continue
+            rest = progress_of(p.order, r.children, oms).remaining(p.order)
+            if rest > _EPS:
+                out[r.symbol] = out.get(r.symbol, 0.0) + r.side.sign * rest
+        return out
+
+    @classmethod
+    def restore(cls, rows: Iterable[Mapping[str, Any]]) -> ParentBook:
+        """Rebuild from the ledger's parent rows (as `Ledger.parent_orders()` returns them)."""
+        book = cls()
+        for r in rows:
+            row = row_from_dict(r)
+            book._parents[row.parent_id] = _Parent(row, make_algo(row.algo, row.params))
+        return book
+
+
+def progress_of(parent: ParentOrder, children: int, oms: Any) -> ParentProgress:
+    """The parent's progress from its children's states in the OMS."""
+    prog = ParentProgress(children=children)
+    for n in range(1, children + 1):
+        st = oms.get(parent.child_id(n))
+        if st is None:
+            continue
+        prog.filled_qty += st.filled_qty
+        prog.notional += st.filled_qty * st.avg_fill_price
+        prog.working_qty += st.leaves_qty
+    return prog
+
+
+def row_from_dict(r: Mapping[str, Any]) -> ParentRow:
+    params = r["params"]
+    return ParentRow(
+        parent_id=r["parent_id"],
+        symbol=r["symbol"],
+        side=Side(r["side"]),
+        qty=float(r["qty"]),
+        algo=r["algo"],
+        params=dict(params) if isinstance(params, Mapping) else {},
+        horizon_bars=int(r["horizon_bars"]),
+        start_ns=int(r["start_ns"]),
+        end_ns=int(r["end_ns"]),
+        ts_ns=int(r["ts_ns"]),
+        decision_price=None if r.get("decision_price") is None else float(r["decision_price"]),
+        status=r["status"],
+        filled_qty=float(r["filled_qty"]),
+        avg_fill_price=float(r["avg_fill_price"]),
+        children=int(r["children"]),
+        slices=int(r["slices"]),
+        market_volume=float(r["market_volume"]),
+        last_ts_ns=int(r["last_ts_ns"]),
+        limit_price=None if r.get("limit_price") is None else float(r["limit_price"]),
+        strategy_id=r.get("strategy_id") or "",
+        updated_ts_ns=int(r["updated_ts_ns"]),
+    )
+
+
+def is_child_of(client_order_id: str, parent_ids: Sequence[str] | set[str]) -> bool:
+    """True when `client_order_id` is `f"{parent}.{n}"` for one of `parent_ids`."""
+    head, dot, n = client_order_id.rpartition(".")
+    return bool(dot) and n.isdigit() and head in parent_ids
