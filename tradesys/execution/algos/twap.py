@@ -11,6 +11,7 @@ schedule.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,8 +46,11 @@ def slice_index(parent: ParentOrder, ts_ns: int, slices: int) -> int:
     return int(min(k, slices - 1))
 
 
+@functools.lru_cache(maxsize=4096)
 def twap_schedule(parent_id: str, slices: int, jitter: float) -> np.ndarray:
-    """Cumulative fraction of the parent to have sent by the end of each interval (length `slices`, last = 1)."""
+    """Cumulative fraction of the parent to have sent by the end of each interval (length `slices`, last = 1).
+
+    Cached (a parent asks for it at every slice point) and read-only, since the cache hands out the same array."""
     weights = np.ones(slices)
     if jitter > 0.0:
         seed = parent_seed(parent_id)
@@ -54,6 +58,7 @@ def twap_schedule(parent_id: str, slices: int, jitter: float) -> np.ndarray:
         weights = 1.0 + jitter * u
     cum = np.cumsum(weights) / weights.sum()
     cum[-1] = 1.0
+    cum.flags.writeable = False
     return cum
 
 
