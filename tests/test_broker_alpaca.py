@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from tradesys.broker.base import Broker
 from tradesys.config import BrokerConfig, ConfigError, load_config
 from tradesys.core.orders import EventKind, Order, OrderEvent, OrderStatus, OrderType, Side, TimeInForce
 from tradesys.data.historical import bars_table
+from tradesys.data.source import AlpacaLiveSource
 from tradesys.execution.service import ExecutionService
 from tradesys.ledger import open_ledger
 from tradesys.ledger.book import BookKeeper
@@ -345,3 +347,80 @@ def test_config_accepts_alpaca_with_live_data() -> None:
     cfg = load_config(overrides={"broker.kind": "alpaca", "data.source": "alpaca", "data.symbols": ["AAA"],
                                  "broker.url": "http://127.0.0.1:1"})
     assert (cfg.broker.kind, cfg.data.source, cfg.broker.url) == ("alpaca", "alpaca", "http://127.0.0.1:1")
+
+
+# ------------------------------------------------------------------------------------------ live data and the loop
+
+
+def _stepper(srv: PaperServer, n: int, period_s: float, clients: tuple[str, ...] = ("data",)) -> threading.Thread:
+    """Replay `n` bars, one every `period_s`, once the named websocket clients are listening."""
+
+    def run() -> None:
+        _until(lambda: all(srv.stream_clients(k) >= 1 for k in clients), 60)
+        for _ in range(n):
+            time.sleep(period_s)
+            srv.step(1)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_live_source_hands_out_one_batch_per_bar_time(creds: None) -> None:
+    srv = PaperServer(BARS, key=KEY, secret=SECRET)
+    srv.start()
+    try:
+        src = AlpacaLiveSource(["AAA", "BBB"], stream_url=srv.data_stream_url, idle_timeout_s=1.5, grace_s=0.5)
+        assert len(src) == 0 and SECRET not in repr(src)
+        stepper = _stepper(srv, 5, 0.05)
+        got = list(src.batches())  # ends 1.5 s after the last bar
+        stepper.join(10)
+    finally:
+        srv.stop()
+    assert len(got) == 5
+    stamps = [int(b.column("ts").cast(pa.int64())[0].as_py()) for b in got]
+    assert stamps == sorted(set(stamps))
+    want = BARS.slice(0, 10)
+    table = pa.Table.from_batches(got)
+    assert table.schema.equals(BARS.schema, check_metadata=False)
+    assert table.column("symbol").to_pylist() == want.column("symbol").to_pylist()
+    assert table.column("close").to_pylist() == pytest.approx(want.column("close").to_pylist(), rel=1e-9)
+    assert table.column("ts").to_pylist() == want.column("ts").to_pylist()  # bar end, as tradesys stamps bars
+
+
+@pytest.mark.ray
+def test_live_loop_on_alpaca_books_what_the_server_filled(ray_session: None, tmp_path: Path) -> None:
+    """The Done-when: broker.kind = data.source = "alpaca" runs the loop on the server's bars and orders; the
+    ledger's fills are the server's fills, and its positions and cash the broker's."""
+    from tradesys.live import run_live
+
+    srv = PaperServer(BARS, key=KEY, secret=SECRET, broker=BrokerConfig(**FEES), initial_cash=100_000.0)
+    srv.start()
+    n = 24
+    try:
+        cfg = load_config(overrides={
+            "initial_cash": 100_000.0,
+            "broker.kind": "alpaca", "broker.url": srv.base_url, **{f"broker.{k}": v for k, v in FEES.items()},
+            "data.source": "alpaca", "data.symbols": ["AAA", "BBB"], "data.alpaca_stream_url": srv.data_stream_url,
+            "data.idle_timeout_s": 2.0,
+            "strategy.fast": 2, "strategy.slow": 4, "strategy.vol_lookback": 3, "strategy.rebalance_band": 0.0,
+            "strategy.max_weight": 0.5, "ledger.url": f"sqlite:///{tmp_path}/alpaca.db",
+        })
+        stepper = _stepper(srv, n, 0.15, ("data", "trade"))
+        summary = run_live(cfg, show_progress=False, run_id="t-alpaca")
+        stepper.join(30)
+        ledger = open_ledger(f"sqlite:///{tmp_path}/alpaca.db")
+        server_fills = srv.fills()
+        positions, account = srv.positions(), srv.account()
+    finally:
+        srv.stop()
+    assert summary["reason"] == "completed" and summary["steps"] == n
+    assert len(server_fills) > 0
+    mine = sorted((f["client_order_id"], f["qty"], f["price"], f["fee"]) for f in ledger.fills())
+    theirs = sorted((f.client_order_id, f.qty, f.price, f.fee) for f in server_fills)
+    assert [m[:2] for m in mine] == [t[:2] for t in theirs]
+    assert [m[2:] for m in mine] == [pytest.approx(t[2:], rel=1e-9) for t in theirs]
+    held = {p["symbol"]: p["qty"] for p in ledger.positions() if p["qty"]}
+    assert held == positions
+    assert ledger.account()["cash"] == pytest.approx(float(account["cash"]), abs=1e-6)
+    assert summary["broker"]["fills"] == len(server_fills)

@@ -214,6 +214,13 @@ class BrokerActor:
         from tradesys.broker.sim import SimBroker
         from tradesys.engine.recovery import restore_venue
 
+        if cfg.kind == "alpaca":  # Alpaca's trading API (tradesys.broker.alpaca); the broker keeps its own state
+            from tradesys.broker.alpaca import AlpacaBroker
+
+            self.venue = AlpacaBroker(cfg)
+            if ledger is not None and booked_ts(ledger) > 0:  # a restart: what the ledger booked is not booked again
+                self.venue.restore(*ActorProxy(ledger, "ledger").ledger_rows())
+            return
         upto = booked_ts(ledger) if data is not None else 0
         if cfg.kind == "routed":  # smart order routing across simulated venues (tradesys.broker.venues)
             from tradesys.broker.venues import MultiVenueBroker, restore_routed
@@ -253,11 +260,26 @@ class BrokerActor:
         drain = getattr(self.venue, "drain_audit", None)
         return drain() if drain is not None else []
 
+    def positions(self) -> dict[str, float] | None:
+        """The venue's positions, for reconciliation (None: the venue keeps none)."""
+        fn = getattr(self.venue, "positions", None)
+        return fn() if fn is not None else None
+
+    def cash(self) -> float | None:
+        fn = getattr(self.venue, "cash", None)
+        return fn() if fn is not None else None
+
+    def reconnects(self) -> int:
+        """How often the venue's update stream reconnected (0 for in-process venues)."""
+        return int(getattr(self.venue, "reconnects", 0))
+
     def stats(self) -> dict[str, int]:
+        extra = getattr(self.venue, "stats", None)
         return {
             "orders_seen": self.venue.orders_seen,
             "fills": self.venue.fills_count,
             "duplicates": self.venue.duplicates,
+            **(extra() if callable(extra) else {}),
         }
 
 

@@ -50,6 +50,14 @@ def check_data(cfg: DataConfig) -> None:
     reported here, naming the field, rather than mid-run.
     """
     _check_symbols(cfg)
+    if cfg.source == "alpaca":  # a live stream: no bars to count ahead, but the keys must be in the environment
+        from tradesys.data.alpaca import _credentials
+
+        try:
+            _credentials()
+        except ValueError as exc:
+            raise ConfigError(f"data.source: alpaca needs {exc}") from None
+        return
     from tradesys.data import make_source
 
     try:
