@@ -404,6 +404,45 @@ def test_fault_stream_restart_loses_updates(env: Env) -> None:
     assert_books_conserve(s, c)
 
 
+# ------------------------------------------------------------------------------------------------ the pure venue
+
+
+def test_venue_average_cost_positions_and_account_without_a_server() -> None:
+    """PaperVenue alone (no HTTP): average-cost positions by hand, flips, and equity = cash + qty x last close."""
+    from tradesys.broker.alpaca_paper import PaperVenue
+
+    v = PaperVenue(bars_table(BARS), BrokerConfig(fee_bps=0.0, slippage_bps=0.0, participation_cap=1.0), CASH)
+
+    def order(side: str, qty: float, cid: str) -> None:
+        po, _ = v.submit({"symbol": "AAPL", "side": side, "qty": qty, "type": "market", "time_in_force": "day",
+                          "client_order_id": cid})
+        assert po.status == "filled"
+
+    v.step()
+    order("buy", 10, "a")
+    v.step()
+    order("buy", 10, "b")
+    c1, c2 = close("AAPL", 1), close("AAPL", 2)
+    pos = v.position_json("AAPL")
+    assert float(pos["qty"]) == 20 and float(pos["avg_entry_price"]) == pytest.approx((c1 + c2) / 2)
+    order("sell", 5, "c")  # reducing keeps the average cost
+    assert float(v.position_json("AAPL")["avg_entry_price"]) == pytest.approx((c1 + c2) / 2)
+    order("sell", 20, "d")  # through zero: a short of 5 at the fill price
+    pos = v.position_json("AAPL")
+    assert pos["side"] == "short" and float(pos["qty"]) == -5 and float(pos["avg_entry_price"]) == c2
+    v.step()
+    c3 = close("AAPL", 3)
+    pos = v.position_json("AAPL")
+    assert float(pos["unrealized_pl"]) == pytest.approx(-5 * (c3 - c2))
+    assert float(pos["unrealized_intraday_pl"]) == pytest.approx(-5 * (c3 - c2))
+    cash = CASH - 10 * c1 - 10 * c2 + 5 * c2 + 20 * c2
+    acct = v.account_json()
+    assert float(acct["cash"]) == pytest.approx(cash)
+    assert float(acct["equity"]) == pytest.approx(cash - 5 * c3) and float(acct["short_market_value"]) == -5 * c3
+    order("buy", 5, "e")
+    assert v.positions_json() == []
+
+
 # ------------------------------------------------------------------------------------------------ admin and CLI
 
 

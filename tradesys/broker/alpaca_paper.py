@@ -828,7 +828,6 @@ class PaperServer:
         self._runner: Any = None
         self._pacer: asyncio.Task[None] | None = None
         self._stopped: asyncio.Event | None = None
-        self._outage_left = 0
         self.base_url = ""
 
     def __repr__(self) -> str:
@@ -987,10 +986,8 @@ class PaperServer:
             self._publish_updates(updates)
             if any(c.kind == "data" and c.ready for c in self._conns):
                 self._publish_bars(self.venue.bar_messages(batch))
-            if self._outage_left > 0:
-                self._outage_left -= 1
-                if self._outage_left == 0:
-                    self.faults.stream_outage_steps = 0
+            if self.faults.stream_outage_steps > 0:  # the outage counts down in replay steps
+                self.faults.stream_outage_steps -= 1
         return done
 
     async def _pace(self) -> None:
@@ -1026,8 +1023,7 @@ class PaperServer:
 
     async def _set_faults(self, plan: FaultPlan) -> FaultPlan:
         self.faults = plan
-        self._outage_left = plan.stream_outage_steps
-        if plan.stream_outage_steps > 0:
+        if plan.stream_outage_steps > 0:  # idempotent during an outage: no websocket is up
             await self._drop_streams()
         return self.faults.model_copy()
 
