@@ -66,6 +66,7 @@ class RejectReason(StrEnum):
     NO_LIQUIDITY = "no_liquidity"
     VAR_LIMIT = "var_limit"
     EXPOSURE_LIMIT = "exposure_limit"
+    RECONCILE_BREAK = "reconcile_break"  # new orders halted: the ledger and the broker disagree (reconcile)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,11 @@ a crash at any point is recoverable. On start, `recover` rebuilds the OMS from t
 open order with the venue (missing fills, final status); orders still NEW that the venue never saw are sent
 then, in the order they were recorded: the step that recorded them had decided to send them, and a resumed run
 does not decide that step again. The venue dedupes by client order id, so nothing trades twice.
+
+Reconciliation (`reconcile`, tradesys.execution.reconcile) compares the whole book with the broker: on start (in
+`recover`), every `execution.reconcile_every_bars` bars, and after every broker reconnect. What the broker did
+that the ledger lacks is booked through the OMS as ordinary events; what cannot be explained is a break (an audit
+row each), and while the breaks exceed `execution.reconcile_break_limit` (currency) `submit` refuses new orders.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from tradesys.broker.base import Broker
-from tradesys.core.orders import EventKind, Fill, Order, OrderEvent, OrderStatus, RejectReason
+from tradesys.config import ExecutionConfig
+from tradesys.core.orders import EventKind, Fill, Order, OrderEvent, OrderState, RejectReason
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
 from tradesys.execution.oms import OrderManager
 from tradesys.execution.parents import ParentBook
+from tradesys.execution.reconcile import QTY_TOL, BrokerView, LedgerView, ReconcileReport, reconcile
 from tradesys.ledger.base import AuditEntry, OrderUpdate, ParentRow, WriteResult
 
 
@@ -83,6 +90,20 @@ def _audit_for(events: Sequence[OrderEvent], kind: str) -> list[AuditEntry]:
     ]
 
 
+def _differs(mine: OrderState, venue: OrderState) -> bool:
+    """Whether the ledger's state of an order can differ from the venue's (status, filled quantity or fills)."""
+    return (
+        mine.status is not venue.status
+        or abs(mine.filled_qty - venue.filled_qty) > QTY_TOL
+        or not set(venue.fill_ids) <= set(mine.fill_ids)
+    )
+
+
+def _json_amount(x: float) -> float | None:
+    """An amount for a JSON payload: an unpriced (infinite) break is null, not Infinity (PostgreSQL refuses it)."""
+    return x if math.isfinite(x) else None
+
+
 def _venue_audit(broker: Any, sent: bool) -> list[AuditEntry]:
     """The audit rows a broker keeps of its own decisions (a routed broker's "route" rows, tradesys.broker.venues),
     asked for only after a submit; a broker without them (SimBroker) gives none."""
@@ -90,50 +111,134 @@ def _venue_audit(broker: Any, sent: bool) -> list[AuditEntry]:
     return list(drain()) if callable(drain) else []
 
 
+def _reconnects(broker: Any) -> int:
+    """The broker's reconnect counter: an attribute on a local venue, a method through an actor proxy; 0 if none."""
+    n = getattr(broker, "reconnects", 0)
+    return int(n() if callable(n) else n)
+
+
 class ExecutionService:
     def __init__(
-        self, broker: Broker, book: Book, oms: OrderManager | None = None, wall_clock: Callable[[], int] = time.time_ns
+        self,
+        broker: Broker,
+        book: Book,
+        oms: OrderManager | None = None,
+        wall_clock: Callable[[], int] = time.time_ns,
+        settings: ExecutionConfig | None = None,
     ) -> None:
         self.broker = broker
         self.book = book
         self.oms = oms or OrderManager()
         self.wall_clock = wall_clock
+        self.settings = settings or ExecutionConfig()
         self.recovered_events = 0
+        self.halted: str | None = None  # why new orders are refused: a reconciliation break above the limit
+        self.reconcile_stats: dict[str, float] = dict.fromkeys(
+            ("runs", "found", "adopted", "fills", "accepted", "status_changes", "resent", "breaks", "break_amount"), 0
+        )
+        self._bars = 0
+        self._reconnects = _reconnects(broker)
         self.parents = ParentBook()  # orders worked by an execution algorithm (tradesys.execution.parents)
         self._closes: dict[str, float] = {}  # the last bar's closes: a parent's decision price
 
     @classmethod
-    def recover(cls, broker: Broker, book: Book, wall_clock: Callable[[], int] = time.time_ns) -> ExecutionService:
-        """Rebuild from the ledger and reconcile open orders with the venue."""
+    def recover(
+        cls,
+        broker: Broker,
+        book: Book,
+        wall_clock: Callable[[], int] = time.time_ns,
+        settings: ExecutionConfig | None = None,
+    ) -> ExecutionService:
+        """Rebuild from the ledger and reconcile it with the venue (orders, fills, positions, cash)."""
         order_rows, fill_rows = book.ledger_rows()
-        svc = cls(broker, book, OrderManager.restore(order_rows, fill_rows), wall_clock)
+        svc = cls(broker, book, OrderManager.restore(order_rows, fill_rows), wall_clock, settings)
         svc.parents = ParentBook.restore(book.parent_rows())
         svc._closes = dict(book.snapshot().marks)
-        events: list[OrderEvent] = []
-        ts = book.snapshot().ts_ns
-        unsent: list[Order] = []
-        for st in svc.oms.open_orders():
-            cid = st.order.client_order_id
-            venue = broker.order_state(cid)
-            if venue is not None:
-                events += svc.oms.reconcile(cid, venue, broker.fills_for(cid), ts)
-            elif st.status is OrderStatus.NEW:
-                unsent.append(st.order)
-        if unsent:
-            events += broker.submit(unsent)
-        if events:
-            applied = svc.oms.apply(events)
-            # stamped no earlier than the latest recovered fill: a venue that matched step T's bars before the
-            # crash must not rewrite the equity row of step T-1 (the retried step T marks the book afterwards)
-            ts = max([ts, *(f.ts_ns for f in applied.fills)])
-            book.commit(
-                ts_ns=ts,
-                updates=applied.updates,
-                fills=applied.fills,
-                audit=[AuditEntry(ts, "reconcile", f"recovered {len(events)} events from the venue")],
-            )
-        svc.recovered_events = len(events)
+        svc.recovered_events = svc.reconcile(book.snapshot().ts_ns, "start")[1]
         return svc
+
+    def reconcile(self, ts_ns: int, why: str = "request") -> tuple[ReconcileReport, int]:
+        """Compare the book with the broker, book what is missing, audit what is not explained, halt new orders
+        while the breaks exceed the limit. Returns (the report, how many order events were applied)."""
+        rep = reconcile(*self._views(), ts_ns)
+        adopted, _ = self.oms.register(rep.adopt)
+        applied = self.oms.apply(rep.events)
+        sent = self.broker.submit(rep.resend) if rep.resend else []
+        applied_sent = self.oms.apply(sent)
+        fills = applied.fills + applied_sent.fills
+        # stamped no earlier than the latest recovered fill: a venue that matched step T's bars before a crash
+        # must not rewrite the equity row of step T-1 (the retried step T marks the book afterwards)
+        ts = max([ts_ns, *(f.ts_ns for f in fills)])
+        counts = rep.counts()
+        amount = rep.break_amount
+        st = self.reconcile_stats
+        st["runs"] += 1
+        st["found"] += rep.found_anything
+        for k, v in counts.items():
+            st[k] += v
+        st["break_amount"] = amount
+        audit: list[AuditEntry] = []
+        if rep.found_anything:
+            audit.append(AuditEntry(ts, "reconcile", f"{why}: " + ", ".join(f"{v} {k}" for k, v in counts.items()),
+                                    payload={"why": why, **counts, "break_amount": _json_amount(amount)}))
+        audit += [
+            AuditEntry(ts, "reconcile_break", f"{b.kind}: {b.detail}",
+                       None if b.kind in ("position", "cash") else b.key,
+                       {"kind": b.kind, "key": b.key, "qty": b.qty, "amount": _json_amount(b.amount)})
+            for b in rep.breaks
+        ]
+        limit = self.settings.reconcile_break_limit
+        if amount > limit:
+            was = self.halted
+            self.halted = (f"reconciliation break {amount:,.2f} > execution.reconcile_break_limit {limit:,.2f}: "
+                           f"new orders refused")
+            if was is None:
+                audit.append(AuditEntry(ts, "reconcile_halt", self.halted,
+                                        payload={"break_amount": _json_amount(amount)}))
+        elif self.halted is not None:
+            self.halted = None
+            audit.append(AuditEntry(ts, "reconcile_resume", f"breaks {amount:,.2f} within the limit {limit:,.2f}"))
+        audit += _audit_for(sent, "broker_reject") + _venue_audit(self.broker, bool(rep.resend))
+        if adopted or applied.updates or applied_sent.updates or fills or audit:
+            self.book.commit(ts_ns=ts, orders=adopted, updates=applied.updates + applied_sent.updates, fills=fills,
+                             audit=audit)
+        return rep, len(rep.events) + len(sent)
+
+    def _views(self) -> tuple[LedgerView, BrokerView]:
+        """The ledger's and the broker's side, limited to what can differ: open orders on either side, orders
+        the ledger does not know, and orders whose state or fills differ."""
+        b: Any = self.broker
+        open_ids = [st.order.client_order_id for st in self.oms.open_orders()]
+        if hasattr(b, "orders"):  # the venue lists every order: orders sent around the service show up
+            venue = {st.order.client_order_id: st for st in b.orders()}
+        else:
+            venue = {st.order.client_order_id: st for st in b.open_orders()}
+            for cid in open_ids:
+                if cid not in venue and (v := b.order_state(cid)) is not None:
+                    venue[cid] = v
+        mine: dict[str, OrderState] = {}
+        for cid in open_ids:
+            if (st := self.oms.get(cid)) is not None:
+                mine[cid] = st
+        scope: dict[str, OrderState] = {}
+        need_fills: list[str] = []
+        for cid, v in venue.items():
+            st = mine.get(cid) or self.oms.get(cid)
+            differs = st is None or _differs(st, v)
+            if differs or not v.status.is_terminal or cid in mine:
+                scope[cid] = v
+                if st is not None and cid not in mine:
+                    mine[cid] = st
+            if v.filled_qty > 0 and differs:
+                need_fills.append(cid)
+        fills = {cid: b.fills_for(cid) for cid in need_fills}
+        positions = b.positions() if hasattr(b, "positions") else None
+        cash = b.cash() if hasattr(b, "cash") else None
+        snap = self.book.snapshot()
+        return (
+            LedgerView(mine, dict(snap.positions), snap.cash, dict(snap.marks)),
+            BrokerView(scope, fills, positions, cash),
+        )
 
     def on_bars(self, bars: pa.RecordBatch) -> StepReport:
         """Let the venue match resting orders against new bars, then mark the book to the closes."""
@@ -152,6 +257,10 @@ class ExecutionService:
         if bars.num_rows and self.parents.active():
             snap, n_parent_fills = self._work_parents(ts, bars)
             n_fills += n_parent_fills
+        if bars.num_rows:
+            rec = self._scheduled_reconcile(ts)
+            if rec is not None:
+                snap, n_fills = self.book.snapshot(), n_fills + len(rec.fills)
         return StepReport(snap, self.working_qty(), fills=n_fills)
 
     def working_qty(self) -> dict[str, float]:
@@ -182,10 +291,22 @@ class ExecutionService:
             ts_ns=ts,
             updates=applied.updates,
             fills=applied.fills,
-            audit=_audit_for(events, "broker_reject"),
+            audit=_audit_for(events, "broker_reject") + _venue_audit(self.broker, bool(to_send)),
             parents=settled,
         )
         return snap, len(applied.fills)
+
+    def _scheduled_reconcile(self, ts_ns: int) -> ReconcileReport | None:
+        """Reconcile after a broker reconnect, and every `execution.reconcile_every_bars` bars."""
+        self._bars += 1
+        n = _reconnects(self.broker)
+        every = self.settings.reconcile_every_bars
+        if n > self._reconnects:
+            self._reconnects = n
+            return self.reconcile(ts_ns, "reconnect")[0]
+        if every and self._bars % every == 0:
+            return self.reconcile(ts_ns, "schedule")[0]
+        return None
 
     def submit(
         self,
@@ -194,7 +315,15 @@ class ExecutionService:
         ts_ns: int = 0,
         audit: Sequence[AuditEntry] = (),
     ) -> StepReport:
-        """Record risk-rejected and accepted orders (write-ahead), send the accepted ones, book the results."""
+        """Record risk-rejected and accepted orders (write-ahead), send the accepted ones, book the results.
+
+        While reconciliation has halted new orders, every accepted order is refused (reason reconcile_break)."""
+        if self.halted is not None and accepted:
+            halt = self.halted
+            rejected = [*rejected, *((o, OrderEvent(EventKind.REJECTED, o.client_order_id, ts_ns,
+                                                    reason=RejectReason.RECONCILE_BREAK, detail=halt))
+                                     for o in accepted)]
+            accepted = []
         bad = [(o, why) for o in accepted if o.algo and o.client_order_id not in self.parents
                and (why := ParentBook.check(o)) is not None]
         if bad:  # an algorithm the registry refuses: the order is recorded as rejected, never half-worked
