@@ -851,7 +851,11 @@ class PaperServer:
             return self.base_url
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        try:
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
         self.port = sock.getsockname()[1]
         self.base_url = f"http://{self.host}:{self.port}"
         ready = threading.Event()
@@ -950,9 +954,9 @@ class PaperServer:
 
     def set_faults(self, plan: FaultPlan | None = None, **changes: Any) -> FaultPlan:
         """Replace the fault plan (`plan`) or change some of its fields; returns the plan now in force."""
-        raw = (plan or self.faults).model_dump() | changes
-        new = fault_plan(raw)
-        return self._call(lambda: self._set_faults(new))
+        fault_plan((plan or self.faults).model_dump() | changes)  # a bad field fails here, naming it
+        # merged on the loop: a counter the server is using up meanwhile is not overwritten with a stale value
+        return self._call(lambda: self._set_faults(fault_plan((plan or self.faults).model_dump() | changes)))
 
     def orders(self) -> list[dict[str, Any]]:
         """Every order as Alpaca JSON, in submission order."""
