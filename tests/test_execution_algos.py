@@ -23,6 +23,7 @@ from tradesys.config import BrokerConfig
 from tradesys.core.orders import EventKind, Order, OrderEvent, OrderType, Side
 from tradesys.data.historical import bars_table
 from tradesys.data.synthetic import SESSION_SECONDS, SyntheticParams, simulate_bars
+from tradesys.data.ticks import SyntheticTicks
 from tradesys.execution.algos.base import ChildSpec, ExecutionAlgo, MarketSlice, ParentOrder, ParentProgress
 from tradesys.execution.algos.registry import ALGOS, make_algo
 from tradesys.execution.algos.shortfall import (
@@ -130,6 +131,7 @@ def test_registry_names_and_protocol() -> None:
         ("pov", {"rate": "fast"}, "pov.rate:"),
         ("pov", {"min_child": 50, "max_child": 10}, "pov.max_child:"),
         ("pov", {"complete": 1}, "pov.complete:"),
+        ("pov", {"complete_before_ns": 1.5}, "pov.complete_before_ns:"),
         ("twap", {"jitter": 1.0}, "twap.jitter:"),
         ("twap", {"slices": 0}, "twap.slices:"),
         ("twap", {"slices": 2.5}, "twap.slices:"),
@@ -210,6 +212,19 @@ def test_twap_nothing_while_working_covers_the_target() -> None:
     assert algo.done(p, ParentProgress(), MarketSlice(2 * MIN + 1, 100.0))
     assert algo.children(p, ParentProgress(), MarketSlice(2 * MIN + 1, 100.0)) == []  # past end: nothing
     assert algo.children(p, ParentProgress(), MarketSlice(-1, 100.0)) == []  # before start: nothing
+
+
+def test_twap_slice_index_is_exact_at_real_timestamps() -> None:
+    """Epoch-ns timestamps (numpy int64 from Arrow) times a large slice count would overflow int64 or round as
+    floats; the slice index is computed in Python ints."""
+    t0 = 1_704_205_800 * S
+    p = parent(qty=1_000_000, start=t0, end=t0 + 6 * 3600 * S)
+    algo = make_algo("twap", {"slices": 1_000_000})
+    last = MarketSlice(np.int64(t0 + 6 * 3600 * S - 1), 100.0)  # type: ignore[arg-type]
+    first = MarketSlice(np.int64(t0), 100.0)  # type: ignore[arg-type]
+    assert sizes_of(algo.children(p, ParentProgress(), first)) == [1]
+    assert sizes_of(algo.children(p, ParentProgress(filled_qty=999_990), last)) == [10]  # the last slice: the rest
+    assert algo.children(p, ParentProgress(), MarketSlice(np.int64(t0 - 1), 100.0)) == []  # type: ignore[arg-type]
 
 
 def sizes_of(kids: list[ChildSpec]) -> list[float]:
@@ -334,6 +349,25 @@ def test_pov_min_max_child_and_completion() -> None:
     assert sum(sizes(led)) == pytest.approx(0.1 * sum(vols))  # stops at end_ns with what the volume allowed
     led = run(make_algo("pov", {"rate": 0.1, "complete_before_ns": MIN}), p, markets)
     assert [(i, c.qty) for i, c in led.children][-1] == (4, 1000 - 0.1 * sum(vols[:4]))
+
+
+def test_pov_on_synthetic_ticks_keeps_within_a_lot_of_its_rate() -> None:
+    """Slice points are trades (tradesys.data.ticks): the running participation never runs ahead of the rate and
+    never falls more than one lot behind it, and the completion rule finishes the parent at end_ns."""
+    trades = SyntheticTicks(symbols=("ALPHA",), days=1, seed=5, events_per_day=4000.0).trades()
+    ts = np.asarray(trades["ts"].cast(pa.int64()))
+    markets = [MarketSlice(int(t), float(px), float(v)) for t, px, v in
+               zip(ts, trades["price"].to_numpy(), trades["size"].to_numpy(), strict=True)]
+    total = sum(m.volume for m in markets)
+    p = parent("pov", qty=float(math.floor(0.06 * total)), start=markets[0].ts_ns, end=markets[-1].ts_ns)
+    algo, led = make_algo("pov", {"rate": 0.05, "lot": 100}), Ledger()
+    pr = led.progress
+    for m in markets:
+        run(algo, p, [m], ledger=led)
+        if m.ts_ns < p.end_ns:
+            assert pr.market_volume * 0.05 - 100 <= pr.filled_qty <= pr.market_volume * 0.05 + 1e-9
+    assert all(c.qty % 100 == 0 for _, c in led.children[:-1])
+    assert pr.filled_qty == p.qty and led.children[-1][1].qty > 0.009 * total  # the rest (1% of volume) at the end
 
 
 # -------------------------------------------------------------------------------------------- implementation shortfall

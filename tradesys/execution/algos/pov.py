@@ -28,6 +28,7 @@ from tradesys.execution.algos._common import (
     one,
     param_bool,
     param_float,
+    param_int,
     sent,
 )
 from tradesys.execution.algos.base import ChildSpec, MarketSlice, ParentOrder, ParentProgress
@@ -41,7 +42,7 @@ class PovAlgo:
     min_child: float = 0.0
     max_child: float = 0.0  # 0: no cap
     complete: bool = True
-    complete_before_ns: float = 0.0
+    complete_before_ns: int = 0  # an int: ns timestamps lose precision as floats
     lot: float = 1.0
     min_qty: float = 0.0
     name: str = "pov"
@@ -55,7 +56,7 @@ class PovAlgo:
             min_child=param_float("pov", params, "min_child", 0.0, 0.0, 1e15),
             max_child=param_float("pov", params, "max_child", 0.0, 0.0, 1e15),
             complete=param_bool("pov", params, "complete", True),
-            complete_before_ns=param_float("pov", params, "complete_before_ns", 0.0, 0.0, 1e18),
+            complete_before_ns=param_int("pov", params, "complete_before_ns", 0, 0, 10**18),
             lot=lot,
             min_qty=min_qty,
         )

@@ -42,7 +42,7 @@ def slice_index(parent: ParentOrder, ts_ns: int, slices: int) -> int:
     """The 0-based interval of the window that `ts_ns` falls in, clipped to [0, slices - 1] (-1 before start)."""
     if ts_ns < parent.start_ns:
         return -1
-    k = (ts_ns - parent.start_ns) * slices // (parent.end_ns - parent.start_ns)
+    k = (int(ts_ns) - int(parent.start_ns)) * slices // (int(parent.end_ns) - int(parent.start_ns))  # exact ints
     return int(min(k, slices - 1))
 
 
