@@ -7,7 +7,9 @@ parent's limit, nothing once done) are written once.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
+from typing import NoReturn
 
 from tradesys.core.orders import OrderType, TimeInForce
 from tradesys.execution.algos.base import ChildSpec, MarketSlice, ParentOrder, ParentProgress
@@ -15,7 +17,7 @@ from tradesys.execution.algos.base import ChildSpec, MarketSlice, ParentOrder, P
 EPS = 1e-9  # the OMS's fill tolerance: quantities closer than this are equal
 
 
-def fail(name: str, why: str, value: object) -> None:
+def fail(name: str, why: str, value: object) -> NoReturn:
     """Raise the one-line parameter error: the message starts with the parameter's name."""
     raise ValueError(f"{name}: {why}, got {value!r}")
 
@@ -34,7 +36,7 @@ def param_float(
     """A float parameter in [lo, hi] (open ends where asked); bools and non-numbers are refused."""
     value = params.get(key, default)
     name = f"{algo}.{key}"
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy numbers too
         fail(name, "must be a number", value)
     v = float(value)  # type: ignore[arg-type]
     lo_bad = v <= lo if lo_open else v < lo
@@ -48,7 +50,7 @@ def param_int(algo: str, params: Mapping[str, object], key: str, default: int, l
     """An integer parameter in [lo, hi] (a float with an integer value is accepted)."""
     value = params.get(key, default)
     name = f"{algo}.{key}"
-    if isinstance(value, bool) or not isinstance(value, int | float) or not float(value).is_integer():
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value).is_integer():
         fail(name, "must be an integer", value)
     v = int(value)  # type: ignore[arg-type]
     if v < lo or v > hi:
