@@ -1123,10 +1123,13 @@ class PaperServer:
             self.faults.partial_fill_on_cancel -= 1
             self.stats["cancel_race_fills"] += 1
             # the client hears 204 first, then the partial fill, then canceled
+            resp = web.Response(status=204)
+            await resp.prepare(request)
+            await resp.write_eof()
             assert self._loop is not None
-            self._loop.call_later(0.05, self._publish_updates, updates)
-        else:
-            self._publish_updates(updates)
+            self._loop.call_later(0.1, self._publish_updates, updates)
+            return resp
+        self._publish_updates(updates)
         return web.Response(status=204)
 
     async def _cancel_all(self, request: web.Request) -> web.Response:
