@@ -298,7 +298,10 @@ class BrokerConfig(_Section):
             if self.venues is not None:
                 raise ValueError("venues: used only with broker.kind = 'routed'")
             return self
-        per_venue = sorted({"fee_bps", "fee_min", "participation_cap"} & self.model_fields_set)
+        per_venue = sorted(  # a default passes, so a dumped config or the template reloads
+            f for f in {"fee_bps", "fee_min", "participation_cap"} & self.model_fields_set
+            if getattr(self, f) != type(self).model_fields[f].default
+        )
         if per_venue:
             raise ValueError(f"{per_venue[0]}: set per venue with broker.kind = 'routed' (broker.venues)")
         if self.venues is not None:
@@ -308,7 +311,6 @@ class BrokerConfig(_Section):
             if all(v.dark for v in self.venues):
                 raise ValueError("venues: at least one lit venue is needed (stops, limits and remainders rest there)")
         return self
-
 
 
 class ExecutionConfig(_Section):
@@ -355,7 +357,6 @@ class ExecutionConfig(_Section):
 
         make_algo(algo, v)
         return v
-
 
 
 class LedgerConfig(_Section):
