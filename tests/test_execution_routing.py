@@ -18,7 +18,7 @@ from tradesys.broker import Broker
 from tradesys.broker.venues import MultiVenueBroker, restore_routed, split_child_id
 from tradesys.config import BrokerConfig, ConfigError, load_config
 from tradesys.core.orders import EventKind, Order, OrderEvent, OrderStatus, OrderType, RejectReason, Side, TimeInForce
-from tradesys.core.schemas import BAR_SCHEMA, batch_ts
+from tradesys.core.schemas import BAR_SCHEMA, QUOTE_SCHEMA, batch_ts
 from tradesys.data import bars_per_year, make_source
 from tradesys.engine.step import TradingComponents, run_step
 from tradesys.execution.routing import RouteMarket, Venue, adverse_move_bps, estimate, route
@@ -253,6 +253,20 @@ def test_fills_in_the_parents_terms_dark_at_the_mid_lit_paying_the_half_spread()
     st = b.order_state("p1")
     assert st.status is OrderStatus.FILLED and st.filled_qty == pytest.approx(1000)
     assert b.open_orders() == []
+
+
+def test_with_a_quote_dark_fills_at_its_midpoint_and_lit_at_the_touch() -> None:
+    """Close 100, quote 100.9 / 101.1: the mid is 101, the router's half spread 1e4 * 0.1 / 101 bps; the dark part
+    fills at 101 and the lit parts (cheap 200, big the last 100) at the ask (the quote holds the spread)."""
+    b = make()
+    b.on_bars(bars(T0))
+    quote = {"ts": T0, "symbol": "AAA", "bid": 100.9, "ask": 101.1, "bid_size": 1e3, "ask_size": 1e3}
+    b.on_quotes(pa.RecordBatch.from_pylist([quote], schema=QUOTE_SCHEMA))
+    mk = b.market("AAA")
+    assert mk is not None and mk.mid == pytest.approx(101.0) and mk.half_spread_bps == pytest.approx(1e4 * 0.1 / 101)
+    ev = b.submit([order("q1", qty=400)])
+    prices = {e.fill.fill_id.split(":")[0]: e.fill.price for e in ev if e.fill is not None}
+    assert prices == {"q1@pool": pytest.approx(101.0), "q1@cheap": pytest.approx(101.1), "q1@big": pytest.approx(101.1)}
 
 
 def test_dark_never_fills_under_its_minimum_or_away_from_the_mid() -> None:

@@ -148,13 +148,16 @@ class MultiVenueBroker:
         bars: Iterable[pa.RecordBatch],
         audit: Iterable[Mapping[str, Any]] = (),
         wall_clock: Callable[[], int] = time.time_ns,
+        quotes: Iterable[pa.RecordBatch] = (),
     ) -> MultiVenueBroker:
         """Rebuild the broker from ledger rows, the bars up to the resume point and the "route" audit rows (see the
-        module docstring). `orders` oldest first, `fills` in booking order."""
+        module docstring). `orders` oldest first, `fills` in booking order; `quotes`: the quote batches up to the
+        resume point, if the run had quotes."""
         from tradesys.execution.oms import fill_from_row, order_from_row
 
         broker = cls(config, wall_clock)
         history = list(bars)
+        quote_history = list(quotes)
         for batch in history:
             broker._observe(batch)
         splits = {
@@ -206,8 +209,9 @@ class MultiVenueBroker:
                 broker._open[cid] = p
         for name in broker._lit:
             ids = {c["client_order_id"] for c in child_rows[name]}
+            cfg = broker._lit_config(broker._by_name[name])
             broker._lit[name] = SimBroker.restore(
-                broker._lit_config(broker._by_name[name]), child_rows[name], child_fills[name], ids, history, wall_clock
+                cfg, child_rows[name], child_fills[name], ids, history, wall_clock, quote_history
             )
         last = {sym: ts for sym, (ts, _, _) in broker._close.items()}
         for p in broker._parents.values():
@@ -306,10 +310,8 @@ class MultiVenueBroker:
         return RouteMarket(mid, half, math.sqrt(var), self._bar_ms.get(symbol, 0.0), cap)
 
     def _quote(self, symbol: str) -> tuple[float, float] | None:
-        """The lit venues' fresh quote, where the SimBroker takes quotes (the first lit venue's: they share it)."""
-        first = next(iter(self._lit.values()))
-        quote = getattr(first, "quote", None)
-        return quote(symbol) if quote is not None else None
+        """The lit venues' fresh quote (the first lit venue's: every lit venue is handed the same quotes)."""
+        return next(iter(self._lit.values())).quote(symbol)
 
     # ---------------------------------------------------------------- commands
 
@@ -382,9 +384,7 @@ class MultiVenueBroker:
     def on_quotes(self, quotes: pa.RecordBatch) -> None:
         """Hand a quote batch to every lit venue (they trade against it; the dark venue's mid comes from it)."""
         for sim in self._lit.values():
-            take = getattr(sim, "on_quotes", None)
-            if take is not None:
-                take(quotes)
+            sim.on_quotes(quotes)
 
     # ---------------------------------------------------------------- internals
 
