@@ -360,3 +360,18 @@ def test_cli_on_parent_orders_worked_by_twap(runs: dict[str, Any], twap_run: dic
     assert sum(p["fills"] > 1 for p in parents.values()) > 0 and got["total"]["timing"] != 0.0
     assert got["total"]["filled_qty"] == pytest.approx(sum(f["qty"] for f in twap_run["fills"]), rel=1e-12)
     assert not any("own parent" in n for n in got["notes"])
+
+
+@pytest.mark.postgres
+def test_cli_on_a_postgresql_ledger(pg_dsn: str, runs: dict[str, Any], twap_run: dict[str, Any],
+                                    tmp_path: Path) -> None:
+    """The same TWAP backtest booked in PostgreSQL (bars from --set, as the ledger does not say its source) gives
+    the SQLite run's analysis, parent for parent."""
+    _, ledger = run_backtest(twap_run["cfg"], pg_dsn)
+    ledger.close()
+    sets = [x for k, v in SYNTHETIC.items() if k.startswith("data.") for x in ("-s", f"{k}={json.dumps(v)}")]
+    r = runner.invoke(app, ["tca", pg_dsn, "--out", str(tmp_path / "pg"), "--json", *sets])
+    assert r.exit_code == 0, r.output
+    got, want = _strict_json(r.stdout), _tca_json(runs, "twap")
+    assert got["parents"] == want["parents"] and got["total"] == want["total"]
+    assert (tmp_path / "pg" / "tca.png").is_file()
