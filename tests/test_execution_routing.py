@@ -282,6 +282,9 @@ def test_dark_never_fills_under_its_minimum_or_away_from_the_mid() -> None:
         for _ in range(rng.randint(0, 3)):
             n += 1
             b.submit([order(f"o{n}", rng.choice([BUY, SELL]), rng.choice([10, 49, 50, 120, 700, 3000]))])
+    b.on_bars(bars(T0 + 60 * MIN, volume=None))  # unknown volume: no cap on the lit venues, nothing in the dark
+    ev = b.submit([order("unknown", qty=5000)])
+    assert {e.fill.fill_id for e in ev if e.fill} == {"unknown@cheap:1"}
     dark = [f for i in range(1, n + 1) for f in b.fills_for(f"o{i}") if "@pool:" in f.fill_id]
     assert dark, "no dark fill: the test would prove nothing"
     assert all(f.price == closes[f.ts_ns] for f in dark)

@@ -11,7 +11,9 @@ Venues
       (bps, per share, minimum) is charged here on each fill;
     * dark: fills only at the mid (the fresh quote's midpoint where the lit venues have one, else the bar close),
       only for a child of at least `min_qty`, at once or not at all (immediate-or-cancel), from its own share of
-      each bar's volume. The router sends a dark venue no more than it can fill now, so a dark child fills in full.
+      each bar's volume (none when the bar's volume is unknown: the lit venues then have no cap, as SimBroker, but
+      nothing says there is hidden contra interest). The router sends a dark venue no more than it can fill now, so
+      a dark child fills in full.
     * latency: a bar replay has no prices inside a bar, so a venue's `latency_ms` cannot move a fill; it is a cost
       term of the router's estimate (the expected adverse move while in flight, from the symbol's volatility).
 
@@ -403,8 +405,8 @@ class MultiVenueBroker:
                 gap = (bar.ts - last[0]) / 1e6
                 self._bar_ms[sym] = min(self._bar_ms.get(sym, gap), gap)
             self._close[sym] = (bar.ts, bar.close, bar.volume)
-            for d in self._dark.values():
-                d.liq[sym] = math.inf if bar.volume is None else d.venue.participation * max(bar.volume, 0.0)
+            for d in self._dark.values():  # unknown volume: no contra interest to count on in the dark
+                d.liq[sym] = 0.0 if bar.volume is None else d.venue.participation * max(bar.volume, 0.0)
             new.add(sym)
         return new
 
