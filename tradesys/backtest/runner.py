@@ -40,14 +40,14 @@ def run_backtest(
     ledger = open_ledger(ledger_url)
     book = BookKeeper(ledger, cfg.initial_cash)
     gate = PreTradeRisk(cfg.risk)
+    venue = MultiVenueBroker(cfg.broker) if cfg.broker.kind == "routed" else SimBroker(cfg.broker)
+    venue.opening_cash = cfg.initial_cash  # the venue's account starts with the book's cash: reconciled too
     components = TradingComponents(
         strategy=make_strategy(
             cfg.strategy, len(source.symbols), bars_per_year(cfg.data), cfg.risk, cfg.execution
         ),
         risk=gate,
-        execution=ExecutionService(
-            MultiVenueBroker(cfg.broker) if cfg.broker.kind == "routed" else SimBroker(cfg.broker), book
-        ),
+        execution=ExecutionService(venue, book, settings=cfg.execution),
     )
     latencies: list[int] = []
     total = len(source)

@@ -60,6 +60,10 @@ class OrderManager:
         st = self._orders.get(client_order_id)
         return None if st is None else st.copy()
 
+    def peek(self, client_order_id: str) -> OrderState | None:
+        """The live state, not a copy: for read-only scans over every order (reconciliation); do not mutate it."""
+        return self._orders.get(client_order_id)
+
     def register(self, orders: Iterable[Order]) -> tuple[list[Order], list[Order]]:
         """Track new orders; return (new, duplicates). Duplicates keep their existing state."""
         new, dup = [], []

@@ -95,7 +95,7 @@ def _differs(mine: OrderState, venue: OrderState) -> bool:
     return (
         mine.status is not venue.status
         or abs(mine.filled_qty - venue.filled_qty) > QTY_TOL
-        or not set(venue.fill_ids) <= set(mine.fill_ids)
+        or (venue.fill_ids != mine.fill_ids and not set(venue.fill_ids) <= set(mine.fill_ids))
     )
 
 
@@ -209,8 +209,9 @@ class ExecutionService:
         the ledger does not know, and orders whose state or fills differ."""
         b: Any = self.broker
         open_ids = [st.order.client_order_id for st in self.oms.open_orders()]
-        if hasattr(b, "orders"):  # the venue lists every order: orders sent around the service show up
-            venue = {st.order.client_order_id: st for st in b.orders()}
+        listed = b.orders() if hasattr(b, "orders") else None  # an actor proxy answers None for a venue without
+        if listed is not None:  # the venue lists every order: orders sent around the service show up
+            venue = {st.order.client_order_id: st for st in listed}
         else:
             venue = {st.order.client_order_id: st for st in b.open_orders()}
             for cid in open_ids:
@@ -223,12 +224,12 @@ class ExecutionService:
         scope: dict[str, OrderState] = {}
         need_fills: list[str] = []
         for cid, v in venue.items():
-            st = mine.get(cid) or self.oms.get(cid)
+            st = mine.get(cid) or self.oms.peek(cid)  # a copy only for the orders that go into the view
             differs = st is None or _differs(st, v)
             if differs or not v.status.is_terminal or cid in mine:
                 scope[cid] = v
                 if st is not None and cid not in mine:
-                    mine[cid] = st
+                    mine[cid] = st.copy()
             if v.filled_qty > 0 and differs:
                 need_fills.append(cid)
         fills = {cid: b.fills_for(cid) for cid in need_fills}
