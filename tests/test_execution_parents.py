@@ -22,9 +22,9 @@ from tradesys.config import ConfigError, TradesysConfig, load_config
 from tradesys.core.orders import Order, OrderType, Side
 from tradesys.core.schemas import batch_ts
 from tradesys.data import bars_per_year, make_source
-from tradesys.engine.recovery import restore_venue
+from tradesys.engine.recovery import restore_venue, resume_after, warm_gate
 from tradesys.engine.step import TradingComponents, run_step
-from tradesys.execution.parents import is_child_of
+from tradesys.execution.parents import decision_rows, is_child_of
 from tradesys.execution.service import ExecutionService
 from tradesys.ledger import Ledger, LedgerBatch, open_ledger
 from tradesys.ledger.base import ParentRow
@@ -215,18 +215,15 @@ def test_backtest_with_twap_every_fill_is_a_child_and_the_book_balances() -> Non
     assert_ledger_consistent(led, cfg.initial_cash, closes)
 
 
-# --- (c) recovery: stop mid-parent, rebuild the execution service from the ledger, continue ------------------------
+# --- (c) recovery: stop mid-parent, rebuild every component from the ledger, continue -----------------------------
 
+# limit orders at a tight participation cap leave children resting, partly filled and expired; the order-rate
+# limit binds, so a gate rebuilt from the wrong orders (the children instead of their parents) would differ
 RESUME: dict[str, Any] = {
     **BASE, "strategy.order_type": "limit", "broker.participation_cap": 0.003, "execution.horizon_bars": 8,
     "execution.algo_params": {"slices": 4, "jitter": 0.3},
+    "risk.max_orders_per_window": 12, "risk.order_window_seconds": 1200,
 }
-
-
-def _components(cfg: TradesysConfig, execution: ExecutionService) -> TradingComponents:
-    n = len(cfg.data.symbols or [])
-    strategy = make_strategy(cfg.strategy, n, bars_per_year(cfg.data), cfg.risk, cfg.execution)
-    return TradingComponents(strategy=strategy, risk=PreTradeRisk(cfg.risk), execution=execution)
 
 
 def _parent_record(led: Ledger) -> list[tuple]:
@@ -254,10 +251,31 @@ class _FailChildrenOnce:
 def undisturbed() -> tuple[Any, list[tuple]]:
     cfg = load_config(overrides=RESUME)
     _, led = run_backtest(cfg)
-    kinds = {o["type"] for o in led.orders()}
-    assert kinds == {OrderType.LIMIT.value}
+    assert {o["type"] for o in led.orders()} == {OrderType.LIMIT.value}
     assert any(p["status"] == "expired" for p in led.parent_orders()), "partial parents must occur"
+    assert any(o["reason"] == "order_rate" for o in led.orders()), "the rate limit must bind"
     return trade_record(led), _parent_record(led)
+
+
+def _resumed(cfg: TradesysConfig, url: str, batches: list[pa.RecordBatch]) -> tuple[TradingComponents, int, Any]:
+    """Every stateful component rebuilt from the ledger as the live loop's actors do (tradesys.engine.recovery):
+    strategy and gate warmed on the bars up to the last booked step, the venue restored, the service recovered,
+    and the index of the first step to run (`resume_after` on the strategy's decisions)."""
+    book = BookKeeper(open_ledger(url), cfg.initial_cash)
+    led = book.ledger
+    booked = book.snapshot().ts_ns
+    history = [b for b in batches if batch_ts(b) <= booked]
+    orders, fills = book.ledger_rows()
+    decided = decision_rows(orders, led.parent_orders())
+    strategy = make_strategy(cfg.strategy, len(cfg.data.symbols or []), bars_per_year(cfg.data), cfg.risk,
+                             cfg.execution)
+    strategy.warm_up(history)
+    gate = warm_gate(PreTradeRisk(cfg.risk), history, decided, led.audit_log(), led.equity_curve(),
+                     cfg.initial_cash, booked)
+    venue = restore_venue(cfg.broker, history, orders, fills, led.audit_log())
+    comps = TradingComponents(strategy=strategy, risk=gate, execution=ExecutionService.recover(venue, book))
+    after = resume_after(booked, decided)
+    return comps, next(i for i, b in enumerate(batches) if batch_ts(b) > after), led
 
 
 @pytest.mark.parametrize("crash", [False, True], ids=["stop_between_steps", "crash_after_children_recorded"])
@@ -272,14 +290,18 @@ def test_restart_mid_parent_sends_the_same_children(
     venue: Any = SimBroker(cfg.broker)
     if crash:
         venue = _FailChildrenOnce(venue, batch_ts(batches[k]))
-    comps = _components(cfg, ExecutionService(venue, book))
+    comps = TradingComponents(
+        strategy=make_strategy(cfg.strategy, 3, bars_per_year(cfg.data), cfg.risk, cfg.execution),
+        risk=PreTradeRisk(cfg.risk),
+        execution=ExecutionService(venue, book),
+    )
     i = 0
     try:
         while i <= k:
             run_step(batches[i], batch_ts(batches[i]), comps)
             i += 1
     except RuntimeError:
-        assert crash and i == k  # step k is retried whole after the restart, as the Supervisor retries it
+        assert crash and i == k
     else:
         assert not crash
     led = book.ledger
@@ -287,13 +309,40 @@ def test_restart_mid_parent_sends_the_same_children(
     if crash:
         assert any(o["status"] == "new" for o in led.orders()), "children recorded but never sent"
     led.close()
-    # restart: a fresh book over the same ledger, the venue rebuilt from it, the service recovered from both
-    book = BookKeeper(open_ledger(url), cfg.initial_cash)
-    orders, fills = book.ledger_rows()
-    venue = restore_venue(cfg.broker, batches[: k + 1], orders, fills, book.ledger.audit_log())
-    comps.execution = ExecutionService.recover(venue, book)
-    for bars in batches[i:]:
+    comps, start, led = _resumed(cfg, url, batches)
+    ts_k = batch_ts(batches[k])
+    decided_k = any(int(o["ts_ns"]) == ts_k for o in decision_rows(led.orders(), led.parent_orders()))
+    # the crashed step decided nothing yet (only children were recorded at its bar): it runs again
+    assert start == (k + 1 if decided_k else k) and (not crash or start == k)
+    for bars in batches[start:]:
         run_step(bars, batch_ts(bars), comps)
-    assert trade_record(book.ledger) == undisturbed[0]
-    assert _parent_record(book.ledger) == undisturbed[1]
-    assert_ledger_consistent(book.ledger, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
+    assert trade_record(led) == undisturbed[0]
+    assert _parent_record(led) == undisturbed[1]
+    assert_ledger_consistent(led, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
+
+
+# --- (d) the live loop: the ExecutionActor killed mid-parent changes nothing ----------------------------------------
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_live_execution_actor_killed_mid_parent_trades_as_undisturbed(
+    ray_session: None, tmp_path: Path, undisturbed: tuple[Any, list[tuple]]
+) -> None:
+    import ray
+
+    from .test_live_recovery import _start, _wait_step
+
+    url = f"sqlite:///{tmp_path}/live.db"
+    overrides = {**RESUME, "ledger.url": url, "data.speed": 150.0, "ray.max_restarts": 3,
+                 "ray.include_dashboard": False}
+    cfg = load_config(overrides=overrides)
+    t, out, sup = _start(cfg, "parents-kill-execution")
+    _wait_step(sup, 140)
+    ray.kill(ray.get(sup.children.remote())["execution"], no_restart=False)
+    t.join(timeout=180)
+    assert not t.is_alive() and out["reason"] == "completed" and out["restarts"] == 1
+    led = open_ledger(url)
+    assert trade_record(led) == undisturbed[0]
+    assert _parent_record(led) == undisturbed[1]
+    assert_ledger_consistent(led, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))

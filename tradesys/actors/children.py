@@ -182,12 +182,15 @@ class RiskActor:
 
     def __init__(self, cfg: RiskConfig, data: DataConfig | None = None, ledger: Any = None) -> None:
         from tradesys.engine.recovery import warm_gate
+        from tradesys.execution.parents import decision_rows
 
         self.gate = PreTradeRisk(cfg)
         upto = booked_ts(ledger) if data is not None else 0
         if data is not None and upto > 0:
             book = ActorProxy(ledger, "ledger")
-            warm_gate(self.gate, bars_upto(data, upto), book.read("orders"), book.read("audit_log"),
+            # the gate checked the parents, not the children their algorithms sent on later bars
+            orders = decision_rows(book.read("orders"), book.read("parent_orders"))
+            warm_gate(self.gate, bars_upto(data, upto), orders, book.read("audit_log"),
                       book.read("equity_curve"), book.snapshot().initial_cash, upto)
 
     def check(

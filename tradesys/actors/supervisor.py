@@ -36,6 +36,7 @@ from tradesys.config import TradesysConfig
 from tradesys.data import bars_per_year
 from tradesys.engine.recovery import resume_after
 from tradesys.engine.step import TradingComponents, run_step
+from tradesys.execution.parents import decision_rows
 from tradesys.ledger.base import AuditEntry
 
 
@@ -204,7 +205,8 @@ class Supervisor:
         """The timestamp to resume after, and the `resume` audit entry (none for a fresh ledger)."""
         if booked <= 0:
             return booked, []
-        orders = self.ledger_proxy.read("orders")
+        # the strategy's decisions: parents count, the children an algorithm sent on later bars do not
+        orders = decision_rows(self.ledger_proxy.read("orders"), self.ledger_proxy.read("parent_orders"))
         after = resume_after(booked, orders)
         decided = after == booked
         steps = len({int(r["ts_ns"]) for r in self.ledger_proxy.read("equity_curve")})

@@ -272,3 +272,22 @@ def is_child_of(client_order_id: str, parent_ids: Sequence[str] | set[str]) -> b
     """True when `client_order_id` is `f"{parent}.{n}"` for one of `parent_ids`."""
     head, dot, n = client_order_id.rpartition(".")
     return bool(dot) and n.isdigit() and head in parent_ids
+
+
+def decision_rows(
+    order_rows: Iterable[Mapping[str, Any]], parent_rows: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The orders the strategy decided, as order rows: the ledger's orders less the algorithms' children, plus one
+    row per parent (its id, decision time, symbol, side, quantity; status "accepted").
+
+    Why: what replays the strategy's decisions (the risk gate's order-rate window, the resume point) must see
+    the orders the gate checked, not the children an algorithm sent later on its own clock."""
+    parents = list(parent_rows)
+    ids = {p["parent_id"] for p in parents}
+    out = [dict(o) for o in order_rows if not is_child_of(o["client_order_id"], ids)]
+    out += [
+        {"client_order_id": p["parent_id"], "symbol": p["symbol"], "side": p["side"], "qty": p["qty"],
+         "ts_ns": p["ts_ns"], "status": "accepted", "reason": None, "strategy_id": p.get("strategy_id") or ""}
+        for p in parents
+    ]
+    return out
