@@ -185,6 +185,9 @@ def test_parents_and_children_from_ledger_rows() -> None:
     assert report.total["shortfall_decision"] == 263.0 - 50.0 and report.total["fees"] == 3.0
     assert any("1 fill(s) name no order" in n for n in report.notes)
     assert any("without bar prices" in n and "Q.1" in n for n in report.notes)
+    no_volume = tca_from_ledger(orders, fills, closes, None, parents)
+    assert math.isnan(no_volume.parents[0].vwap_slippage) and no_volume.parents[0].shortfall_decision == 263.0
+    assert any("1 parent(s) with fills but no bar volume" in n for n in no_volume.notes)
 
 
 # --- the command and the route on real backtest runs -------------------------------------------------------------

@@ -74,7 +74,7 @@ def load_tca(ref: RunRef, cfg: TradesysConfig | None = None, cfg_origin: str = "
     if bars is None:
         raise ValueError(f"RUN: TCA needs the run's bars for its benchmarks: {why}")
     report = tca_from_ledger(orders, fills, bars.closes, bars.volumes, parents)
-    report.notes.insert(0, bars.note)
+    report.notes.insert(0, bars.note.split("; the benchmark")[0])  # the tear sheet's benchmark is not TCA's
     return report
 
 

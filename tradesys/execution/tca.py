@@ -349,6 +349,9 @@ def tca_from_ledger(
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         notes.append(f"{len(missing)} parent(s) without bar prices for their symbol or window: left out ({shown})")
+    no_vwap = sum(r.filled_qty > 0 and not math.isfinite(r.market_vwap) for r in rows)
+    if no_vwap:
+        notes.append(f"{no_vwap} parent(s) with fills but no bar volume in their window: no VWAP slippage")
     if not parent_rows and rows:
         notes.append("no parent orders in the ledger: each order is its own parent, decided and sent at its bar "
                      "(decision = arrival = that bar's close, so delay is 0)")
