@@ -293,6 +293,29 @@ def test_config_refuses_a_negative_schedule_or_limit() -> None:
     assert load_config(overrides=["execution.reconcile_every_bars=7"]).execution.reconcile_every_bars == 7
 
 
+@pytest.mark.ray
+def test_live_loop_reconciles_on_schedule_and_reports_it(ray_session: None, tmp_path: Any) -> None:
+    """The ExecutionActor runs the same service: start + every 25 bars, nothing found on a clean run, the counters
+    in the run summary, and the ledger still equal to the in-process backtest."""
+    from tests.ledger_checks import trade_record
+    from tradesys.backtest.runner import run_backtest
+    from tradesys.data import make_source
+    from tradesys.live import run_live
+
+    cfg = load_config(overrides={"data.start": "2020-01-01", "data.end": "2020-06-30", "strategy.slow": 30,
+                                 "ledger.url": f"sqlite:///{tmp_path}/live.db", "execution.reconcile_every_bars": 25})
+    summary = run_live(cfg, show_progress=False, run_id="t-reconcile")
+    steps = len(make_source(cfg.data))
+    assert summary["reason"] == "completed" and summary["steps"] == steps
+    rec = summary["execution"]["reconcile"]
+    assert rec["runs"] == 1 + steps // 25 and rec["found"] == 0 and rec["breaks"] == 0
+    assert summary["execution"]["halted"] is None
+    live = open_ledger(f"sqlite:///{tmp_path}/live.db")
+    _, bt = run_backtest(cfg)
+    assert trade_record(live) == trade_record(bt)
+    assert not [a for a in live.audit_log() if a["kind"].startswith("reconcile")]
+
+
 # ------------------------------------------------------------------------------------------ Alpaca faults
 
 KEY, SECRET = "PKH8TESTKEY", "h8-s3cr3t-0123456789"

@@ -239,6 +239,8 @@ class BrokerActor:
             book = ActorProxy(ledger, "ledger")
             orders, fills = book.ledger_rows()
             self.venue = restore_venue(cfg, bars_upto(data, upto), orders, fills, book.read("audit_log"))
+        if ledger is not None:  # the venue's account starts with the book's cash: reconciled too
+            self.venue.opening_cash = ActorProxy(ledger, "ledger").snapshot().initial_cash
 
     def submit(self, orders: Sequence[Order]) -> list[OrderEvent]:
         return self.venue.submit(orders)
@@ -262,6 +264,11 @@ class BrokerActor:
         """The venue's own audit rows since the last call (a routed broker's "route" decisions; none from sim)."""
         drain = getattr(self.venue, "drain_audit", None)
         return drain() if drain is not None else []
+
+    def orders(self) -> list[OrderState] | None:
+        """Every order the venue holds, for reconciliation (None: it lists open ones only, e.g. Alpaca's adapter)."""
+        fn = getattr(self.venue, "orders", None)
+        return fn() if fn is not None else None
 
     def positions(self) -> dict[str, float] | None:
         """The venue's positions, for reconciliation (None: the venue keeps none)."""
@@ -347,14 +354,46 @@ class _CrashOnce:
 class ExecutionActor:
     """Owns the OMS. Recovers on (re)start: OMS from the ledger, reconciled with the venue."""
 
-    def __init__(self, broker: Any, ledger: Any, crash_at_submit: int | None = None, crash_marker: str = "") -> None:
+    def __init__(
+        self, broker: Any, ledger: Any, crash_at_submit: int | None = None, crash_marker: str = "",
+        settings: ExecutionConfig | None = None,
+    ) -> None:
+        from ray.util.metrics import Gauge
+
         venue: Any = ActorProxy(broker, "broker")
         if crash_at_submit is not None:
             venue = _CrashOnce(venue, crash_at_submit, crash_marker)
-        self.service = ExecutionService.recover(venue, ActorProxy(ledger, "ledger"))
+        # on the Ray dashboard / Prometheus: reconciliation runs, what they booked, and the standing break
+        self._reconcile_gauge = Gauge("tradesys_reconcile", "reconciliation of the ledger against the broker",
+                                      ("what",))
+        self._runs_seen = -1.0
+        self.service = ExecutionService.recover(venue, ActorProxy(ledger, "ledger"), settings=settings)
+        self._publish()
+
+    def _publish(self) -> None:
+        """Set the reconciliation gauges when a reconciliation ran since the last time."""
+        st = self.service.reconcile_stats
+        if st["runs"] == self._runs_seen:
+            return
+        self._runs_seen = st["runs"]
+        for what, v in st.items():
+            self._reconcile_gauge.set(float(v), tags={"what": what})
+        self._reconcile_gauge.set(float(self.service.halted is not None), tags={"what": "halted"})
 
     def on_bars(self, bars: pa.RecordBatch) -> StepReport:
-        return self.service.on_bars(bars)
+        report = self.service.on_bars(bars)
+        self._publish()
+        return report
+
+    def reconcile(self, ts_ns: int) -> dict[str, Any]:
+        """Reconcile now (e.g. from an operator); returns the counts of what it found."""
+        rep, _ = self.service.reconcile(ts_ns, "request")
+        self._publish()
+        return {**rep.counts(), "break_amount": rep.break_amount}
+
+    def stats(self) -> dict[str, Any]:
+        """Reconciliation counters (runs, what they booked, breaks, the last break amount) and the halt reason."""
+        return {"reconcile": dict(self.service.reconcile_stats), "halted": self.service.halted}
 
     def submit(
         self,

@@ -88,7 +88,7 @@ class Supervisor:
         )
         self.risk = RiskActor.options(name=f"{run_id}:risk", **opts).remote(cfg.risk, cfg.data, self.ledger)
         self.execution = ExecutionActor.options(name=f"{run_id}:execution", **opts).remote(
-            self.broker, self.ledger, crash_execution_at_submit, crash_marker
+            self.broker, self.ledger, crash_execution_at_submit, crash_marker, settings=cfg.execution
         )
         ray.get([self.ledger.snapshot.remote(), self.execution.info.remote(), self.risk.stats.remote()])
         self.components = TradingComponents(
@@ -287,6 +287,7 @@ class Supervisor:
             "broker": ray.get(self.broker.stats.remote()),
             "risk": ray.get(self.risk.stats.remote()),
             "strategy": ray.get(self.strategy.stats.remote()),
+            "execution": ray.get(self.execution.stats.remote()),  # reconciliation counters and the halt reason
             **({"features": ray.get(self.features.stats.remote())} if self.features is not None else {}),
             **({"drift": drift} if drift is not None else {}),
             **({"market_data_lag": ray.get(self.md.lag.remote())} if self.cfg.data.bus != "direct" else {}),
