@@ -180,6 +180,19 @@ def test_config_refuses_unknown_algo_and_bad_params_naming_the_field() -> None:
         load_config(overrides={"execution.algo_params": {"slices": 3}})
 
 
+def test_the_vectorised_engine_is_not_picked_for_an_algorithm() -> None:
+    """It sends every order as is, so an accepted execution.algo would do nothing there."""
+    from tradesys.backtest.sweep import check_engine, trial_engine
+
+    cfg = load_config(overrides=BASE)
+    assert trial_engine("auto", cfg, []) == ("event", None)
+    assert (trial_engine("vectorized", cfg, [])[1] or "").startswith("execution.algo: ")
+    with pytest.raises(ConfigError, match=r"^execution\.algo: "):
+        check_engine("vectorized", [], cfg)
+    plain = {k: v for k, v in BASE.items() if not k.startswith("execution.")}
+    assert trial_engine("auto", load_config(overrides=plain), [])[0] == "vectorized"
+
+
 def test_backtest_with_twap_every_fill_is_a_child_and_the_book_balances() -> None:
     cfg = load_config(overrides={**BASE, "execution.algo_min_qty": 300})
     _, led = run_backtest(cfg)

@@ -419,6 +419,9 @@ def check_engine(engine: str, fields: Iterable[str], cfg: TradesysConfig | None 
     if engine == "vectorized" and ((cfg is not None and cfg.broker.impact != "flat") or "broker.impact" in fields):
         raise ConfigError("broker.impact: the vectorised engine models the flat cost model only (sqrt impact runs "
                           "on the event engine); use --engine event (or auto)")
+    if engine == "vectorized" and ((cfg is not None and cfg.execution.algo) or "execution.algo" in fields):
+        raise ConfigError("execution.algo: the vectorised engine sends every order as is (execution algorithms run "
+                          "on the event engine); use --engine event (or auto)")
     gate = gate_fields(fields)
     if engine == "vectorized" and gate:
         raise ConfigError(f"{gate[0]}: the vectorised engine does not model the pre-trade gate, so sweeping it would "
@@ -445,6 +448,8 @@ def trial_engine(engine: str, cfg: TradesysConfig, fields: Iterable[str]) -> tup
         reason = f"broker.impact: the vectorised engine models the flat cost model only, got {cfg.broker.impact!r}"
     elif cfg.broker.kind == "routed":
         reason = "broker.kind: the vectorised engine models one simulated venue, not routing across venues"
+    elif cfg.execution.algo:
+        reason = f"execution.algo: the vectorised engine sends every order as is, got {cfg.execution.algo!r}"
     if reason is None:
         return "vectorized", None
     return ("event", None) if engine == "auto" else ("vectorized", reason)

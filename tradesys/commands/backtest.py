@@ -324,6 +324,9 @@ def run_walkforward(config: Path | None, overrides: list[str], params: list[str]
     if configs[0].strategy.name not in ("trend", "weights") or configs[0].strategy.order_type != "market":
         raise ConfigError("strategy.name: walk-forward runs on the vectorised engine: trend or weights strategies "
                           "with market orders")
+    if configs[0].execution.algo:
+        raise ConfigError("execution.algo: walk-forward runs on the vectorised engine, which sends every order as "
+                          "is (execution algorithms run on the event engine)")
     bars, n_symbols, bpy = bars_from_config(configs[0])
     try:
         result, ts_ns = walk_forward_configs(configs, labels, is_span=is_span, oos_span=oos_span, gap=gap,
