@@ -78,6 +78,7 @@ class ParentBook:
 
     def __init__(self) -> None:
         self._parents: dict[str, _Parent] = {}  # every parent this service knows, finished ones too (idempotency)
+        self._active: set[str] = set()  # the ids of the active ones: per-bar work costs the active parents only
 
     def __len__(self) -> int:
         return len(self._parents)
@@ -90,7 +91,7 @@ class ParentBook:
         return None if p is None else p.row
 
     def active(self) -> list[ParentRow]:
-        return [p.row for _, p in sorted(self._parents.items()) if p.row.status == ACTIVE]
+        return [self._parents[pid].row for pid in sorted(self._active)]
 
     @staticmethod
     def check(order: Order) -> str | None:
@@ -126,6 +127,7 @@ class ParentBook:
             updated_ts_ns=order.ts_ns,
         )
         self._parents[row.parent_id] = _Parent(row, algo)
+        self._active.add(row.parent_id)
         return row
 
     def slice(
@@ -139,7 +141,7 @@ class ParentBook:
         parents' rows as of this slice. A bar at or before a parent's last slice is not sliced again (a retry)."""
         children: list[Order] = []
         rows: list[ParentRow] = []
-        for pid in sorted(self._parents):
+        for pid in sorted(self._active):
             p = self._parents[pid]
             r = p.row
             bar = bars.get(r.symbol)
@@ -185,7 +187,7 @@ class ParentBook:
         """Bring the rows of the active parents (or of `ids`) up to their children's fills; finish a parent that
         is filled, or whose window has passed with no child working. Return the rows that changed."""
         out: list[ParentRow] = []
-        wanted = sorted(self._parents) if ids is None else sorted(set(ids))
+        wanted = sorted(self._active) if ids is None else sorted(set(ids))
         for pid in wanted:
             p = self._parents.get(pid)
             if p is None or p.row.status != ACTIVE:
@@ -202,6 +204,8 @@ class ParentBook:
                 continue
             p.row = replace(r, status=status, filled_qty=progress.filled_qty, avg_fill_price=avg,
                             updated_ts_ns=max(ts_ns, r.updated_ts_ns))
+            if status != ACTIVE:
+                self._active.discard(pid)
             out.append(p.row)
         return out
 
@@ -209,10 +213,9 @@ class ParentBook:
         """Signed quantity of the active parents not yet sent as children, per symbol: the strategy counts it
         as working, or it would order again what a parent is still to send."""
         out: dict[str, float] = {}
-        for p in self._parents.values():
+        for pid in sorted(self._active):
+            p = self._parents[pid]
             r = p.row
-            if r.status != ACTIVE:
-                continue
             rest = progress_of(p.order, r.children, oms).remaining(p.order)
             if rest > _EPS:
                 out[r.symbol] = out.get(r.symbol, 0.0) + r.side.sign * rest
@@ -225,6 +228,8 @@ class ParentBook:
         for r in rows:
             row = row_from_dict(r)
             book._parents[row.parent_id] = _Parent(row, make_algo(row.algo, row.params))
+            if row.status == ACTIVE:
+                book._active.add(row.parent_id)
         return book
 
 
