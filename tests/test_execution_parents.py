@@ -138,6 +138,23 @@ def test_service_works_a_twap_parent_and_counts_its_rest_as_working() -> None:
     assert row["market_volume"] == 4e6
 
 
+def test_a_halt_sends_no_children_and_the_algorithm_catches_up_after_it() -> None:
+    """While reconciliation halts new orders (`ExecutionService.halted`), slices count but send nothing."""
+    cfg = load_config(overrides={"broker.slippage_bps": 0.0})
+    book = BookKeeper(open_ledger("sqlite:///:memory:"), 1e6)
+    svc = ExecutionService(SimBroker(cfg.broker), book)
+    svc.on_bars(bar(0))
+    svc.submit([Order("p", "AAPL", Side.BUY, 1003.0, ts_ns=T0, algo="twap",
+                      algo_params=(("horizon_bars", 4), ("slices", 4)))], ts_ns=T0)
+    for i in range(1, 5):
+        svc.halted = "test halt" if i <= 2 else None
+        svc.on_bars(bar(i))
+    kids = sorted((o["ts_ns"], o["qty"]) for o in book.ledger.orders())
+    assert kids == [(T0 + 3 * BAR, 752.0), (T0 + 4 * BAR, 251.0)]  # floor(1003 * 3 / 4), then the rest
+    (row,) = book.ledger.parent_orders()
+    assert (row["status"], row["slices"], row["start_ns"]) == ("filled", 4, T0 + BAR)
+
+
 def test_parent_expires_at_the_end_of_its_window_and_bad_algo_is_refused() -> None:
     cfg = load_config(overrides={"broker.participation_cap": 0.001})  # 1,000 shares a bar at most
     book = BookKeeper(open_ledger("sqlite:///:memory:"), 1e7)

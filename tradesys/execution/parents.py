@@ -136,9 +136,12 @@ class ParentBook:
         bars: Mapping[str, tuple[float, float]],
         oms: Any,
         wall_ns: Callable[[], int],
+        send: bool = True,
     ) -> tuple[list[Order], list[ParentRow]]:
         """Children to send now for each active parent with a bar in `bars` ({symbol: (close, volume)}), and the
-        parents' rows as of this slice. A bar at or before a parent's last slice is not sliced again (a retry)."""
+        parents' rows as of this slice. A bar at or before a parent's last slice is not sliced again (a retry).
+        With `send` off (new orders halted) the slice still counts, and fixes the window, but sends nothing: the
+        algorithm catches up after the halt, or the parent expires with its window."""
         children: list[Order] = []
         rows: list[ParentRow] = []
         for pid in sorted(self._active):
@@ -161,7 +164,7 @@ class ParentBook:
             market = MarketSlice(ts_ns=ts_ns, price=close, volume=volume)
             now = wall_ns()
             n = r.children
-            for spec in p.algo.children(parent, progress, market):
+            for spec in p.algo.children(parent, progress, market) if send else ():
                 if not (spec.qty > _EPS):
                     continue
                 n += 1

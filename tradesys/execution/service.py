@@ -281,7 +281,8 @@ class ExecutionService:
             for s, c, v in zip(cols["symbol"], cols["close"], volumes, strict=True)
             if c is not None and c > 0
         }
-        children, rows = self.parents.slice(ts, by_symbol, self.oms, self.wall_clock)
+        # while reconciliation halts new orders, the algorithms send no children either (the slices still count)
+        children, rows = self.parents.slice(ts, by_symbol, self.oms, self.wall_clock, send=self.halted is None)
         new, _ = self.oms.register(children)
         self.book.commit(ts_ns=ts, orders=new, parents=rows)
         to_send = self.oms.unsent(o.client_order_id for o in children)
