@@ -162,10 +162,15 @@ def test_parent_expires_at_the_end_of_its_window_and_bad_algo_is_refused() -> No
     svc.on_bars(bar(0))
     rep = svc.submit(
         [Order("p", "AAPL", Side.SELL, 5000.0, ts_ns=T0, algo="twap", algo_params=(("horizon_bars", 2),)),
-         Order("q", "AAPL", Side.BUY, 10.0, ts_ns=T0, algo="nope")],
+         Order("q", "AAPL", Side.BUY, 10.0, ts_ns=T0, algo="nope"),
+         Order("r", "AAPL", Side.BUY, 10.0, ts_ns=T0, algo="twap", algo_params=(("horizon_bars", 1),)),
+         Order("s", "AAPL", Side.BUY, 10.0, ts_ns=T0, algo="iceberg")],
         ts_ns=T0,
     )
-    assert rep.rejected == 1 and book.ledger.get_order("q")["reason"] == "invalid_order"
+    # an unknown algorithm, a schedule with no window, an iceberg with no limit: recorded as rejected, never worked
+    assert rep.rejected == 3
+    assert {cid: book.ledger.get_order(cid)["reason"] for cid in "qrs"} == dict.fromkeys("qrs", "invalid_order")
+    assert [r["parent_id"] for r in book.ledger.parent_orders()] == ["p"]
     for i in range(1, 5):
         svc.on_bars(bar(i))
     (row,) = book.ledger.parent_orders()
@@ -195,6 +200,12 @@ def test_config_refuses_unknown_algo_and_bad_params_naming_the_field() -> None:
         load_config(overrides={"execution.algo": "twap", "execution.algo_params": {"slices": 0}})
     with pytest.raises(ConfigError, match=r"^execution\.algo_params: needs execution\.algo"):
         load_config(overrides={"execution.algo_params": {"slices": 3}})
+    with pytest.raises(ConfigError, match=r"^execution\.horizon_bars: twap needs a window of at least 2 bars"):
+        load_config(overrides={"execution.algo": "twap", "execution.horizon_bars": 1})
+    assert load_config(overrides={"execution.algo": "market", "execution.horizon_bars": 1}).execution.horizon_bars == 1
+    with pytest.raises(ConfigError, match=r"execution\.algo: parent\.limit_price: an iceberg needs a limit price"):
+        load_config(overrides={"execution.algo": "iceberg"})  # the strategy's orders are market orders
+    assert load_config(overrides={"execution.algo": "iceberg", "strategy.order_type": "limit"}).execution.algo
 
 
 def test_the_vectorised_engine_is_not_picked_for_an_algorithm() -> None:

@@ -358,6 +358,19 @@ class ExecutionConfig(_Section):
         make_algo(algo, v)
         return v
 
+    @field_validator("horizon_bars")
+    @classmethod
+    def _window_for_algo(cls, v: int, info: Any) -> int:
+        """A scheduled algorithm (twap, vwap, pov, is) needs a window of two bars or more."""
+        algo, params = info.data.get("algo"), info.data.get("algo_params")
+        if algo and params is not None:
+            from tradesys.execution.parents import trial
+
+            why = trial(algo, params, v, 1.0)
+            if why is not None and why.startswith("parent.end_ns"):
+                raise ValueError(f"{algo} needs a window of at least 2 bars, got {v}")
+        return v
+
 
 class LedgerConfig(_Section):
     """`sqlite:///path` or a `postgresql://` DSN; None: a fresh SQLite file per run, runs/<run id>/ledger.db.
@@ -526,6 +539,20 @@ class TradesysConfig(_Section):
         if self.broker.kind == "alpaca" and self.data.source != "alpaca":
             raise ValueError(f"broker.kind: alpaca fills at the broker's live prices; set data.source = \"alpaca\" "
                              f"(got {self.data.source!r}: replayed history against a live broker is meaningless)")
+        return self
+
+    @model_validator(mode="after")
+    def _algo_works_the_strategys_orders(self) -> TradesysConfig:
+        """An algorithm that needs a limit price (iceberg) cannot work the strategy's market orders."""
+        if self.execution.algo:
+            from tradesys.execution.parents import trial
+
+            limit = 1.0 if self.strategy.order_type == "limit" else None
+            why = trial(self.execution.algo, self.execution.algo_params, self.execution.horizon_bars, limit)
+            if why is not None:
+                if why.startswith("parent.limit"):
+                    why += f" (strategy.order_type = {self.strategy.order_type!r})"
+                raise ValueError(f"execution.algo: {why}")
         return self
 
     @model_validator(mode="after")

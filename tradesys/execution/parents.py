@@ -32,7 +32,7 @@ from tradesys.ledger.base import ParentRow
 
 HORIZON_KEY = "horizon_bars"
 DEFAULT_HORIZON_BARS = 10
-ACTIVE, FILLED, EXPIRED = "active", "filled", "expired"
+ACTIVE, FILLED, EXPIRED, CANCELLED = "active", "filled", "expired", "cancelled"
 _EPS = 1e-9
 
 
@@ -95,13 +95,13 @@ class ParentBook:
 
     @staticmethod
     def check(order: Order) -> str | None:
-        """Why an algo order cannot become a parent (unknown algo, bad params), or None."""
+        """Why an algo order cannot become a parent (unknown algo, bad params, a window or a limit its algorithm
+        needs), or None: refused when it is recorded, never half worked."""
         try:
-            _, params = split_params(order)
-            make_algo(order.algo, params)
+            horizon, params = split_params(order)
         except ValueError as exc:
             return str(exc)
-        return None
+        return trial(order.algo, params, horizon, order.limit_price if order.type is OrderType.LIMIT else None)
 
     def add(self, order: Order, decision_price: float | None) -> ParentRow | None:
         """Take an accepted algo order as a parent; None when this parent id is already known (a retried step)."""
@@ -164,7 +164,14 @@ class ParentBook:
             market = MarketSlice(ts_ns=ts_ns, price=close, volume=volume)
             now = wall_ns()
             n = r.children
-            for spec in p.algo.children(parent, progress, market) if send else ():
+            try:
+                specs = p.algo.children(parent, progress, market) if send else []
+            except ValueError:  # the algorithm cannot work this parent (`check` refuses such orders up front)
+                p.row = replace(r, status=CANCELLED)
+                self._active.discard(pid)
+                rows.append(p.row)
+                continue
+            for spec in specs:
                 if not (spec.qty > _EPS):
                     continue
                 n += 1
@@ -234,6 +241,19 @@ class ParentBook:
             if row.status == ACTIVE:
                 book._active.add(row.parent_id)
         return book
+
+
+def trial(algo: str, params: Mapping[str, Any], horizon_bars: int, limit_price: float | None) -> str | None:
+    """Why `algo` cannot work a parent of this shape (its ValueError's one line), or None. It is built and asked for
+    its first children on a stand-in parent whose window spans `horizon_bars` slice points."""
+    try:
+        a = make_algo(algo, params)
+        parent = ParentOrder("trial", "TRIAL", Side.BUY, 100.0, algo, start_ns=1, end_ns=horizon_bars,
+                             params=params, limit_price=limit_price)
+        a.children(parent, ParentProgress(), MarketSlice(ts_ns=1, price=limit_price or 1.0))
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def progress_of(parent: ParentOrder, children: int, oms: Any) -> ParentProgress:
