@@ -396,7 +396,7 @@ def test_live_loop_on_alpaca_books_what_the_server_filled(ray_session: None, tmp
 
     srv = PaperServer(BARS, key=KEY, secret=SECRET, broker=BrokerConfig(**FEES), initial_cash=100_000.0)
     srv.start()
-    n = 24
+    n = 20
     try:
         cfg = load_config(overrides={
             "initial_cash": 100_000.0,
@@ -406,7 +406,7 @@ def test_live_loop_on_alpaca_books_what_the_server_filled(ray_session: None, tmp
             "strategy.fast": 2, "strategy.slow": 4, "strategy.vol_lookback": 3, "strategy.rebalance_band": 0.0,
             "strategy.max_weight": 0.5, "ledger.url": f"sqlite:///{tmp_path}/alpaca.db",
         })
-        stepper = _stepper(srv, n, 0.15, ("data", "trade"))
+        stepper = _stepper(srv, n, 0.1, ("data", "trade"))
         summary = run_live(cfg, show_progress=False, run_id="t-alpaca")
         stepper.join(30)
         ledger = open_ledger(f"sqlite:///{tmp_path}/alpaca.db")
@@ -415,7 +415,8 @@ def test_live_loop_on_alpaca_books_what_the_server_filled(ray_session: None, tmp
     finally:
         srv.stop()
     assert summary["reason"] == "completed" and summary["steps"] == n
-    assert len(server_fills) > 0
+    assert len(server_fills) >= 10  # the strategy traded on most bars: the comparison below has substance
+    assert summary["fills"] == len(ledger.fills())
     mine = sorted((f["client_order_id"], f["qty"], f["price"], f["fee"]) for f in ledger.fills())
     theirs = sorted((f.client_order_id, f.qty, f.price, f.fee) for f in server_fills)
     assert [m[:2] for m in mine] == [t[:2] for t in theirs]

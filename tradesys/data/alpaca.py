@@ -20,6 +20,7 @@ aggressor side, so `aggressor` is 0 (unknown). Sizes are as the feed reports the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import threading
@@ -239,9 +240,18 @@ class LiveBars:
         return self._queue.get(timeout=timeout)
 
     def stop(self, join_timeout: float = 10.0) -> None:
+        """End the feed now: alpaca-py's own stop() is seen only between 5 s receive timeouts, so the socket is
+        closed too (the stream then finds it should not run and returns)."""
+        stream = self._stream
+        loop = getattr(stream, "_loop", None)  # the stream's loop exists once it has started
         try:
-            if getattr(self._stream, "_loop", None) is not None:  # the stream's loop exists once it has started
-                self._stream.stop()
+            if loop is not None and loop.is_running():
+
+                async def shutdown() -> None:
+                    await stream.stop_ws()
+                    await stream.close()
+
+                asyncio.run_coroutine_threadsafe(shutdown(), loop).result(join_timeout)
         finally:
             self._thread.join(join_timeout)
 
