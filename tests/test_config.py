@@ -92,9 +92,12 @@ def test_bad_ledger_url_error_masks_the_password() -> None:
     assert "s3cret" not in msg and "admin:***@h/db" in msg
 
 
-@pytest.mark.parametrize(("kind", "reason"), [("alpaca", "no Alpaca broker yet"), ("ib", "unknown broker 'ib'")])
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("alpaca", "alpaca fills at the broker's live prices"),  # with replayed data: tests/test_broker_alpaca.py
+    ("ib", "unknown broker 'ib'"),
+])
 def test_a_broker_kind_that_nothing_implements_is_refused(kind: str, reason: str) -> None:
-    """`broker.kind = "alpaca"` used to be accepted and silently ran the simulator."""
+    """`broker.kind = "alpaca"` used to be accepted and silently ran the simulator; now it needs live data."""
     with pytest.raises(ConfigError, match=rf"broker.kind: .*{reason}"):
         load_config(None, [f'broker.kind="{kind}"'])
     assert load_config(None, ['broker.kind="sim"']).broker.kind == "sim"
