@@ -194,6 +194,8 @@ def test_rejections_duplicates_and_replace(server: PaperServer, broker: AlpacaBr
     # the same client order id again: nothing sent, no events (as SimBroker)
     assert broker.submit([Order("r1", "AAA", Side.BUY, 5, OrderType.LIMIT, TimeInForce.GTC, limit_price=1.0)]) == []
     assert broker.duplicates == 1 and sum(1 for o in server.orders() if o["client_order_id"] == "r1") == 1
+    half = Order("r1.half", "AAA", Side.BUY, 2.5, OrderType.LIMIT, TimeInForce.GTC, limit_price=2.0)
+    assert _kinds(broker.replace("r1", half)) == [("rejected", "r1.half")]  # Alpaca's PATCH takes whole shares
     new = Order("r1.v2", "AAA", Side.BUY, 7, OrderType.LIMIT, TimeInForce.GTC, limit_price=2.0)
     ev = broker.replace("r1", new)
     assert ("accepted", "r1.v2") in _kinds(ev)

@@ -423,8 +423,13 @@ class AlpacaBroker:
         events: list[OrderEvent] = []
         n = self._orders[new.client_order_id] = _Tracked(new)
         self.orders_seen += 1
+        problem = new.validate() or (None if float(new.qty).is_integer() else
+                                     f"qty: Alpaca replaces whole-share quantities only, got {new.qty:g}")
+        if problem is not None:
+            self._reject(n, RejectReason.INVALID_ORDER, problem, ts, events)
+            return events + self._drain()
         req = ReplaceOrderRequest(
-            qty=int(new.qty) if float(new.qty).is_integer() else None,
+            qty=int(new.qty),
             time_in_force=_tif(new.tif),
             limit_price=new.limit_price,
             stop_price=new.stop_price,
