@@ -391,14 +391,19 @@ def test_live_source_hands_out_one_batch_per_bar_time(creds: None) -> None:
 
 
 @pytest.mark.ray
-def test_live_loop_on_alpaca_books_what_the_server_filled(ray_session: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("crash", [False, True], ids=["plain", "execution-crash"])
+def test_live_loop_on_alpaca_books_what_the_server_filled(ray_session: None, tmp_path: Path, crash: bool) -> None:
     """The Done-when: broker.kind = data.source = "alpaca" runs the loop on the server's bars and orders; the
-    ledger's fills are the server's fills, and its positions and cash the broker's."""
+    ledger's fills are the server's fills, and its positions and cash the broker's. With `crash`, the Execution
+    actor dies right after the broker took its 3rd submit (the ledger lacks the answer): it is restarted, recovers
+    from the ledger and the adapter, and still nothing is sent or booked twice."""
     from tradesys.live import run_live
 
     srv = PaperServer(BARS, key=KEY, secret=SECRET, broker=BrokerConfig(**FEES), initial_cash=100_000.0)
     srv.start()
     n = 20
+    db = f"sqlite:///{tmp_path}/alpaca.db"
+    crash_args: dict[str, Any] = {"crash_execution_at_submit": 3, "crash_marker": str(tmp_path / "crashed")}
     try:
         cfg = load_config(overrides={
             "initial_cash": 100_000.0,
@@ -406,24 +411,27 @@ def test_live_loop_on_alpaca_books_what_the_server_filled(ray_session: None, tmp
             "data.source": "alpaca", "data.symbols": ["AAA", "BBB"], "data.alpaca_stream_url": srv.data_stream_url,
             "data.idle_timeout_s": 2.0,
             "strategy.fast": 2, "strategy.slow": 4, "strategy.vol_lookback": 3, "strategy.rebalance_band": 0.0,
-            "strategy.max_weight": 0.5, "ledger.url": f"sqlite:///{tmp_path}/alpaca.db",
+            "strategy.max_weight": 0.5, "ledger.url": db,
         })
         stepper = _stepper(srv, n, 0.1, ("data", "trade"))
-        summary = run_live(cfg, show_progress=False, run_id="t-alpaca")
+        summary = run_live(cfg, show_progress=False, run_id=f"t-alpaca-{int(crash)}", **(crash_args if crash else {}))
         stepper.join(30)
-        ledger = open_ledger(f"sqlite:///{tmp_path}/alpaca.db")
-        server_fills = srv.fills()
+        ledger = open_ledger(db)
+        server_fills, server_orders = srv.fills(), srv.orders()
         positions, account = srv.positions(), srv.account()
     finally:
         srv.stop()
     assert summary["reason"] == "completed" and summary["steps"] == n
+    if crash:
+        assert (tmp_path / "crashed").exists() and summary["restarts"] >= 1
     assert len(server_fills) >= 10  # the strategy traded on most bars: the comparison below has substance
     assert summary["fills"] == len(ledger.fills())
     mine = sorted((f["client_order_id"], f["qty"], f["price"], f["fee"]) for f in ledger.fills())
     theirs = sorted((f.client_order_id, f.qty, f.price, f.fee) for f in server_fills)
     assert [m[:2] for m in mine] == [t[:2] for t in theirs]
     assert [m[2:] for m in mine] == [pytest.approx(t[2:], rel=1e-9) for t in theirs]
+    assert sorted(o["client_order_id"] for o in server_orders) == sorted(
+        o["client_order_id"] for o in ledger.orders() if o["status"] != "rejected" or o["filled_qty"])
     held = {p["symbol"]: p["qty"] for p in ledger.positions() if p["qty"]}
     assert held == positions
     assert ledger.account()["cash"] == pytest.approx(float(account["cash"]), abs=1e-6)
-    assert summary["broker"]["fills"] == len(server_fills)
