@@ -462,3 +462,18 @@ def test_alpaca_orders_sent_around_the_service(paper: tuple[Any, Any, list[pa.Re
     assert got == {("position", "BBB"): pytest.approx(5.0), ("cash", "cash"): pytest.approx(-(5 * z1.price + z1.fee))}
     assert svc.halted is not None  # the default limit is 0: any unexplained money halts new orders
 
+
+
+def test_reconcile_benchmark_quick_run_books_every_crossed_order_once() -> None:
+    """benchmarks/execution_reconcile.py --quick as typed: 1,000 resting orders, half of them filled at the venue
+    behind the service's back; the script itself exits non-zero if ledger != venue or a second run finds anything."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "execution_reconcile.py"), "--quick"],
+                       capture_output=True, text=True, timeout=120, cwd=root)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "booking 500 fills the ledger lacked" in r.stdout
+    assert "ledger == venue after each case" in r.stdout

@@ -6,7 +6,7 @@ An order is identified by its client order id, which the strategy assigns determ
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -169,4 +169,6 @@ class OrderState:
         return 0.0 if self.status.is_terminal else max(self.order.qty - self.filled_qty, 0.0)
 
     def copy(self) -> OrderState:
-        return replace(self, fill_ids=list(self.fill_ids))
+        # the constructor, not dataclasses.replace: a few times cheaper, and reconciliation copies every order
+        return OrderState(self.order, self.status, self.filled_qty, self.avg_fill_price, self.reason, self.detail,
+                          list(self.fill_ids))

@@ -208,7 +208,7 @@ class ExecutionService:
         """The ledger's and the broker's side, limited to what can differ: open orders on either side, orders
         the ledger does not know, and orders whose state or fills differ."""
         b: Any = self.broker
-        open_ids = [st.order.client_order_id for st in self.oms.open_orders()]
+        open_ids = self.oms.open_ids()
         listed = b.orders() if hasattr(b, "orders") else None  # an actor proxy answers None for a venue without
         if listed is not None:  # the venue lists every order: orders sent around the service show up
             venue = {st.order.client_order_id: st for st in listed}
@@ -217,19 +217,20 @@ class ExecutionService:
             for cid in open_ids:
                 if cid not in venue and (v := b.order_state(cid)) is not None:
                     venue[cid] = v
+        # the OMS's live states, not copies: `reconcile` only reads them, and returns before anything is applied
         mine: dict[str, OrderState] = {}
         for cid in open_ids:
-            if (st := self.oms.get(cid)) is not None:
+            if (st := self.oms.peek(cid)) is not None:
                 mine[cid] = st
         scope: dict[str, OrderState] = {}
         need_fills: list[str] = []
         for cid, v in venue.items():
-            st = mine.get(cid) or self.oms.peek(cid)  # a copy only for the orders that go into the view
+            st = mine.get(cid) or self.oms.peek(cid)
             differs = st is None or _differs(st, v)
             if differs or not v.status.is_terminal or cid in mine:
                 scope[cid] = v
                 if st is not None and cid not in mine:
-                    mine[cid] = st.copy()
+                    mine[cid] = st
             if v.filled_qty > 0 and differs:
                 need_fills.append(cid)
         fills = {cid: b.fills_for(cid) for cid in need_fills}
