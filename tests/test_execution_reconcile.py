@@ -316,6 +316,48 @@ def test_live_loop_reconciles_on_schedule_and_reports_it(ray_session: None, tmp_
     assert not [a for a in live.audit_log() if a["kind"].startswith("reconcile")]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_restarted_broker_actor_counts_as_a_reconnect(ray_session: None, tmp_path: Any) -> None:
+    """Kill the BrokerActor mid-run: its restart is a reconnect, the service reconciles on the next step (finding
+    nothing: the venue was rebuilt exactly), and the trades equal the undisturbed backtest's."""
+    import ray
+
+    from tests.ledger_checks import trade_record
+    from tradesys.backtest.runner import run_backtest
+    from tradesys.live import run_live
+
+    url = f"sqlite:///{tmp_path}/k.db"
+    cfg = load_config(overrides={
+        "data.source": "synthetic", "data.symbols": ["ALPHA", "BRAVO"], "data.synthetic_days": 1,
+        "strategy.fast": 5, "strategy.slow": 20, "strategy.vol_lookback": 10, "strategy.order_type": "limit",
+        "broker.participation_cap": 0.01, "ray.include_dashboard": False, "data.speed": 150.0,
+        "execution.reconcile_every_bars": 0, "ledger.url": url})
+    out: dict[str, Any] = {}
+    import threading
+
+    t = threading.Thread(target=lambda: out.update(run_live(cfg, show_progress=False, run_id="t-rec-broker")))
+    t.start()
+    deadline = time.time() + 90
+    sup = None
+    while sup is None:
+        try:
+            sup = ray.get_actor("t-rec-broker:supervisor")
+        except ValueError:
+            assert time.time() < deadline
+            time.sleep(0.05)
+    while ray.get(sup.progress.remote())["step"] < 100:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    ray.kill(ray.get(sup.children.remote())["broker"], no_restart=False)
+    t.join(timeout=180)
+    assert not t.is_alive() and out["reason"] == "completed" and out["restarts"] == 1
+    rec = out["execution"]["reconcile"]
+    assert rec["runs"] == 2 and rec["found"] == 0  # on start, and after the broker's restart
+    _, bt = run_backtest(cfg)
+    assert trade_record(open_ledger(url)) == trade_record(bt)
+
+
 # ------------------------------------------------------------------------------------------ Alpaca faults
 
 KEY, SECRET = "PKH8TESTKEY", "h8-s3cr3t-0123456789"

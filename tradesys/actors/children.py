@@ -280,8 +280,10 @@ class BrokerActor:
         return fn() if fn is not None else None
 
     def reconnects(self) -> int:
-        """How often the venue's update stream reconnected (0 for in-process venues)."""
-        return int(getattr(self.venue, "reconnects", 0))
+        """How often the venue's update stream reconnected, plus one when this actor is a restart (its venue was
+        rebuilt: the execution service reconciles on its next step, as after any reconnect)."""
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        return int(getattr(self.venue, "reconnects", 0)) + int(restarted)
 
     def stats(self) -> dict[str, int]:
         extra = getattr(self.venue, "stats", None)
