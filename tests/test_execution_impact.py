@@ -20,6 +20,7 @@ from tradesys.core.orders import Order, OrderType, Side, TimeInForce
 from tradesys.core.schemas import BAR_SCHEMA, QUOTE_SCHEMA, batch_ts
 from tradesys.data import make_source
 from tradesys.data.synthetic import SyntheticIntradaySource
+from tradesys.engine.step import run_step
 from tradesys.execution.impact import DailyCalibrator, ImpactParams, SqrtImpact, calibrate, daily_stats
 
 DAY = 86_400 * 10**9
@@ -317,6 +318,44 @@ def test_restored_venue_prices_exactly_as_the_one_that_ran(tmp_path: Any) -> Non
         a, b_, k = (next(e.fill.price for e in v.submit(o) if e.fill) for v in (rebuilt, venue, cold))
         assert a == b_
         assert k != a
+
+
+def _sqrt_run_cfg() -> Any:
+    return load_config(overrides={
+        "data.source": "synthetic", "data.symbols": ["ALPHA", "BRAVO"], "data.synthetic_days": 4,
+        "data.synthetic_bar_seconds": 600, "strategy.fast": 3, "strategy.slow": 8, "strategy.vol_lookback": 5,
+        "strategy.rebalance_band": 0.02, "strategy.order_type": "market", "broker.participation_cap": 0.05,
+        "broker.impact": "sqrt", "broker.impact_window_days": 3, "risk.max_orders_per_window": 1000,
+    })
+
+
+def test_a_run_with_sqrt_impact_resumed_mid_run_trades_as_undisturbed_and_books_consistently(tmp_path: Any) -> None:
+    """The warm-up test's resume, with impact: stopped after calibration started, resumed on its ledger (venue
+    restored by `restore_venue`), the orders and fills equal an undisturbed run's, and the ledger's books balance."""
+    from tradesys.ledger import open_ledger
+    from tradesys.ledger.book import BookKeeper
+
+    from .ledger_checks import assert_ledger_consistent, closes_by_ts, trade_record
+    from .test_strategy_warmup import _components, _resume
+
+    cfg = _sqrt_run_cfg()
+    batches = [b for b in make_source(cfg.data).batches() if b.num_rows]
+    undisturbed = open_ledger("sqlite:///:memory:")
+    book = BookKeeper(undisturbed, cfg.initial_cash)
+    c = _components(cfg, book, batches)
+    for b in batches:
+        run_step(b, batch_ts(b), c)
+    venue = c.execution.broker
+    assert venue.fills_count > venue.flat_priced_fills > 0 and venue.impact_shift("ALPHA") != 0.0
+    url = f"sqlite:///{tmp_path}/r.db"
+    book = BookKeeper(open_ledger(url), cfg.initial_cash)
+    c = _components(cfg, book, batches)
+    stop = len(batches) - 20
+    for b in batches[:stop]:
+        run_step(b, batch_ts(b), c)
+    resumed = _resume(cfg, url, batches)
+    assert trade_record(resumed) == trade_record(undisturbed)
+    assert_ledger_consistent(resumed, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
 
 
 # ------------------------------------------------------------------------------------------------ config, engines
