@@ -74,8 +74,8 @@ class CostModel:
         """The flat model only: every user of these formulas (vectorised engine, walk-forward, RL environment)
         refuses the square-root impact it does not model."""
         if cfg.impact != "flat":
-            raise ConfigError(f"broker.impact: the vectorised engine models the flat cost model only, got "
-                              f"{cfg.impact!r}; use the event engine (--engine event or auto)")
+            raise ConfigError(f"broker.impact: the vectorised cost model (vectorised backtests, walk-forward, the RL "
+                              f"environment) is flat only, got {cfg.impact!r}; sqrt impact runs on the event engine")
         if cfg.kind == "routed":
             raise ConfigError("broker.kind: the vectorised engine models one simulated venue, not 'routed' venues; "
                               "use the event engine (--engine event or auto)")
