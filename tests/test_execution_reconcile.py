@@ -294,37 +294,18 @@ def test_config_refuses_a_negative_schedule_or_limit() -> None:
 
 
 @pytest.mark.ray
-def test_live_loop_reconciles_on_schedule_and_reports_it(ray_session: None, tmp_path: Any) -> None:
-    """The ExecutionActor runs the same service: start + every 25 bars, nothing found on a clean run, the counters
-    in the run summary, and the ledger still equal to the in-process backtest."""
-    from tests.ledger_checks import trade_record
-    from tradesys.backtest.runner import run_backtest
-    from tradesys.data import make_source
-    from tradesys.live import run_live
+def test_live_loop_reconciles_on_schedule_and_after_a_broker_restart(ray_session: None, tmp_path: Any) -> None:
+    """The ExecutionActor runs the same service: on start, every 50 bars, and after the BrokerActor is killed
+    mid-run (its restart counts as a reconnect; the rebuilt venue agrees, so nothing is found); the counters are in
+    the run summary and the trades equal the undisturbed backtest's. Without the restart counting as a reconnect,
+    runs_reconnect is 0 and this fails."""
+    import threading
 
-    cfg = load_config(overrides={"data.start": "2020-01-01", "data.end": "2020-06-30", "strategy.slow": 30,
-                                 "ledger.url": f"sqlite:///{tmp_path}/live.db", "execution.reconcile_every_bars": 25})
-    summary = run_live(cfg, show_progress=False, run_id="t-reconcile")
-    steps = len(make_source(cfg.data))
-    assert summary["reason"] == "completed" and summary["steps"] == steps
-    rec = summary["execution"]["reconcile"]
-    assert rec["runs"] == 1 + steps // 25 and rec["found"] == 0 and rec["breaks"] == 0
-    assert summary["execution"]["halted"] is None
-    live = open_ledger(f"sqlite:///{tmp_path}/live.db")
-    _, bt = run_backtest(cfg)
-    assert trade_record(live) == trade_record(bt)
-    assert not [a for a in live.audit_log() if a["kind"].startswith("reconcile")]
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_a_restarted_broker_actor_counts_as_a_reconnect(ray_session: None, tmp_path: Any) -> None:
-    """Kill the BrokerActor mid-run: its restart is a reconnect, the service reconciles on the next step (finding
-    nothing: the venue was rebuilt exactly), and the trades equal the undisturbed backtest's."""
     import ray
 
     from tests.ledger_checks import trade_record
     from tradesys.backtest.runner import run_backtest
+    from tradesys.data import make_source
     from tradesys.live import run_live
 
     url = f"sqlite:///{tmp_path}/k.db"
@@ -332,10 +313,8 @@ def test_a_restarted_broker_actor_counts_as_a_reconnect(ray_session: None, tmp_p
         "data.source": "synthetic", "data.symbols": ["ALPHA", "BRAVO"], "data.synthetic_days": 1,
         "strategy.fast": 5, "strategy.slow": 20, "strategy.vol_lookback": 10, "strategy.order_type": "limit",
         "broker.participation_cap": 0.01, "ray.include_dashboard": False, "data.speed": 150.0,
-        "execution.reconcile_every_bars": 0, "ledger.url": url})
+        "execution.reconcile_every_bars": 50, "ledger.url": url})
     out: dict[str, Any] = {}
-    import threading
-
     t = threading.Thread(target=lambda: out.update(run_live(cfg, show_progress=False, run_id="t-rec-broker")))
     t.start()
     deadline = time.time() + 90
@@ -352,10 +331,17 @@ def test_a_restarted_broker_actor_counts_as_a_reconnect(ray_session: None, tmp_p
     ray.kill(ray.get(sup.children.remote())["broker"], no_restart=False)
     t.join(timeout=180)
     assert not t.is_alive() and out["reason"] == "completed" and out["restarts"] == 1
+    steps = len(make_source(cfg.data))
     rec = out["execution"]["reconcile"]
-    assert rec["runs"] == 2 and rec["found"] == 0  # on start, and after the broker's restart
+    assert rec["runs_start"] == 1 and rec["runs_reconnect"] == 1
+    # a step due for both the schedule and the reconnect reconciles once (as the reconnect)
+    assert rec["runs_schedule"] in (steps // 50, steps // 50 - 1)
+    assert rec["runs"] == rec["runs_start"] + rec["runs_reconnect"] + rec["runs_schedule"]
+    assert rec["found"] == 0 and rec["breaks"] == 0 and out["execution"]["halted"] is None
     _, bt = run_backtest(cfg)
-    assert trade_record(open_ledger(url)) == trade_record(bt)
+    ledger = open_ledger(url)
+    assert trade_record(ledger) == trade_record(bt)
+    assert not [a for a in ledger.audit_log() if a["kind"].startswith("reconcile")]
 
 
 # ------------------------------------------------------------------------------------------ Alpaca faults

@@ -173,6 +173,7 @@ class ExecutionService:
         amount = rep.break_amount
         st = self.reconcile_stats
         st["runs"] += 1
+        st[f"runs_{why}"] = st.get(f"runs_{why}", 0) + 1  # by trigger: start, schedule, reconnect, request
         st["found"] += rep.found_anything
         for k, v in counts.items():
             st[k] += v
