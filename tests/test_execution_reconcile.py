@@ -11,7 +11,7 @@ real alpaca-py client against the local paper server with each injected fault.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,7 +50,7 @@ def _fill(cid: str, n: int, qty: float, price: float, side: Side = Side.BUY, sym
     return Fill(f"{cid}:{n}", cid, sym, side, qty, price, fee, ts)
 
 
-def _st(order: Order, status: OrderStatus, fills: list[Fill] = ()) -> OrderState:  # type: ignore[assignment]
+def _st(order: Order, status: OrderStatus, fills: Sequence[Fill] = ()) -> OrderState:
     filled = sum(f.qty for f in fills)
     avg = sum(f.qty * f.price for f in fills) / filled if filled else 0.0
     return OrderState(order, status, filled, avg, fill_ids=[f.fill_id for f in fills])
