@@ -181,6 +181,25 @@ def test_resting_limit_fills_on_a_later_bar_and_cancel_comes_from_the_stream(
     assert (fill.price, fill.fee) == (pytest.approx(ref.price, rel=1e-9), pytest.approx(ref.fee, rel=1e-9))
 
 
+def test_open_orders_lists_past_alpacas_500_order_page(server: PaperServer, broker: AlpacaBroker) -> None:
+    """GET /v2/orders answers at most 500 orders: 1,201 resting orders (one of them cancelled) are all listed,
+    each once, in three requests (pages of 500 overlapping by one order), and none by per-order reads."""
+    n = 1_201
+    orders = [Order(f"r{i}", ("AAA", "BBB")[i % 2], Side.BUY, 1, OrderType.LIMIT, TimeInForce.GTC, limit_price=1.0)
+              for i in range(n)]
+    for k in range(0, n, 200):
+        broker.submit(orders[k : k + 200])
+    _collect(broker, lambda e: any(x.kind is EventKind.CANCELED for x in e), first=broker.cancel(["r600"], 0))
+    want = [o["client_order_id"] for o in server.orders() if o["status"] == "new"]
+    assert len(want) == n - 1 and "r600" not in want
+    before = server.stats["requests"]
+    got = [st.order.client_order_id for st in broker.open_orders()]
+    assert server.stats["requests"] - before == 3
+    assert got == want  # oldest first, each once
+    states = {st.order.client_order_id: st for st in broker.open_orders()}
+    assert states["r1200"].status is OrderStatus.ACCEPTED and states["r1200"].order.limit_price == 1.0
+
+
 def test_rejections_duplicates_and_replace(server: PaperServer, broker: AlpacaBroker) -> None:
     ev = broker.submit([Order("bad", "AAA", Side.BUY, 1, OrderType.MARKET, TimeInForce.DAY, limit_price=5.0)])
     assert _kinds(ev) == [("rejected", "bad")]  # invalid before it leaves: the broker never sees it

@@ -74,6 +74,7 @@ BASE_URL_ENV = "APCA_API_BASE_URL"
 _EPS = 1e-9
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
 _DUPLICATE = "client_order_id must be unique"
+_PAGE = 500  # GET /v2/orders answers at most this many orders
 
 # Alpaca order statuses -> ours. The ones not listed (new, accepted, pending_new, pending_cancel, pending_replace,
 # accepted_for_bidding, done_for_day, stopped, suspended, calculated, held) are open: accepted and working.
@@ -581,13 +582,10 @@ class AlpacaBroker:
         self._observe(j, self._last_ts, self._pending)
 
     def open_orders(self) -> list[OrderState]:
-        """The broker's open orders (REST), those this adapter tracks with their booked fills."""
-        from alpaca.trading.enums import QueryOrderStatus
-        from alpaca.trading.requests import GetOrdersRequest
-
-        req = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500)
+        """The broker's open orders (REST), those this adapter tracks with their booked fills. Every open order,
+        not the first page: see `_list_open`."""
         out = []
-        for j in self._call("list orders", lambda: self._client.get_orders(req)):
+        for j in self._list_open():
             cid = j.get("client_order_id")
             if cid in self._orders:
                 self._pending_observe(j)
@@ -596,6 +594,33 @@ class AlpacaBroker:
                 out.append(OrderState(_order_from_json(j), OrderStatus.ACCEPTED, _f(j.get("filled_qty")),
                                       _f(j.get("filled_avg_price"))))
         return out
+
+    def _list_open(self) -> list[Mapping[str, Any]]:
+        """Every open order as Alpaca JSON, oldest first. GET /v2/orders answers at most 500 orders, so it is paged
+        by creation time (`direction=asc`, `after`). `after` is exclusive and times can tie, so each page starts
+        1 us before the last page's newest order and repeats are dropped by order id; it stops at a short page,
+        or at a page with nothing new (more than a page of orders created in the same microsecond: the rest are
+        not listed, and the service asks for the ledger's open orders one by one)."""
+        from alpaca.common.enums import Sort
+        from alpaca.trading.enums import QueryOrderStatus
+        from alpaca.trading.requests import GetOrdersRequest
+
+        seen: dict[str, Mapping[str, Any]] = {}
+        after = None
+        while True:
+            req = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=_PAGE, direction=Sort.ASC, after=after)
+            page = self._call("list orders", lambda req=req: self._client.get_orders(req))
+            new = 0
+            for j in page:
+                key = str(j.get("id") or j.get("client_order_id"))
+                if key not in seen:
+                    seen[key] = j
+                    new += 1
+            stamps = [j.get("created_at") for j in page]
+            if len(page) < _PAGE or not new or not all(stamps):
+                return list(seen.values())
+            newest = max(pd.Timestamp(t) for t in stamps).floor("us")
+            after = (newest - pd.Timedelta(microseconds=1)).to_pydatetime()
 
     def positions(self) -> dict[str, float]:
         """Signed position quantity per symbol, as the broker holds it."""
