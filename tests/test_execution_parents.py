@@ -221,6 +221,14 @@ def test_the_vectorised_engine_is_not_picked_for_an_algorithm() -> None:
     assert trial_engine("auto", load_config(overrides=plain), [])[0] == "vectorized"
 
 
+def test_child_fills_count_in_decision_to_fill_latency() -> None:
+    """With every order worked by an algorithm, every fill is a child's: a child is decided when it is sliced, so
+    the run still reports decision-to-fill latency (it was NaN when only the strategy's own orders counted)."""
+    summary, led = run_backtest(load_config(overrides={**BASE, "execution.algo_min_qty": 0}))
+    assert led.parent_orders() and all("." in f["client_order_id"] for f in led.fills())
+    assert math.isfinite(summary.latency_p50_ms) and 0 <= summary.latency_p50_ms <= summary.latency_p99_ms
+
+
 def test_backtest_with_twap_every_fill_is_a_child_and_the_book_balances() -> None:
     cfg = load_config(overrides={**BASE, "execution.algo_min_qty": 300})
     _, led = run_backtest(cfg)

@@ -808,6 +808,7 @@ class PaperServer:
         host: str = "127.0.0.1",
         port: int = 0,
         timeframe: str | None = None,
+        wait_for_clients: bool = False,
     ) -> None:
         if not key or not secret:
             raise ValueError("key/secret: the paper server needs an API key id and secret")
@@ -816,6 +817,8 @@ class PaperServer:
         self._key, self._secret = key, secret
         self.venue = PaperVenue(source, broker, initial_cash, timeframe)
         self.bars_per_second = float(bars_per_second)
+        # a paced replay waits for a trader: a subscribed bar stream and a listening trade-updates stream
+        self.wait_for_clients = wait_for_clients
         self.faults = faults.model_copy() if faults is not None else FaultPlan()
         self.host, self.port = host, port
         self.stats: dict[str, int] = {
@@ -994,8 +997,14 @@ class PaperServer:
                 self.faults.stream_outage_steps -= 1
         return done
 
+    def _trader_connected(self) -> bool:
+        kinds = {c.kind for c in self._conns if c.ready and (c.kind != "data" or c.symbols)}
+        return {"data", "trade"} <= kinds
+
     async def _pace(self) -> None:
         period = 1.0 / self.bars_per_second
+        while self.wait_for_clients and not self._trader_connected():
+            await asyncio.sleep(0.05)
         while not self.venue.exhausted:
             await asyncio.sleep(period)
             await self._step(1)

@@ -23,6 +23,11 @@ def paper_server(
     bars_per_second: Annotated[
         float, typer.Option("--bars-per-second", min=0.0, help="replay pace; 0: only POST /admin/step advances")
     ] = 1.0,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait",
+                           help="a paced replay starts once a trader is connected (bar stream subscribed, trade "
+                                "updates listening)")
+    ] = True,
 ) -> None:
     """Serve Alpaca's trading REST, trade-updates stream, bars REST and bar stream over a replayed data source.
 
@@ -44,13 +49,15 @@ def paper_server(
     cfg = _config(config, set_)  # now with the data checks (symbols, window), which build the source
     try:
         server = PaperServer(make_source(cfg.data), key=key, secret=secret, broker=cfg.broker,
-                             initial_cash=cfg.initial_cash, bars_per_second=bars_per_second, host=host, port=port)
+                             initial_cash=cfg.initial_cash, bars_per_second=bars_per_second, host=host, port=port,
+                             wait_for_clients=wait)
         url = server.start()
     except (OSError, RuntimeError, ValueError) as exc:
         _fail("run", f"paper server: {exc}")
     console.print(f"Alpaca paper server on {url} (trading REST, data REST), trade updates at {server.stream_url}, "
                   f"bars at {server.data_stream_url}; {len(server.venue.source)} steps of {cfg.data.source}, "
-                  f"{bars_per_second:g} bars/s; Ctrl-C to stop", highlight=False, soft_wrap=True)
+                  f"{bars_per_second:g} bars/s{' once a trader connects' if wait and bars_per_second else ''}; "
+                  f"Ctrl-C to stop", highlight=False, soft_wrap=True)
     try:
         while True:
             time.sleep(3600)

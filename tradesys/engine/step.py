@@ -70,7 +70,8 @@ def run_step(bars: pa.RecordBatch | Any, ts_ns: int, c: TradingComponents) -> St
     marked = c.execution.on_bars(bars)
     orders = c.strategy.on_bars(bars, marked.snapshot, marked.working)
     decision = c.risk.check(orders, marked.snapshot, ts_ns, marked.working)
-    result = StepResult(ts_ns, marked.snapshot, fills=marked.fills, kill_switch_tripped=decision.kill_switch_tripped)
+    result = StepResult(ts_ns, marked.snapshot, fills=marked.fills, kill_switch_tripped=decision.kill_switch_tripped,
+                        latencies_ns=list(marked.latencies_ns))  # children of parent orders sliced on this bar
     if not orders:
         return result
     by_id = {o.client_order_id: o for o in orders}
@@ -91,5 +92,5 @@ def run_step(bars: pa.RecordBatch | Any, ts_ns: int, c: TradingComponents) -> St
     result.orders = sent.orders
     result.rejected = sent.rejected
     result.fills += sent.fills
-    result.latencies_ns = sent.latencies_ns
+    result.latencies_ns += sent.latencies_ns
     return result

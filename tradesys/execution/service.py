@@ -76,6 +76,12 @@ def bar_marks(bars: pa.RecordBatch) -> tuple[int, dict[str, float]]:
     return batch_ts(bars), dict(zip(bars.column("symbol").to_pylist(), bars.column("close").to_pylist(), strict=True))
 
 
+def _latencies(sent: Sequence[Order], fills: Sequence[Fill]) -> list[int]:
+    """Decision-to-fill wall time of the fills made at once for orders just sent."""
+    decided = {o.client_order_id: o.decision_wall_ns for o in sent}
+    return [f.wall_ns - decided[f.client_order_id] for f in fills if decided.get(f.client_order_id, 0) > 0]
+
+
 def _audit_for(events: Sequence[OrderEvent], kind: str) -> list[AuditEntry]:
     return [
         AuditEntry(
@@ -256,15 +262,16 @@ class ExecutionService:
             audit=_audit_for(events, "broker_reject"),
         )
         n_fills = len(applied.fills)
+        latencies: list[int] = []
         self._closes.update(marks)
         if bars.num_rows and self.parents.active():
-            snap, n_parent_fills = self._work_parents(ts, bars)
+            snap, n_parent_fills, latencies = self._work_parents(ts, bars)
             n_fills += n_parent_fills
         if bars.num_rows:
             rec = self._scheduled_reconcile(ts)
             if rec is not None:
                 snap, n_fills = self.book.snapshot(), n_fills + len(rec.fills)
-        return StepReport(snap, self.working_qty(), fills=n_fills)
+        return StepReport(snap, self.working_qty(), fills=n_fills, latencies_ns=latencies)
 
     def working_qty(self) -> dict[str, float]:
         """Signed working quantity per symbol: open orders plus what active parents have still to send."""
@@ -273,9 +280,10 @@ class ExecutionService:
             out[sym] = out.get(sym, 0.0) + q
         return out
 
-    def _work_parents(self, ts: int, bars: pa.RecordBatch) -> tuple[PortfolioSnapshot, int]:
+    def _work_parents(self, ts: int, bars: pa.RecordBatch) -> tuple[PortfolioSnapshot, int, list[int]]:
         """Slice every active parent on this bar: record its children with the parent rows (write-ahead, one
-        transaction), send them, book the results and each parent's progress. Returns (snapshot, fills)."""
+        transaction), send them, book the results and each parent's progress. Returns (snapshot, fills, the
+        decision-to-fill latencies of the children that filled at once: a child is decided when it is sliced)."""
         cols = bars.to_pydict()
         volumes = cols.get("volume") or [math.nan] * bars.num_rows
         by_symbol = {
@@ -298,7 +306,7 @@ class ExecutionService:
             audit=_audit_for(events, "broker_reject") + _venue_audit(self.broker, bool(to_send)),
             parents=settled,
         )
-        return snap, len(applied.fills)
+        return snap, len(applied.fills), _latencies(to_send, applied.fills)
 
     def _scheduled_reconcile(self, ts_ns: int) -> ReconcileReport | None:
         """Reconcile after a broker reconnect, and every `execution.reconcile_every_bars` bars."""
@@ -362,10 +370,7 @@ class ExecutionService:
             fills=applied.fills,
             audit=_audit_for(events, "broker_reject") + _venue_audit(self.broker, bool(to_send)),
         )
-        sent = {o.client_order_id: o.decision_wall_ns for o in to_send}
-        latencies = [
-            f.wall_ns - sent[f.client_order_id] for f in applied.fills if sent.get(f.client_order_id, 0) > 0
-        ]
+        latencies = _latencies(to_send, applied.fills)
         n_broker_rejects = sum(1 for e in events if e.kind is EventKind.REJECTED)
         return StepReport(
             snap,
