@@ -24,6 +24,7 @@ from tradesys.core.schemas import batch_ts
 from tradesys.data import bars_per_year, make_source
 from tradesys.engine.recovery import restore_venue, resume_after, warm_gate
 from tradesys.engine.step import TradingComponents, run_step
+from tradesys.execution.algos.vwap import DAY_NS, VolumeCurve
 from tradesys.execution.parents import decision_rows, is_child_of
 from tradesys.execution.service import ExecutionService
 from tradesys.ledger import Ledger, LedgerBatch, open_ledger
@@ -322,7 +323,9 @@ def _resumed(cfg: TradesysConfig, url: str, batches: list[pa.RecordBatch]) -> tu
     gate = warm_gate(PreTradeRisk(cfg.risk), history, decided, led.audit_log(), led.equity_curve(),
                      cfg.initial_cash, booked)
     venue = restore_venue(cfg.broker, history, orders, fills, led.audit_log())
-    comps = TradingComponents(strategy=strategy, risk=gate, execution=ExecutionService.recover(venue, book))
+    execution = ExecutionService.recover(venue, book)
+    execution.volumes.warm_up(history)  # as the ExecutionActor does: a VWAP parent's curve after the restart
+    comps = TradingComponents(strategy=strategy, risk=gate, execution=execution)
     after = resume_after(booked, decided)
     return comps, next(i for i, b in enumerate(batches) if batch_ts(b) > after), led
 
@@ -368,6 +371,52 @@ def test_restart_mid_parent_sends_the_same_children(
     assert trade_record(led) == undisturbed[0]
     assert _parent_record(led) == undisturbed[1]
     assert_ledger_consistent(led, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
+
+
+VWAP: dict[str, Any] = {
+    **BASE, "data.synthetic_days": 3, "execution.algo": "vwap", "execution.algo_params": {},
+    "execution.horizon_bars": 30,
+}
+
+
+def test_vwap_parent_carries_the_curve_predicted_from_past_sessions(tmp_path: Path) -> None:
+    """A VWAP parent whose strategy names no curve gets the one fitted on the completed sessions (UTC days) before
+    its decision, computed here independently from the source; on the first day there is none (linear schedule).
+    A run stopped on day 3 and resumed (the service warmed on the booked bars, as the ExecutionActor is) records
+    the same parents and trades as an undisturbed run."""
+    cfg = load_config(overrides=VWAP)
+    _, led = run_backtest(cfg)
+    table = pa.Table.from_batches(list(make_source(cfg.data).batches()))
+    parents = led.parent_orders()
+    days = sorted({int(p["ts_ns"]) // DAY_NS for p in parents})
+    assert len(days) == 3
+    for p in parents:
+        day = int(p["ts_ns"]) // DAY_NS
+        if day == days[0]:
+            assert "curve" not in p["params"], p["parent_id"]
+            continue
+        ts = table["ts"].cast(pa.int64()).to_numpy()
+        past = table.filter(pa.array((ts // DAY_NS < day) & (table["symbol"].to_numpy(zero_copy_only=False)
+                                                                == p["symbol"])))
+        assert p["params"]["curve"] == VolumeCurve.fit(past, sessions=20).to_json(), p["parent_id"]
+    assert any(p["status"] == "filled" and "curve" in p["params"] for p in parents)
+    undisturbed = trade_record(led), _parent_record(led)
+    # stop on day 3 and resume
+    batches = list(make_source(cfg.data).batches())
+    k = next(i for i, b in enumerate(batches) if batch_ts(b) // DAY_NS == days[2]) + 40
+    url = f"sqlite:///{tmp_path}/vwap.db"
+    book = BookKeeper(open_ledger(url), cfg.initial_cash)
+    comps = TradingComponents(
+        strategy=make_strategy(cfg.strategy, 3, bars_per_year(cfg.data), cfg.risk, cfg.execution),
+        risk=PreTradeRisk(cfg.risk), execution=ExecutionService(SimBroker(cfg.broker), book),
+    )
+    for bars in batches[: k + 1]:
+        run_step(bars, batch_ts(bars), comps)
+    book.ledger.close()
+    comps, start, led2 = _resumed(cfg, url, batches)
+    for bars in batches[start:]:
+        run_step(bars, batch_ts(bars), comps)
+    assert (trade_record(led2), _parent_record(led2)) == undisturbed
 
 
 # --- (d) the live loop: the ExecutionActor killed mid-parent changes nothing ----------------------------------------

@@ -358,7 +358,7 @@ class ExecutionActor:
 
     def __init__(
         self, broker: Any, ledger: Any, crash_at_submit: int | None = None, crash_marker: str = "",
-        settings: ExecutionConfig | None = None,
+        settings: ExecutionConfig | None = None, data: DataConfig | None = None,
     ) -> None:
         from ray.util.metrics import Gauge
 
@@ -370,6 +370,11 @@ class ExecutionActor:
                                       ("what",))
         self._runs_seen = -1.0
         self.service = ExecutionService.recover(venue, ActorProxy(ledger, "ledger"), settings=settings)
+        # the volumes of the bars already booked: a VWAP parent decided after a restart gets the curve an
+        # undisturbed run gives it (a live source has no history to replay: it starts cold)
+        upto = booked_ts(ledger) if data is not None and data.source != "alpaca" else 0
+        if data is not None and upto > 0:
+            self.service.volumes.warm_up(bars_upto(data, upto))
         self._publish()
 
     def _publish(self) -> None:

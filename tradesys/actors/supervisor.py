@@ -88,7 +88,7 @@ class Supervisor:
         )
         self.risk = RiskActor.options(name=f"{run_id}:risk", **opts).remote(cfg.risk, cfg.data, self.ledger)
         self.execution = ExecutionActor.options(name=f"{run_id}:execution", **opts).remote(
-            self.broker, self.ledger, crash_execution_at_submit, crash_marker, settings=cfg.execution
+            self.broker, self.ledger, crash_execution_at_submit, crash_marker, settings=cfg.execution, data=cfg.data
         )
         ray.get([self.ledger.snapshot.remote(), self.execution.info.remote(), self.risk.stats.remote()])
         self.components = TradingComponents(

@@ -103,11 +103,15 @@ class ParentBook:
             return str(exc)
         return trial(order.algo, params, horizon, order.limit_price if order.type is OrderType.LIMIT else None)
 
-    def add(self, order: Order, decision_price: float | None) -> ParentRow | None:
-        """Take an accepted algo order as a parent; None when this parent id is already known (a retried step)."""
+    def add(
+        self, order: Order, decision_price: float | None, defaults: Mapping[str, Any] | None = None
+    ) -> ParentRow | None:
+        """Take an accepted algo order as a parent; None when this parent id is already known (a retried step).
+        `defaults` fill parameters the order does not set (a VWAP's predicted curve); they are stored in the row."""
         if order.client_order_id in self._parents:
             return None
         horizon, params = split_params(order)
+        params = {**(defaults or {}), **params}
         algo = make_algo(order.algo, params)
         row = ParentRow(
             parent_id=order.client_order_id,

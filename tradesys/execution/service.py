@@ -27,6 +27,7 @@ from tradesys.config import ExecutionConfig
 from tradesys.core.orders import EventKind, Fill, Order, OrderEvent, OrderState, RejectReason
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
+from tradesys.execution.algos.vwap import VolumeHistory
 from tradesys.execution.oms import OrderManager
 from tradesys.execution.parents import ParentBook
 from tradesys.execution.reconcile import QTY_TOL, BrokerView, LedgerView, ReconcileReport, reconcile
@@ -146,6 +147,7 @@ class ExecutionService:
         self._reconnects = _reconnects(broker)
         self.parents = ParentBook()  # orders worked by an execution algorithm (tradesys.execution.parents)
         self._closes: dict[str, float] = {}  # the last bar's closes: a parent's decision price
+        self.volumes = VolumeHistory()  # past sessions' volumes: a VWAP parent's predicted curve
 
     @classmethod
     def recover(
@@ -264,6 +266,7 @@ class ExecutionService:
         n_fills = len(applied.fills)
         latencies: list[int] = []
         self._closes.update(marks)
+        self.volumes.observe(bars)
         if bars.num_rows and self.parents.active():
             snap, n_parent_fills, latencies = self._work_parents(ts, bars)
             n_fills += n_parent_fills
@@ -272,6 +275,14 @@ class ExecutionService:
             if rec is not None:
                 snap, n_fills = self.book.snapshot(), n_fills + len(rec.fills)
         return StepReport(snap, self.working_qty(), fills=n_fills, latencies_ns=latencies)
+
+    def _algo_defaults(self, order: Order) -> dict[str, Any]:
+        """Parameters the service supplies when the strategy leaves them out: a VWAP parent's volume curve, predicted
+        from the completed sessions this service has seen (none with no volume: the schedule is then linear)."""
+        if order.algo != "vwap" or any(k == "curve" for k, _ in order.algo_params):
+            return {}
+        curve = self.volumes.curve_json(order.symbol, order.ts_ns)
+        return {} if curve is None else {"curve": curve}
 
     def working_qty(self) -> dict[str, float]:
         """Signed working quantity per symbol: open orders plus what active parents have still to send."""
@@ -346,7 +357,8 @@ class ExecutionService:
                                      for o, why in bad)]
         parent_rows = []
         for o in accepted:
-            if o.algo and (row := self.parents.add(o, self._closes.get(o.symbol))) is not None:
+            row = self.parents.add(o, self._closes.get(o.symbol), self._algo_defaults(o)) if o.algo else None
+            if row is not None:
                 parent_rows.append(row)
         accepted = [o for o in accepted if not o.algo]  # a parent is never sent itself: its children are
         new_acc, _ = self.oms.register(accepted)

@@ -192,3 +192,64 @@ class VwapAlgo:
 
     def done(self, parent: ParentOrder, progress: ParentProgress, market: MarketSlice) -> bool:
         return is_filled(parent, progress) or expired(parent, market)
+
+
+class VolumeHistory:
+    """The bars' volumes of the last `sessions` completed sessions, per symbol, for the curve a VWAP parent is
+    given when its strategy names none.
+
+    Why here: the execution service sees every bar, so it can predict the curve from what it saw, with no look-ahead
+    (only UTC days before the parent's decision day count). A restarted Execution actor warms it from the same bars
+    (`warm_up`), so a parent created after a restart gets the curve an undisturbed run would have given it; a
+    parent created before keeps the curve stored in its ledger row.
+    """
+
+    def __init__(self, sessions: int = 20) -> None:
+        self.sessions = sessions
+        self._ts: dict[str, list[int]] = {}
+        self._vol: dict[str, list[float]] = {}
+        self._cache: dict[tuple[str, int], str | None] = {}
+
+    def observe(self, bars: pa.RecordBatch) -> None:
+        if bars.num_rows == 0 or "volume" not in bars.schema.names:
+            return
+        ts = pc.cast(bars.column("ts"), pa.int64()).to_pylist()
+        for t, s, v in zip(ts, bars.column("symbol").to_pylist(), bars.column("volume").to_pylist(), strict=True):
+            if t is None or s is None:
+                continue
+            tl, vl = self._ts.setdefault(s, []), self._vol.setdefault(s, [])
+            tl.append(int(t))
+            vl.append(float("nan") if v is None else float(v))
+            if len(tl) > 4096 and (tl[-1] - tl[0]) // DAY_NS > self.sessions + 1:
+                self._trim(s)
+
+    def _trim(self, symbol: str) -> None:
+        tl, vl = self._ts[symbol], self._vol[symbol]
+        first_day = tl[-1] // DAY_NS - (self.sessions + 1)
+        k = int(np.searchsorted(np.asarray(tl, np.int64) // DAY_NS, first_day, side="left"))
+        del tl[:k], vl[:k]
+
+    def warm_up(self, batches: Iterable[pa.RecordBatch]) -> int:
+        n = 0
+        for b in batches:
+            self.observe(b)
+            n += 1
+        return n
+
+    def curve_json(self, symbol: str, ts_ns: int) -> str | None:
+        """The fitted curve (`VolumeCurve.to_json()`) from the completed UTC days before `ts_ns`'s day, or None
+        when those days carry no volume (daily data without volume, or no full day seen yet)."""
+        day = int(ts_ns) // DAY_NS
+        key = (symbol, day)
+        if key in self._cache:
+            return self._cache[key]
+        tl = np.asarray(self._ts.get(symbol, []), np.int64)
+        vl = np.asarray(self._vol.get(symbol, []), np.float64)
+        past = tl // DAY_NS < day
+        out: str | None = None
+        if past.any() and np.nansum(np.where(vl[past] > 0, vl[past], 0.0)) > 0:
+            table = pa.table({"ts": tl[past], "symbol": [symbol] * int(past.sum()), "volume": vl[past]})
+            out = VolumeCurve.fit(table, sessions=self.sessions).to_json()
+        self._cache = {k: v for k, v in self._cache.items() if k[1] == day}  # only today's fits are reused
+        self._cache[key] = out
+        return out
