@@ -56,6 +56,7 @@ EXPECT: dict[str, str] = {
     "tradesys backtest sweep": r"sweep sweep-[\w-]+: 4 trials \(4 ok\)",
     "tradesys backtest walkforward": r"stitched out of sample: Sharpe -?\d+\.\d\d",
     "tradesys report": r"Report written to sheet/report\.html",
+    "tradesys tca": r"^Plot written to tca/tca\.png",
     "tradesys rl train": r"^summary: rl\.json",
     "tradesys rl export": r"^Exported policy for 3 symbols to policy",
     "tradesys serve": r"Serving on http://",
@@ -345,6 +346,30 @@ def test_readme_kafka_command(tansu_broker: str, tmp_path: Path) -> None:
         assert re.search(key_line(cmd), out, flags=re.M), out[-3000:]
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.parametrize("i", range(len(fenced_blocks("sh"))))
+def test_readme_shell_session(i: int, tmp_path: Path) -> None:
+    """A ```sh block is one shell session (exports, a server in the background, the command that uses it): bash
+    runs it whole, as typed, with this venv first on PATH; its background jobs are stopped after it. The Alpaca
+    session must end with a completed live run that traded."""
+    block = fenced_blocks("sh")[i]
+    script = "set -e\ntrap 'kill $(jobs -p) 2>/dev/null || true; wait' EXIT\n" + block
+    env = {**os.environ, "COLUMNS": "200", "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for var in ("RAY_ADDRESS", "APCA_API_BASE_URL", "APCA_DATA_STREAM_URL", "APCA_API_KEY_ID", "APCA_API_SECRET_KEY"):
+        env.pop(var, None)
+    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    if "broker.kind='\"alpaca\"'" in block:
+        assert re.search(r"\(completed\)", out), out[-3000:]
+        fills = re.search(r"│ fills\s+│\s+([\d,]+)", out)
+        assert fills and int(fills.group(1).replace(",", "")) > 0, out[-3000:]
+        assert "Alpaca paper server on http://127.0.0.1:8765" in out, out[-3000:]
+
+
 @pytest.fixture()
 def venv_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """`python` in a job entrypoint resolves on the head's PATH: this venv's first (before `ray_head` starts)."""
@@ -387,6 +412,7 @@ def test_readme_is_parsed() -> None:
     assert any(c.startswith("tradesys demo") for c in table_commands())
     assert len(COMMANDS) >= 5
     assert fenced_blocks("python")
+    assert any("tradesys paper-server" in b for b in fenced_blocks("sh"))
     assert len(http_routes()) >= 10
 
 

@@ -8,6 +8,7 @@ only: the server accepts the pair in APCA_API_KEY_ID / APCA_API_SECRET_KEY, the 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -58,6 +59,8 @@ def paper_server(
                   f"bars at {server.data_stream_url}; {len(server.venue.source)} steps of {cfg.data.source}, "
                   f"{bars_per_second:g} bars/s{' once a trader connects' if wait and bars_per_second else ''}; "
                   f"Ctrl-C to stop", highlight=False, soft_wrap=True)
+    # a server started with `&` from a script ignores SIGINT: SIGTERM (plain `kill`) stops it cleanly too
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(3600)
@@ -65,3 +68,7 @@ def paper_server(
         pass
     finally:
         server.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
