@@ -188,6 +188,9 @@ def route(
     # the rest venue: the cheapest lit venue per unit (fee_min aside: the rest fills over later bars)
     rest = min(lit, key=lambda v: (est[v.name].unit_bps + nudge[v.name]))
     if not marketable:
+        if fill_now:  # FOK: nothing can fill now and nothing may rest
+            why = f"not marketable now: none of {qty:g} fillable now"
+            return RoutingDecision(qty, {}, None, 0.0, est, 0.0, delay, why, fillable=False)
         cost = _cost({}, rest, qty, est, venues, market.mid, delay)
         why = f"not marketable now: all {qty:g} rests at {rest.name} (cheapest lit venue)"
         return RoutingDecision(qty, {}, rest.name, qty, est, cost, delay, why)
