@@ -64,10 +64,11 @@ _PATH = {
     "BBB": [(50.0, 50.005, 49.995, 50.0), (50.0, 50.01, 49.995, 50.005), (51.0, 51.01, 50.995, 51.0),
             (51.0, 51.005, 50.995, 51.0)],
 }
+_THIN = {"CCC": [(20.0, 20.002, 19.998, 20.0)] * 4}  # 100 shares a bar: an order of 25 takes several bars
 _STAMPS = pd.date_range("2024-01-02 14:31", periods=4, freq="1min", tz="UTC")
 BARS = bars_table(pd.DataFrame([
-    {"ts": t, "symbol": sym, "open": o, "high": h, "low": lo, "close": c, "volume": 1e6}
-    for sym, path in _PATH.items() for t, (o, h, lo, c) in zip(_STAMPS, path, strict=True)
+    {"ts": t, "symbol": sym, "open": o, "high": h, "low": lo, "close": c, "volume": 100.0 if sym in _THIN else 1e6}
+    for sym, path in (_PATH | _THIN).items() for t, (o, h, lo, c) in zip(_STAMPS, path, strict=True)
 ]))
 
 # the server's status words -> ours (an open order is ACCEPTED or PARTIALLY_FILLED by its filled quantity)
@@ -492,4 +493,33 @@ def test_ioc_and_fok_never_rest(market: Market) -> None:
     for cid in ("i1", "i2"):
         _check_agrees(m, cid)
     assert all(m.broker.fills_for(c) == [] for c in ("i1", "f1", "f2"))
+    assert _kinds(m.advance()) == []
+
+
+def test_a_partly_filled_order_works_on_and_a_cancel_keeps_its_fills(market: Market) -> None:
+    """An order larger than the bar's liquidity (each venue's share of 100 shares) fills in parts; while open it is
+    listed with what has filled; a cancel ends the rest and keeps the fills."""
+    m = market
+    m.advance()
+    big = Order("b1", "CCC", Side.BUY, 25, tif=TimeInForce.GTC)
+    ev = m.submit([big]) + m.settle()
+    assert _kinds(ev, "b1")[0] is EventKind.ACCEPTED and EventKind.FILL in _kinds(ev, "b1")
+    first = m.oms.get("b1")
+    assert first is not None and first.status is OrderStatus.PARTIALLY_FILLED and 0 < first.filled_qty < 25
+    listed = {st.order.client_order_id: st for st in m.broker.open_orders()}
+    assert listed["b1"].filled_qty == pytest.approx(first.filled_qty, abs=1e-9)
+    _check_agrees(m, "b1")
+    ev = m.advance()  # the next bar's liquidity takes more of it
+    assert set(_kinds(ev, "b1")) == {EventKind.FILL}
+    second = m.oms.get("b1")
+    assert second is not None and first.filled_qty < second.filled_qty < 25
+    _check_agrees(m, "b1")
+    ev = m.cancel(["b1"]) + m.settle()
+    assert [(e.kind, e.client_order_id) for e in ev] == [(EventKind.CANCELED, "b1")]
+    assert _open_ids(m) == []
+    _check_agrees(m, "b1")
+    done = m.oms.get("b1")
+    assert done is not None and done.status is OrderStatus.CANCELED
+    assert done.filled_qty == pytest.approx(second.filled_qty, abs=1e-9)  # the fills stay booked
+    assert m.broker.positions()["CCC"] == pytest.approx(second.filled_qty, abs=1e-9)
     assert _kinds(m.advance()) == []
