@@ -8,7 +8,7 @@ test: the bars' own ranges, the documented fee schedule, and the accounting iden
 signed fills, cash = opening cash - signed notional - fees).
 
 AlpacaBroker runs with the real alpaca-py clients against the local Alpaca-compatible PaperServer (a fresh one per
-test, about a quarter of a second): `advance` replays a bar on the server and then drains the adapter (its
+test, well under a second): `advance` replays a bar on the server and then drains the adapter (its
 `on_bars`) until the events so far agree with the server's own orders, since the trade updates arrive on a
 websocket. A cancel only asks there: the CANCELED comes with a later drain, so the contract is "after the cancel
 and the next step". Differences the suite accepts, and why:
@@ -16,7 +16,12 @@ and the next step". Differences the suite accepts, and why:
       read of the venue's view) answers None for it, where the in-process venues answer its REJECTED state;
     * DAY expiry: the paper server matches with SimBroker, so a DAY order gets one full bar after the bar it was
       placed in, as in the sim. Real Alpaca expires DAY orders at the session's close; the common contract asserted
-      is only that a DAY order that could not fill ends EXPIRED, with no fill, and leaves the open orders.
+      is only that a DAY order that could not fill ends EXPIRED, with no fill, and leaves the open orders;
+    * a FOK that cannot fill now is REJECTED everywhere, but the reason is the venue's own: FOK_NOT_FILLABLE from
+      the in-process venues, INVALID_ORDER ("alpaca: rejected") from the adapter, which maps every refusal the
+      broker answers to that one reason;
+    * fees: the routed broker charges each fill its venue's schedule (the venue is named in the fill id), the others
+      `broker.fee_bps` of notional (the adapter computes it: Alpaca reports no fee per fill).
 """
 
 from __future__ import annotations
