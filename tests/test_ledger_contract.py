@@ -152,7 +152,7 @@ def test_round_trip_of_every_table(ledger: Ledger) -> None:
         "client_order_id": "o1", "symbol": "AAPL", "side": "buy", "qty": 10.0, "type": "market", "tif": "day",
         "limit_price": None, "stop_price": None, "strategy_id": "trend", "ts_ns": 1_000,
         "decision_wall_ns": 1_001, "status": "filled", "filled_qty": 10.0, "avg_fill_price": 100.0,
-        "reason": None, "detail": "", "updated_ts_ns": 3_000,
+        "reason": None, "detail": "", "updated_ts_ns": 3_000, "min_qty": 0.0,
     }  # fmt: skip
     o2 = ledger.get_order("o2")
     assert o2 is not None
@@ -197,6 +197,46 @@ def test_reject_reason_and_detail_round_trip(ledger: Ledger) -> None:
     row = ledger.get_order("r1")
     assert row is not None
     assert (row["status"], row["reason"], row["detail"], row["updated_ts_ns"]) == ("rejected", "price_collar", "5%", 11)
+
+
+def test_min_qty_round_trip_rebuilds_the_same_order(ledger: Ledger) -> None:
+    """A minimum-quantity order comes back with its min_qty, and the OMS restored from the rows holds the very
+    order that was written (a restarted ExecutionActor sends the venue the same order)."""
+    from tradesys.execution.oms import OrderManager
+
+    sent = order("m1", 100, qty=1_000.0, type=OrderType.LIMIT, limit_price=99.5, min_qty=250.0)
+    plain = order("m2", 200)
+    ledger.write(LedgerBatch(orders=[sent, plain]))
+    row = ledger.get_order("m1")
+    assert row is not None and row["min_qty"] == 250.0 and type(row["min_qty"]) is float
+    assert (ledger.get_order("m2") or {})["min_qty"] == 0.0
+    oms = OrderManager.restore(ledger.orders(), ledger.fills())
+    assert [(s.order if (s := oms.get(c)) else None) for c in ("m1", "m2")] == [sent, plain]
+    created = next(e for e in ledger.outbox() if e["entity_key"] == "m1")
+    assert created["payload"]["min_qty"] == 250.0  # change data capture carries it too
+    with pytest.raises(ValueError, match=r"^order\.min_qty: must be finite"):
+        ledger.write(LedgerBatch(orders=[order("m3", 300, min_qty=math.inf)]))
+    assert ledger.get_order("m3") is None
+
+
+def test_an_old_ledger_reads_min_qty_zero_after_migrating(fresh: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Orders written before migration 5 (no min_qty column) read back as min_qty 0: any fill size."""
+    assert isinstance(fresh, ledger_sql.SqlLedger)
+    v5 = next(m for m in MIGRATIONS if "min_qty" in m.description)
+    monkeypatch.setattr(ledger_sql, "MIGRATIONS", tuple(m for m in MIGRATIONS if m.version < v5.version))
+    assert fresh.migrate() == v5.version - 1
+    old_cols = [c for c in ledger_sql.ORDER_COLUMNS if c != "min_qty"]  # what the older release wrote
+    values = ledger_sql.order_params(order("old", 10, qty=500.0))[: len(old_cols)]
+    with fresh._transaction() as cur:
+        fresh._exec(cur, f"INSERT INTO orders ({', '.join(old_cols)}) VALUES ({', '.join('?' * len(old_cols))})",
+                    values)
+    monkeypatch.setattr(ledger_sql, "MIGRATIONS", MIGRATIONS)
+    assert fresh.migrate() == LATEST_VERSION
+    row = fresh.get_order("old")
+    assert row is not None and row["min_qty"] == 0.0 and type(row["min_qty"]) is float and row["qty"] == 500.0
+    from tradesys.execution.oms import order_from_row
+
+    assert order_from_row(row) == order("old", 10, qty=500.0)
 
 
 # --- idempotency -------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ An order is identified by its client order id, which the strategy assigns determ
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -87,6 +88,9 @@ class Order:
     # execution algorithm that works the order as a parent (tradesys.execution.parents); "": send it as is
     algo: str = ""
     algo_params: tuple[tuple[str, float | int | str | bool], ...] = ()  # (key, value) pairs: the order stays hashable
+    # minimum-quantity order: the venue fills it only in fills of at least min(min_qty, leaves); 0 = any size.
+    # Set on an algorithm's children (ChildSpec.min_qty); strategies leave it 0
+    min_qty: float = 0.0
 
     def validate(self) -> str | None:
         """Return a reason string if the order is malformed, else None."""
@@ -102,6 +106,12 @@ class Order:
             return "stop_price: a stop order needs a positive stop price"
         if self.type is OrderType.MARKET and (self.limit_price is not None or self.stop_price is not None):
             return "limit_price/stop_price: a market order takes neither"
+        mq = self.min_qty
+        if mq != 0.0:
+            if not (mq >= 0 and math.isfinite(mq)):
+                return f"min_qty: must be a finite number >= 0, got {mq}"
+            if mq > self.qty:
+                return f"min_qty: must be <= qty ({self.qty:g}), got {mq:g}"
         return None
 
     @property

@@ -211,6 +211,7 @@ def order_from_row(r: Mapping[str, Any]) -> Order:
         strategy_id=r.get("strategy_id") or "",
         ts_ns=int(r.get("ts_ns") or 0),
         decision_wall_ns=int(r.get("decision_wall_ns") or 0),
+        min_qty=float(r.get("min_qty") or 0.0),  # absent from rows written before migration 5
     )
 
 

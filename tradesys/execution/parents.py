@@ -191,6 +191,7 @@ class ParentBook:
                         strategy_id=r.strategy_id,
                         ts_ns=ts_ns,
                         decision_wall_ns=now,
+                        min_qty=float(spec.min_qty),
                     )
                 )
             p.row = replace(r, children=n)

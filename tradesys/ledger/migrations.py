@@ -171,6 +171,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ix_parent_orders_status ON parent_orders (status)",
         ),
     ),
+    Migration(
+        5,
+        "orders.min_qty: minimum-quantity orders (0: any fill size)",
+        ("ALTER TABLE orders ADD COLUMN min_qty DOUBLE PRECISION NOT NULL DEFAULT 0",),
+    ),
 )
 
 LATEST_VERSION: int = MIGRATIONS[-1].version

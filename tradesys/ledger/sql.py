@@ -41,6 +41,7 @@ OPEN_STATUSES: tuple[str, ...] = (
 ORDER_COLUMNS: tuple[str, ...] = (
     "client_order_id", "symbol", "side", "qty", "type", "tif", "limit_price", "stop_price", "strategy_id",
     "ts_ns", "decision_wall_ns", "status", "filled_qty", "avg_fill_price", "reason", "detail", "updated_ts_ns",
+    "min_qty",
 )  # fmt: skip
 FILL_COLUMNS: tuple[str, ...] = (
     "fill_id", "client_order_id", "symbol", "side", "qty", "price", "fee", "ts_ns", "wall_ns",
@@ -253,6 +254,7 @@ def order_params(o: Order) -> tuple[Any, ...]:
         None,
         "",
         ts,
+        _real("order.min_qty", o.min_qty),
     )
 
 
