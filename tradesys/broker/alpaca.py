@@ -24,6 +24,9 @@ How it keeps them
       reconnect, each step polls the open orders by REST (`get_order_by_client_id`) and books what the stream
       missed. `reconnects` counts reconnections (after the first connection) for the reconciliation.
 
+Minimum-quantity orders (`Order.min_qty` > 0) are REJECTED (INVALID_ORDER, the detail naming min_qty) and never
+sent: Alpaca has no such order type, and dropping the minimum would let the order fill below it.
+
 Events: ACCEPTED or REJECTED come from the POST's answer (a 403/422 refusal is REJECTED, INVALID_ORDER, with the
 broker's message as detail); FILL, CANCELED and EXPIRED come from the stream or the polls. `cancel` only asks:
 the CANCELED (possibly after a last partial fill) arrives with a later drain. Fees are not reported per fill by
@@ -373,7 +376,7 @@ class AlpacaBroker:
             self.orders_seen += 1
             t = self._orders[cid] = _Tracked(order)
             ts = self._last_ts or order.ts_ns
-            problem = order.validate()
+            problem = order.validate() or _unsupported(order)
             if problem is not None:
                 self._reject(t, RejectReason.INVALID_ORDER, problem, ts, events)
                 continue
@@ -424,7 +427,7 @@ class AlpacaBroker:
         events: list[OrderEvent] = []
         n = self._orders[new.client_order_id] = _Tracked(new)
         self.orders_seen += 1
-        problem = new.validate() or (None if float(new.qty).is_integer() else
+        problem = new.validate() or _unsupported(new) or (None if float(new.qty).is_integer() else
                                      f"qty: Alpaca replaces whole-share quantities only, got {new.qty:g}")
         if problem is not None:
             self._reject(n, RejectReason.INVALID_ORDER, problem, ts, events)
@@ -652,6 +655,15 @@ class AlpacaBroker:
             "polls": self.polls,
             "reconnects": self.reconnects,
         }
+
+
+def _unsupported(order: Order) -> str | None:
+    """What Alpaca cannot do as asked, or None. It has no minimum-quantity order: sent without one, the order could
+    fill in parts below it, so it is refused here and never sent."""
+    if order.min_qty > 0.0:
+        return (f"min_qty: Alpaca has no minimum-quantity orders (min_qty {order.min_qty:g}); sent without it the "
+                "order could fill in smaller parts, so it is not sent")
+    return None
 
 
 def _tif(tif: TimeInForce) -> Any:

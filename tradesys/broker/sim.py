@@ -26,6 +26,12 @@ submit(orders) -> events, in order. Per order:
         - STOP never fills on submit; it waits for a later bar;
       the fill quantity is min(leaves, liquidity left); no liquidity, no fill now.
       IOC: the unfilled rest is CANCELED at once. DAY and GTC: the rest rests.
+    * minimum quantity (`order.min_qty` > 0), here and in `on_bars`: an order fills at a point only when what it
+      can fill there, min(leaves, liquidity left), is at least min(min_qty, leaves) (leaves below min_qty fill
+      only all at once); otherwise it does not fill at that point and takes no liquidity (a later order on the
+      symbol may): it rests (DAY/GTC), or IOC cancels its rest, or FOK is refused as above (a fillable FOK fills
+      its whole quantity, never below min_qty). Why: a minimum-quantity order must not be chipped at by a thin
+      bar. The rule reads only the order, its fills and the bar's liquidity left, so `restore` stays exact.
     Event timestamps are the symbol's last bar ts (the order's own ts_ns when there is no bar).
 
 on_bars(batch) -> events:
@@ -334,6 +340,8 @@ class SimBroker:
                 why = "not marketable now" if not marketable else f"only {qty:g} of {order.qty:g} fillable now"
                 self._reject(st, RejectReason.FOK_NOT_FILLABLE, why, ts, events)
                 continue
+            if order.min_qty > 0.0 and qty < min(order.min_qty, order.qty) - _EPS:
+                qty = 0.0  # below the order's minimum quantity: no fill now (module docstring)
             st.status = OrderStatus.ACCEPTED
             events.append(OrderEvent(EventKind.ACCEPTED, cid, ts))
             if qty > 0.0 and marketable:
@@ -562,9 +570,10 @@ class SimBroker:
         liq = self._liq[symbol]
         if liq <= _EPS:
             return
-        qty = min(order.qty - st.filled_qty, liq)
-        if qty <= 0.0:
-            return
+        leaves = order.qty - st.filled_qty
+        qty = min(leaves, liq)
+        if qty <= 0.0 or (order.min_qty > 0.0 and qty < min(order.min_qty, leaves) - _EPS):
+            return  # nothing left, or less than the order's minimum quantity (module docstring)
         self._liq[symbol] = liq - qty
         if price is None:
             assert touch is not None

@@ -14,6 +14,9 @@ Venues
       each bar's volume (none when the bar's volume is unknown: the lit venues then have no cap, as SimBroker, but
       nothing says there is hidden contra interest). The router sends a dark venue no more than it can fill now, so
       a dark child fills in full.
+    * minimum quantity (`Order.min_qty`): the router gives no venue a child under it (`route(..., min_qty=)`), and
+      each child carries it (capped at the child's size), so a lit venue applies SimBroker's minimum-quantity rule
+      to every fill of its child and a dark child (all or nothing) is never under it;
     * latency: a bar replay has no prices inside a bar, so a venue's `latency_ms` cannot move a fill; it is a cost
       term of the router's estimate (the expected adverse move while in flight, from the symbol's volatility).
 
@@ -243,6 +246,7 @@ class MultiVenueBroker:
             **r,
             "client_order_id": child_id(str(r["client_order_id"]), venue),
             "qty": qty,
+            "min_qty": min(float(r.get("min_qty") or 0.0), qty),
             "tif": tif,
             "status": status.value,
             "filled_qty": filled,
@@ -347,7 +351,8 @@ class MultiVenueBroker:
             p.children = decision.children()
             tif = TimeInForce.IOC if order.tif is TimeInForce.FOK else order.tif
             for venue, qty in p.children.items():
-                child = replace(order, client_order_id=child_id(cid, venue), qty=qty, tif=tif)
+                child = replace(order, client_order_id=child_id(cid, venue), qty=qty, tif=tif,
+                                min_qty=min(order.min_qty, qty))
                 if venue in self._dark:
                     self._dark_fill(p, self._dark[venue], child, market.mid, ts, events)
                 else:
@@ -428,13 +433,13 @@ class MultiVenueBroker:
             marketable = lim >= ref if buy else lim <= ref
             dark_ok = lim >= market.mid if buy else lim <= market.mid
         return route(order.qty, self.venues, market, marketable=marketable, dark_ok=dark_ok,
-                     fill_now=order.tif is TimeInForce.FOK)
+                     fill_now=order.tif is TimeInForce.FOK, min_qty=order.min_qty)
 
     def _dark_fill(self, p: _Parent, dark: _Dark, child: Order, mid: float, ts: int, events: list[OrderEvent]) -> None:
         """Midpoint, all-or-nothing against the dark venue's liquidity left, never under its minimum."""
         left = dark.liq.get(child.symbol, 0.0)
         p.done.add(dark.venue.name)
-        if child.qty < dark.venue.min_qty - _EPS or left < child.qty - _EPS:
+        if child.qty < max(dark.venue.min_qty, child.min_qty) - _EPS or left < child.qty - _EPS:
             return
         dark.liq[child.symbol] = left - child.qty
         self._book(p, dark.venue, child.qty, mid, ts, 1, events)

@@ -137,6 +137,7 @@ class RoutingDecision:
     delay_bps: float
     reason: str
     fillable: bool = True
+    min_qty: float = 0.0  # the order's minimum quantity: every venue's child is 0 or at least this
 
     def children(self) -> dict[str, float]:
         """Quantity per venue to send (what fills now, plus the rest at the rest venue), venues with none left out."""
@@ -157,6 +158,7 @@ class RoutingDecision:
             "delay_bps": self.delay_bps,
             "estimates": {k: e.payload() for k, e in self.estimates.items()},
             "fillable": self.fillable,
+            "min_qty": self.min_qty,
         }
 
 
@@ -168,16 +170,21 @@ def route(
     marketable: bool = True,
     dark_ok: bool = True,
     fill_now: bool = False,
+    min_qty: float = 0.0,
 ) -> RoutingDecision:
     """Split `qty` across `venues` at minimum expected cost (module docstring).
 
     `marketable=False` (a limit away from the market, a stop): nothing can fill now, so the whole order rests at
     the cheapest lit venue. `dark_ok=False` keeps it out of dark venues (a limit the mid does not satisfy).
     `fill_now=True` (FOK): nothing may rest; when the venues cannot fill it all now, `fillable` is False and nothing
-    is routed.
+    is routed. `min_qty` (a minimum-quantity order): no venue gets a child under it (each venue honours it on its
+    own child), so a venue that cannot fill at least that much now gets nothing now, and the resting part is at
+    least that much too.
     """
     if not (qty > 0.0 and math.isfinite(qty)):
         raise ValueError(f"qty: must be a positive finite quantity, got {qty!r}")
+    if not (0.0 <= min_qty <= qty):
+        raise ValueError(f"min_qty: must be in [0, qty = {qty:g}], got {min_qty!r}")
     lit = [v for v in venues if not v.dark]
     if not lit:
         raise ValueError("venues: at least one lit venue is needed (stops, limits and remainders rest there)")
@@ -190,23 +197,25 @@ def route(
     if not marketable:
         if fill_now:  # FOK: nothing can fill now and nothing may rest
             why = f"not marketable now: none of {qty:g} fillable now"
-            return RoutingDecision(qty, {}, None, 0.0, est, 0.0, delay, why, fillable=False)
+            return RoutingDecision(qty, {}, None, 0.0, est, 0.0, delay, why, fillable=False, min_qty=min_qty)
         cost = _cost({}, rest, qty, est, venues, market.mid, delay)
         why = f"not marketable now: all {qty:g} rests at {rest.name} (cheapest lit venue)"
-        return RoutingDecision(qty, {}, rest.name, qty, est, cost, delay, why)
+        return RoutingDecision(qty, {}, rest.name, qty, est, cost, delay, why, min_qty=min_qty)
     usable = [v for v in venues if dark_ok or not v.dark]
-    now, rest_qty, ok = _solve(qty, usable, est, nudge, rest, market.mid, delay, fill_now)
+    now, rest_qty, ok = _solve(qty, usable, est, nudge, rest, market.mid, delay, fill_now, min_qty)
     if not ok:
-        cap = sum(min(est[v.name].capacity, qty) for v in usable if est[v.name].capacity >= v.min_qty)
+        cap = sum(min(est[v.name].capacity, qty) for v in usable if est[v.name].capacity >= max(v.min_qty, min_qty))
         why = f"only {min(cap, qty):g} of {qty:g} fillable now across {len(usable)} venues"
-        return RoutingDecision(qty, {}, None, 0.0, est, 0.0, delay, why, fillable=False)
+        if min_qty > 0.0:
+            why += f" in parts of at least min_qty {min_qty:g}"
+        return RoutingDecision(qty, {}, None, 0.0, est, 0.0, delay, why, fillable=False, min_qty=min_qty)
     full = {v.name: now.get(v.name, 0.0) for v in venues}
     cost = _cost(full, rest if rest_qty > 0 else None, rest_qty, est, venues, market.mid, delay)
     parts = [f"{q:g} {k} ({est[k].unit_bps:.3g} bps)" for k, q in full.items() if q > 0.0]
     if rest_qty > 0.0:
         parts.append(f"{rest_qty:g} rests at {rest.name} (+{delay:.3g} bps delay)")
     return RoutingDecision(qty, full, rest.name if rest_qty > 0 else None, rest_qty, est, cost, delay,
-                           "cheapest split: " + ", ".join(parts))
+                           "cheapest split: " + ", ".join(parts), min_qty=min_qty)
 
 
 def _cost(
@@ -241,12 +250,15 @@ def _solve(
     mid: float,
     delay: float,
     fill_now: bool,
+    min_qty: float = 0.0,
 ) -> tuple[dict[str, float], float, bool]:
     """The MILP: variables q_v (fill now), y_v (venue used), f_v (fee) per venue, then r (rest).
 
     min  sum_v (spread+latency)_v q_v + f_v + (rest unit + delay) r
     s.t. sum_v q_v + r = qty;  min_qty_v y_v <= q_v <= cap_v y_v;  f_v >= fee_min_v y_v;  f_v >= fee rate_v q_v;
          r <= qty y_rest and the rest venue's fee covers r as well (f_rest >= rate (q_rest + r)); FOK: r = 0.
+    With an order minimum m, min_qty_v above is max(min_qty_v, m), and for the rest venue the bound is on its whole
+    child: q_rest + r >= m y_rest.
     The objective is in bps of the mid times quantity (currency * 1e4 / mid), so coefficients are bps-sized and
     well above the solver's tolerances."""
     n = len(venues)
@@ -270,14 +282,18 @@ def _solve(
     for k, v in enumerate(venues):
         e = est[v.name]
         cap = min(e.capacity, qty)
-        if v.dark and cap < v.min_qty:
-            cap = 0.0
+        least = max(v.min_qty, min_qty)  # the smallest child this venue may get
+        if cap < least:
+            cap = 0.0  # it cannot fill its minimum now (the rest venue may still take the resting part)
         c[iq + k] = e.spread_bps + e.latency_bps + nudge[v.name]
         c[jf + k] = 1e4 / mid  # the fee is in currency: in bps of the mid per unit like the rest
         hi[iq + k], hi[iy + k], hi[jf + k] = cap, 1.0, math.inf
         row({iq + k: 1.0, iy + k: -cap}, -math.inf, 0.0)
-        if v.min_qty > 0.0:
-            row({iq + k: 1.0, iy + k: -v.min_qty}, 0.0, math.inf)
+        if least > 0.0:
+            at_least = {iq + k: 1.0, iy + k: -least}
+            if k == rest_k and min_qty > 0.0:
+                at_least[ir] = 1.0  # the rest venue's child is what fills now plus what rests
+            row(at_least, 0.0, math.inf)
         rate = e.fee_bps / 1e4 * mid
         fee_row = {jf + k: 1.0, iq + k: -rate}
         if k == rest_k:
@@ -306,11 +322,12 @@ def _solve(
     )
     if res.x is None:
         return {}, 0.0, False
-    return _snap(res.x, venues, est, qty, iq, iy, ir)
+    return _snap(res.x, venues, est, qty, iq, iy, ir, min_qty)
 
 
 def _snap(
-    x: np.ndarray, venues: Sequence[Venue], est: Mapping[str, VenueEstimate], qty: float, iq: int, iy: int, ir: int
+    x: np.ndarray, venues: Sequence[Venue], est: Mapping[str, VenueEstimate], qty: float, iq: int, iy: int, ir: int,
+    min_qty: float = 0.0,
 ) -> tuple[dict[str, float], float, bool]:
     """The solver's quantities snapped onto 0, a venue's minimum or its capacity, the rest absorbing the residue,
     so that a dark child is never a hair under its minimum and the parts sum to `qty` exactly."""
@@ -319,7 +336,7 @@ def _snap(
     for k, v in enumerate(venues):
         q = float(x[iq + k]) if x[iy + k] > 0.5 else 0.0
         cap = min(est[v.name].capacity, qty)
-        for target in (0.0, v.min_qty, cap):
+        for target in (0.0, max(v.min_qty, min_qty), cap):
             if abs(q - target) <= tol:
                 q = target
         now[v.name] = max(q, 0.0)
