@@ -178,6 +178,7 @@ def test_orders_newest_first_filtered_and_limited(client: TestClient) -> None:
     assert [o["client_order_id"] for o in body["orders"]] == ["o3", "o2", "o1"]
     o3 = body["orders"][0]
     assert (o3["status"], o3["reason"], o3["detail"], o3["qty"]) == ("rejected", "max_order_qty", "1e6 > 5e4", 1e6)
+    assert o3["min_qty"] == 0.0  # the ledger's orders.min_qty (0: any fill size)
     assert [o["client_order_id"] for o in get(client, "/v1/orders", status="accepted").json()["orders"]] == ["o2"]
     assert [o["client_order_id"] for o in get(client, "/v1/orders", limit=2).json()["orders"]] == ["o3", "o2"]
     assert get(client, "/v1/orders", status="expired", limit=1000).json() == {"orders": []}

@@ -93,6 +93,7 @@ class OrderOut(BaseModel):
     reason: RejectReason | None
     detail: str
     updated_ts_ns: int
+    min_qty: float = 0.0  # minimum fill size (0: any fill size)
 
 
 class OrderList(BaseModel):

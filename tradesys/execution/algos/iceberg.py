@@ -2,10 +2,11 @@
 
 * `IcebergAlgo`: a limit order that shows `display_qty` at a time. One child (LIMIT at the parent's limit, the
   shown part) works at once; when it has gone (filled, or expired/cancelled) the next one is sent for
-  min(display_qty, remaining), so the book never sees more than the shown size. Every child carries
-  `display_qty`, for a venue that supports reserve orders natively.
+  min(display_qty, remaining), so the book never sees more than the shown size. Every `ChildSpec` carries
+  `display_qty`, but the child `Order` does not: the algorithm itself is the reserve order, no venue is sent one.
 * Minimum quantity: every algorithm takes `min_qty`, set on each child as `ChildSpec.min_qty` (capped at the child's
-  own size); a venue that honours it fills a child only in pieces of at least that much (dark venues).
+  own size) and carried onto the child `Order.min_qty`; SimBroker and the routed venues fill it only in parts of
+  at least min(min_qty, leaves), and the Alpaca adapter refuses it (Alpaca has no such order type).
 * `ConditionalAlgo`: sends nothing until the market crosses `trigger_price` (`trigger` "above": price >= trigger;
   "below": price <= trigger), then runs an inner algorithm on the parent's own window (a late trigger catches up
   to the inner schedule). The state "triggered" is derived, not stored: a child has been sent, or the price is
