@@ -100,7 +100,7 @@ def paper_server(mode: str) -> Iterator[str]:
             sys.exit(f"paper server did not start: {line}{p.stdout.read() if p.poll() is not None else ''}")
         yield m.group(0)
     finally:
-        p.send_signal(signal.SIGINT)
+        p.send_signal(signal.SIGTERM)  # the server stops cleanly on it (SIGINT is ignored when started with &)
         try:
             p.wait(15)
         except subprocess.TimeoutExpired:
