@@ -231,6 +231,14 @@ def test_an_old_ledger_reads_min_qty_zero_after_migrating(fresh: Ledger, monkeyp
         fresh._exec(cur, f"INSERT INTO orders ({', '.join(old_cols)}) VALUES ({', '.join('?' * len(old_cols))})",
                     values)
     monkeypatch.setattr(ledger_sql, "MIGRATIONS", MIGRATIONS)
+    # a reader that does not migrate (tradesys report, tradesys tca) reads it as it is
+    reader = type(fresh)(fresh.url)
+    try:
+        for rows in ([reader.get_order("old")], reader.orders(), reader.open_orders()):
+            assert [(r["client_order_id"], r["min_qty"]) for r in rows if r] in ([("old", 0.0)], [])
+        assert reader.orders()[0]["qty"] == 500.0
+    finally:
+        reader.close()
     assert fresh.migrate() == LATEST_VERSION
     row = fresh.get_order("old")
     assert row is not None and row["min_qty"] == 0.0 and type(row["min_qty"]) is float and row["qty"] == 500.0

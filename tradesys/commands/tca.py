@@ -10,6 +10,7 @@ HTTP route `GET /v1/tca` (`tradesys.serve.tca`).
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -136,6 +137,7 @@ def tca(
 ) -> None:
     """Transaction cost analysis per parent order: shortfall vs decision and arrival, VWAP slippage, and the
     Perold split into delay, impact, timing, fees and opportunity; writes tca.png and tca.json."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -177,15 +179,16 @@ def tca(
         typer.echo(dumps(result))
         return
     cols = ("shortfall_decision", *COST_PARTS, "shortfall_arrival", "vwap_slippage")
-    heads = ("IS vs decision", "delay", "impact", "timing", "fees", "opportunity", "IS vs arrival", "vs VWAP")
-    table = Table(title=f"transaction costs: {ref.name} (bps; currency in the total rows)")
-    for h in ("parent", "symbol", "side", "qty", "filled", "avg price"):
-        table.add_column(h, justify="left" if h in ("parent", "symbol", "side") else "right")
+    heads = ("IS decision", "delay", "impact", "timing", "fees", "opport.", "IS arrival", "vs VWAP")
+    table = Table(title=f"transaction costs: {ref.name} (bps; currency in the total rows)", box=box.SIMPLE_HEAD)
+    # a parent is named by its symbol and the start of its window (ids are long; the JSON has them)
+    for h in ("started (UTC)", "symbol", "side", "qty", "filled", "avg px"):
+        table.add_column(h, justify="left" if h in ("started (UTC)", "symbol", "side") else "right")
     for h in heads:
         table.add_column(h, justify="right")
     for p in report.parents[:MAX_TABLE_ROWS]:
-        table.add_row(p.parent_id, p.symbol, p.side, _fmt(p.qty, 0), _fmt(p.filled_qty, 0), _fmt(p.avg_price),
-                      *(_fmt(p.bps[c]) for c in cols))
+        table.add_row(_started(p.start_ns), p.symbol, p.side, _fmt(p.qty, 0), _fmt(p.filled_qty, 0),
+                      _fmt(p.avg_price), *(_fmt(p.bps[c]) for c in cols))
     t = report.total
     table.add_section()
     table.add_row("total (bps)", "", "", _fmt(t["qty"], 0), _fmt(t["filled_qty"], 0), "",
@@ -198,3 +201,10 @@ def tca(
     for note in report.notes:
         shown.print(f"[dim]{note}[/dim]", highlight=False)
     shown.print(f"Plot written to {result['files']['png']}", highlight=False, soft_wrap=True)
+
+
+def _started(start_ns: int) -> str:
+    """The start of a parent's window as UTC minutes ("-" for a parent never sliced)."""
+    if start_ns <= 0:
+        return "-"
+    return datetime.fromtimestamp(start_ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M")

@@ -161,6 +161,9 @@ def outbox_rows(
     return rows
 
 _SELECT_ORDERS = f"SELECT {_cols(ORDER_COLUMNS)} FROM orders"
+# a ledger written before migration 5 (orders.min_qty) is read as it is: its orders had no minimum quantity
+_SELECT_ORDERS_V4 = f"SELECT {_cols(ORDER_COLUMNS[:-1])}, 0.0 AS min_qty FROM orders"
+assert ORDER_COLUMNS[-1] == "min_qty"
 _NEWEST_FIRST = " ORDER BY ts_ns DESC, client_order_id DESC"
 _SELECT_FILLS = f"SELECT {_cols(FILL_COLUMNS)} FROM fills"
 _FILL_ORDER = " ORDER BY ts_ns, wall_ns, fill_id"
@@ -394,6 +397,7 @@ class SqlLedger(abc.ABC):
         self._write_lock = threading.RLock()
         self._read_lock = self._write_lock  # an adapter with a separate read connection gives it its own lock
         self._sql_cache: dict[str, str] = {}
+        self._orders_select: str | None = None  # by schema version: readers (reports, TCA) do not migrate
 
     # -- adapter hooks --
     @abc.abstractmethod
@@ -475,8 +479,15 @@ class SqlLedger(abc.ABC):
         cur.execute("SELECT version FROM schema_migrations")
         return {int(r[0]) for r in cur.fetchall()}
 
+    def _select_orders(self) -> str:
+        """The orders SELECT for this ledger's schema (a report may read a ledger older than the code)."""
+        if self._orders_select is None:
+            self._orders_select = _SELECT_ORDERS if self.schema_version() >= 5 else _SELECT_ORDERS_V4
+        return self._orders_select
+
     def migrate(self) -> int:
         """Apply the missing migrations in one transaction; a no-op (and no DDL) when the schema is current."""
+        self._orders_select = None
         wanted = {m.version for m in MIGRATIONS}
         with self._read_lock:
             cur = self._read_conn().cursor()
@@ -572,12 +583,12 @@ class SqlLedger(abc.ABC):
 
     # -- reads: JSON-ready dicts --
     def get_order(self, client_order_id: str) -> dict[str, Any] | None:
-        rows = self._query(_SELECT_ORDERS + " WHERE client_order_id = ?", (client_order_id,))
+        rows = self._query(self._select_orders() + " WHERE client_order_id = ?", (client_order_id,))
         return rows[0] if rows else None
 
     def orders(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Newest first (ts_ns, then client order id, descending); optionally one status and at most `limit`."""
-        sql, params = _SELECT_ORDERS, []
+        sql, params = self._select_orders(), []
         if status is not None:
             sql += " WHERE status = ?"
             params.append(_enum("status", OrderStatus, status))
@@ -591,7 +602,7 @@ class SqlLedger(abc.ABC):
         return self._query(sql, params)
 
     def open_orders(self) -> list[dict[str, Any]]:
-        sql = f"{_SELECT_ORDERS} WHERE status IN ({_marks(len(OPEN_STATUSES))}){_NEWEST_FIRST}"
+        sql = f"{self._select_orders()} WHERE status IN ({_marks(len(OPEN_STATUSES))}){_NEWEST_FIRST}"
         return self._query(sql, OPEN_STATUSES)
 
     def fills(self, client_order_id: str | None = None) -> list[dict[str, Any]]:
