@@ -8,12 +8,17 @@ one saved in the run folder, else the packaged source that has every traded symb
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from tradesys.config import TradesysConfig
 
 # the defaults of tradesys.backtest.tearsheet, spelled here so `import tradesys.cli` stays free of the tear sheet's
 # imports (tests/test_cli_report.py checks that they agree)
@@ -27,6 +32,46 @@ def _fail(kind: str, message: str) -> NoReturn:
 
     typer.echo(error_line(kind, message), err=True)
     raise typer.Exit(2)
+
+
+def run_config(config: Path | None, set_: list[str] | None) -> TradesysConfig | None:
+    """The run's configuration from --config/--set (for its bars), or None to use the saved or inferred one."""
+    from tradesys.config import ConfigError, load_config
+
+    if config is None and not set_:
+        return None
+    try:
+        return load_config(config, set_ or [])
+    except ConfigError as exc:
+        _fail("config", str(exc))
+
+
+def runs_dirs(runs_dir: Path | None) -> list[Path]:
+    """Where a run id is looked up: --runs-dir, else the default runs folders."""
+    from tradesys.backtest.report import default_runs_dirs
+
+    return [runs_dir.expanduser().resolve()] if runs_dir is not None else default_runs_dirs()
+
+
+@contextmanager
+def run_errors(out: Path | None) -> Iterator[None]:
+    """Whatever reading a run raises reaches the user as one line naming RUN, the config or --out (exit code 2)."""
+    from tradesys.backtest.report import RunNotFound
+    from tradesys.config import ConfigError, DataError
+    from tradesys.ledger import redact_url
+
+    try:
+        yield
+    except RunNotFound as exc:
+        _fail("run", str(exc))
+    except (ConfigError, DataError) as exc:
+        _fail("config", str(exc))
+    except ValueError as exc:
+        _fail("run", str(exc))
+    except OSError as exc:  # an unwritable --out, an unreadable ledger file
+        _fail("run", f"{'--out' if out is not None else 'RUN'}: {exc}")
+    except Exception as exc:  # a database that refuses the connection, a file that is not SQLite: one line
+        _fail("run", f"RUN: {type(exc).__name__}: {redact_url(str(exc))}")
 
 
 def report(
@@ -43,37 +88,21 @@ def report(
                                                       "estimate")] = DEFAULT_PARTICIPATION,
 ) -> None:
     """Write a tear sheet: report.html (self-contained), PNG charts, stats.json and trades.csv."""
-    from tradesys.backtest.report import RunNotFound, default_runs_dirs, load_tear_sheet, resolve_run, write_report
-    from tradesys.config import ConfigError, DataError, load_config
+    from tradesys.backtest.report import load_tear_sheet, resolve_run, write_report
     from tradesys.ledger import redact_url
 
     if not 0.0 < participation <= 1.0:
         _fail("config", f"--participation: must be in (0, 1], got {participation}")
-    cfg = None
-    if config is not None or set_:
-        try:
-            cfg = load_config(config, set_ or [])
-        except ConfigError as exc:
-            _fail("config", str(exc))
-    dirs = [runs_dir.expanduser().resolve()] if runs_dir is not None else default_runs_dirs()
+    cfg = run_config(config, set_)
+    dirs = runs_dirs(runs_dir)
     shown = Console(stderr=True) if json_ else Console()
-    try:
+    with run_errors(out):
         ref = resolve_run(run, dirs, field="RUN")
         with shown.status("computing the tear sheet..."):
             sheet = load_tear_sheet(ref, cfg, rolling_window=window, participation=participation,
                                     cfg_origin=" (--config/--set)" if cfg is not None else "")
             folder = out if out is not None else (ref.folder / "report" if ref.folder else Path("report"))
             paths = write_report(sheet, folder, f"tradesys run {ref.name}")
-    except RunNotFound as exc:
-        _fail("run", str(exc))
-    except (ConfigError, DataError) as exc:
-        _fail("config", str(exc))
-    except ValueError as exc:
-        _fail("run", str(exc))
-    except OSError as exc:  # an unwritable --out, an unreadable ledger file
-        _fail("run", f"{'--out' if out is not None else 'RUN'}: {exc}")
-    except Exception as exc:  # a database that refuses the connection, a file that is not SQLite: one line
-        _fail("run", f"RUN: {type(exc).__name__}: {redact_url(str(exc))}")
 
     if json_:
         from tradesys.commands.output import dumps

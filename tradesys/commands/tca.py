@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,14 +24,6 @@ if TYPE_CHECKING:
 PNG_NAME = "tca.png"
 JSON_NAME = "tca.json"
 MAX_TABLE_ROWS = 50
-
-
-def _fail(kind: str, message: str) -> NoReturn:
-    """One line on stderr, exit code 2 (the CLI's error contract)."""
-    from tradesys.commands.output import error_line
-
-    typer.echo(error_line(kind, message), err=True)
-    raise typer.Exit(2)
 
 
 def _parents_version() -> int:
@@ -141,21 +133,15 @@ def tca(
     from rich.console import Console
     from rich.table import Table
 
-    from tradesys.backtest.report import RunNotFound, default_runs_dirs, resolve_run
+    from tradesys.backtest.report import resolve_run
     from tradesys.commands.output import dumps, write_json
-    from tradesys.config import ConfigError, DataError, load_config
+    from tradesys.commands.report import run_config, run_errors, runs_dirs
     from tradesys.execution.tca import COST_PARTS
-    from tradesys.ledger import redact_url
 
-    cfg = None
-    if config is not None or set_:
-        try:
-            cfg = load_config(config, set_ or [])
-        except ConfigError as exc:
-            _fail("config", str(exc))
-    dirs = [runs_dir.expanduser().resolve()] if runs_dir is not None else default_runs_dirs()
+    cfg = run_config(config, set_)
+    dirs = runs_dirs(runs_dir)
     shown = Console(stderr=True) if json_ else Console()
-    try:
+    with run_errors(out):
         ref = resolve_run(run, dirs, field="RUN")
         report = load_tca(ref, cfg, " (--config/--set)" if cfg is not None else "")
         folder = out if out is not None else (ref.folder if ref.folder else Path("."))
@@ -164,16 +150,6 @@ def tca(
         png.write_bytes(render_png(report, f"run {ref.name}"))
         result = {"run": ref.name, **report.to_dict(), "files": {"png": str(png), "json": str(folder / JSON_NAME)}}
         write_json(folder / JSON_NAME, result)
-    except RunNotFound as exc:
-        _fail("run", str(exc))
-    except (ConfigError, DataError) as exc:
-        _fail("config", str(exc))
-    except ValueError as exc:
-        _fail("run", str(exc))
-    except OSError as exc:
-        _fail("run", f"{'--out' if out is not None else 'RUN'}: {exc}")
-    except Exception as exc:  # a database that refuses the connection, a file that is not SQLite: one line
-        _fail("run", f"RUN: {type(exc).__name__}: {redact_url(str(exc))}")
 
     if json_:
         typer.echo(dumps(result))
