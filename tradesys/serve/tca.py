@@ -36,13 +36,28 @@ class CostsBps(BaseModel):
     vwap_slippage: float | None
 
 
-class ParentCosts(BaseModel):
+class _Costs(BaseModel):
+    """What a parent and the total share: quantities and the cost parts (currency; `bps` per unit of paper)."""
+
+    qty: float
+    filled_qty: float
+    paper_notional: float
+    delay: float
+    impact: float
+    timing: float
+    fees: float
+    opportunity: float
+    shortfall_decision: float
+    shortfall_arrival: float
+    vwap_slippage: float | None
+    bps: CostsBps
+
+
+class ParentCosts(_Costs):
     parent_id: str
     symbol: str
     side: str
     algo: str
-    qty: float
-    filled_qty: float
     avg_price: float | None  # null: nothing filled
     decision_price: float
     arrival_price: float
@@ -52,32 +67,10 @@ class ParentCosts(BaseModel):
     end_ns: int
     children: int
     fills: int
-    paper_notional: float
-    delay: float
-    impact: float
-    timing: float
-    fees: float
-    opportunity: float
-    shortfall_decision: float
-    shortfall_arrival: float
-    vwap_slippage: float | None
-    bps: CostsBps
 
 
-class TotalCosts(BaseModel):
+class TotalCosts(_Costs):
     parents: int
-    qty: float
-    filled_qty: float
-    paper_notional: float
-    delay: float
-    impact: float
-    timing: float
-    fees: float
-    opportunity: float
-    shortfall_decision: float
-    shortfall_arrival: float
-    vwap_slippage: float | None
-    bps: CostsBps
 
 
 class TcaOut(BaseModel):
