@@ -485,13 +485,19 @@ def test_real_serve_sheds_a_burst_with_503_retry_after_and_caps_bodies(
         def one(_: int) -> httpx.Response:
             return httpx.post(f"{base}/v1/options/american", json=body, headers={"X-API-Key": KEY}, timeout=120)
 
-        with ThreadPoolExecutor(12) as pool:  # a bounded burst: 12 requests, then it stops by itself
-            rs = list(pool.map(one, range(12)))
-        ok = [r for r in rs if r.status_code == 200]
-        shed = [r for r in rs if r.status_code == 503]
-        assert len(ok) + len(shed) == len(rs), [r.status_code for r in rs]
-        assert ok and shed, [r.status_code for r in rs]
-        assert all(r.headers.get("retry-after") == "3" for r in shed)
+        # a bounded burst: 12 requests, then it stops by itself. Which gate sheds depends on when the proxy learns
+        # the replica's load: a cold proxy may shed the whole overflow itself (Ray's plain-text 503). A second burst
+        # meets the warm proxy, which hands the replica what its in-app gate can hold (JSON 503).
+        for _burst in range(2):
+            with ThreadPoolExecutor(12) as pool:
+                rs = list(pool.map(one, range(12)))
+            ok = [r for r in rs if r.status_code == 200]
+            shed = [r for r in rs if r.status_code == 503]
+            assert len(ok) + len(shed) == len(rs), [r.status_code for r in rs]
+            assert ok and shed, [r.status_code for r in rs]
+            assert all(r.headers.get("retry-after") == "3" for r in shed)
+            if any(r.headers.get("content-type") == "application/json" for r in shed):
+                break
         assert any(r.headers.get("content-type") == "application/json" for r in shed)
         for r in shed:
             if r.headers.get("content-type") == "application/json":
