@@ -1,0 +1,277 @@
+"""Access control for the HTTP API: who is calling (API keys with roles), how often (per-key token buckets), and
+a record of every call (the access log).
+
+* `AccessGate` (ASGI, before any body is read) authenticates every `/v1` request: the bootstrap key from the
+  environment (`TRADESYS_API_KEY`, role admin) or a key from the `KeyStore`, re-read every `refresh_s` seconds so
+  keys rotate without a restart. No or a wrong key: 401. Then the key's token bucket: 429 with `Retry-After`.
+  It runs before routing and before the body is parsed, so a caller without a key learns nothing about routes
+  or bodies (401 everywhere).
+* `require(role)` is each route's dependency: 403 when the key's role is below the route's. `create_api` refuses
+  to build an app with a `/v1` route that declares no role (`check_routes`).
+* `AccessLog` (ASGI, outermost) appends one JSON line per request: time, key id, role, method, route template,
+  status, latency. Never a body, a query string, a header or a token.
+
+Rate limits are per replica (each replica has its own buckets): with N replicas a key may get N times its rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import HTTPException, Request, Security, status
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tradesys.serve.keys import BOOTSTRAP_KEY_ID, ROLES, KeyRecord, TokenBucket, allows, key_id_of, retry_after_header
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+SECURITY_SCHEME = "ApiKeyAuth"
+PRINCIPAL_KEY = "tradesys_principal"
+ROLE_ATTR = "_tradesys_role"
+
+
+class AccessSettings(BaseModel):
+    """The access settings of one API (from the `serve` config section)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keys_url: str | None = Field(None, description="key store URL; None: only the bootstrap key (in-memory store)")
+    keys_refresh_s: float = Field(2.0, gt=0, le=3600, description="re-read the key store this often")
+    rate_limit_per_s: float | None = Field(100.0, gt=0, description="default requests/s per key; None: no limit")
+    rate_limit_burst: int = Field(50, ge=1, description="default burst per key")
+    access_log: str | None = Field(None, description="JSON-lines access log path; None: none")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: str
+    role: str
+    rate_per_s: float | None
+    burst: int
+
+
+class AccessControl:
+    """The keys one replica accepts and their buckets (see the module docstring)."""
+
+    def __init__(self, bootstrap: SecretStr, settings: AccessSettings, store: Any = None) -> None:
+        self.settings = settings
+        self.store = store
+        self._bootstrap = bootstrap.get_secret_value().encode()
+        self._keys: dict[str, KeyRecord] = {}
+        self._next_refresh = 0.0
+        self._buckets: dict[str, tuple[tuple[float, int], TokenBucket]] = {}
+        self._lock = threading.Lock()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the key store now (active keys only)."""
+        if self.store is None:
+            return
+        keys = {k.key_id: k for k in self.store.list_keys() if k.active}
+        self._keys = keys
+        self._next_refresh = time.monotonic() + self.settings.keys_refresh_s
+
+    async def maybe_refresh(self) -> None:
+        if self.store is None or time.monotonic() < self._next_refresh:
+            return
+        self._next_refresh = time.monotonic() + self.settings.keys_refresh_s  # one refresh at a time
+        try:
+            await run_in_threadpool(self.refresh)
+        except Exception as exc:  # keep serving the keys we know; say so once per refresh
+            log.warning("key store refresh failed (%s); keeping the %d keys read before", type(exc).__name__,
+                        len(self._keys))
+
+    def authenticate(self, token: str | None) -> Principal:
+        """The caller's principal, or HTTPException 401."""
+        if not token:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"missing {API_KEY_HEADER} header")
+        s = self.settings
+        default_burst = s.rate_limit_burst
+        import hmac
+
+        if hmac.compare_digest(token.encode(), self._bootstrap):
+            return Principal(BOOTSTRAP_KEY_ID, "admin", s.rate_limit_per_s, default_burst)
+        kid = key_id_of(token)
+        rec = self._keys.get(kid) if kid else None
+        if rec is None or not rec.matches(token):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key")
+        rate = rec.rate_per_s if rec.rate_per_s is not None else s.rate_limit_per_s
+        return Principal(rec.key_id, rec.role, rate, rec.burst if rec.burst is not None else default_burst)
+
+    def admit(self, p: Principal) -> float:
+        """0.0 if `p` may go on, else the seconds to wait (its bucket is empty)."""
+        if p.rate_per_s is None:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            spec = (p.rate_per_s, p.burst)
+            entry = self._buckets.get(p.key_id)
+            if entry is None or entry[0] != spec:  # new key, or its limits changed in the store
+                entry = (spec, TokenBucket(p.rate_per_s, p.burst, now))
+                self._buckets[p.key_id] = entry
+            return entry[1].take(now)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _send_json(send: Send, status_code: int, detail: Any, headers: dict[str, str] | None = None) -> None:
+    from tradesys.serve.errors import error_response
+
+    response = error_response(status_code, detail, headers)
+    await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+class AccessGate:
+    """ASGI middleware: authentication (401) and the per-key rate limit (429) for `/v1` routes."""
+
+    def __init__(self, app: ASGIApp, control: AccessControl) -> None:
+        self.app = app
+        self.control = control
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        ac = self.control
+        await ac.maybe_refresh()
+        try:
+            principal = ac.authenticate(_header(scope, API_KEY_HEADER.lower().encode()))
+        except HTTPException as exc:
+            await _send_json(send, exc.status_code, exc.detail)
+            return
+        scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
+        wait = ac.admit(principal)
+        if wait > 0:
+            reason = (f"rate limit of {principal.rate_per_s:g} requests/s (burst {principal.burst}) for key "
+                      f"{principal.key_id} exceeded; retry after {retry_after_header(wait)} s")
+            await _send_json(send, 429, [{"field": API_KEY_HEADER, "reason": reason}],
+                             {"Retry-After": retry_after_header(wait)})
+            return
+        await self.app(scope, receive, send)
+
+
+def require(role: str, control: AccessControl | None) -> Callable[..., Any]:
+    """The dependency a route declares its role with; 403 when the caller's key ranks below `role`.
+
+    Declared through `APIKeyHeader` so /openapi.json lists the scheme on every protected route. `control=None`
+    (benchmarks only: auth off) admits everyone.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role: must be one of {', '.join(ROLES)}, got {role!r}")
+    scheme = APIKeyHeader(name=API_KEY_HEADER, scheme_name=SECURITY_SCHEME, auto_error=False,
+                          description="An API key: the server's bootstrap key (environment) or one from "
+                                      "`tradesys keys create`. Roles: read < trade < admin.")
+
+    async def require_role(request: Request, given: str | None = Security(scheme)) -> None:
+        if control is None:
+            return
+        p = request.scope.get("state", {}).get(PRINCIPAL_KEY)
+        if p is None:  # no gate in front (an app mounted elsewhere): authenticate here
+            p = control.authenticate(given)
+            request.scope.setdefault("state", {})[PRINCIPAL_KEY] = p
+        if not allows(p.role, role):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, [{"field": API_KEY_HEADER, "reason":
+                                f"key {p.key_id} has role {p.role!r}; this route needs {role!r}"}])
+
+    setattr(require_role, ROLE_ATTR, role)
+    return require_role
+
+
+def route_role(route: APIRoute) -> str | None:
+    """The role a route declared (through `require`), or None."""
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        role = getattr(dep.call, ROLE_ATTR, None)
+        if role is not None:
+            return str(role)
+        stack.extend(dep.dependencies)
+    return None
+
+
+def check_routes(routes: list[Any]) -> dict[str, str]:
+    """Every `/v1` route's role, `{"GET /v1/x": role}`; RuntimeError naming a route that declares none. Each
+    route's OpenAPI operation gets `x-tradesys-role` so clients can read what a route needs."""
+    roles: dict[str, str] = {}
+    for r in routes:
+        if not isinstance(r, APIRoute) or not r.path.startswith("/v1/"):
+            continue
+        role = route_role(r)
+        if role is None:
+            raise RuntimeError(f"route {r.path}: declares no role (add dependencies=[Depends(require(...))])")
+        r.openapi_extra = {**(r.openapi_extra or {}), "x-tradesys-role": role}
+        for m in sorted(r.methods):
+            roles[f"{m} {r.path}"] = role
+    return roles
+
+
+class AccessLog:
+    """ASGI middleware: one JSON line per HTTP request (see the module docstring). The file is opened in append
+    mode and each line is written whole, so several replicas may share it."""
+
+    def __init__(self, app: ASGIApp, path: str) -> None:
+        self.app = app
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._fh = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the app
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status_code = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except asyncio.CancelledError:
+            status_code = 499
+            raise
+        finally:
+            self.write(scope, status_code, time.perf_counter() - t0)
+
+    def write(self, scope: Scope, status_code: int, latency_s: float) -> None:
+        p = scope.get("state", {}).get(PRINCIPAL_KEY)
+        route = scope.get("route")
+        line = json.dumps({
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "key_id": None if p is None else p.key_id,
+            "role": None if p is None else p.role,
+            "method": scope.get("method"),
+            "route": getattr(route, "path", None) or scope.get("path"),
+            "status": status_code,
+            "latency_ms": round(latency_s * 1e3, 3),
+        })
+        with self._lock:
+            self._fh.write(line + "\n")
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
