@@ -61,6 +61,15 @@ def _register_subcommands() -> None:
 
     app.command("tca")(tca)
     app.add_typer(__import__("tradesys.commands.rl", fromlist=["app"]).app, name="rl")  # tradesys rl train/tune
+    app.add_typer(__import__("tradesys.commands.keys", fromlist=["app"]).app, name="keys")  # API keys
+    from tradesys.commands.runs import status, stop
+
+    app.command("status")(status)  # detached live runs (tradesys live --detach)
+    app.command("stop")(stop)
+    from tradesys.commands.backup import backup, restore
+
+    app.command("backup")(backup)  # backups of a run's ledger, MLflow, feature metadata, config
+    app.command("restore")(restore)
 
 
 _register_subcommands()
@@ -127,11 +136,18 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 
 @app.command()
-def live(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False, out: OutOpt = None) -> None:
+def live(
+    config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False, out: OutOpt = None,
+    detach: Annotated[bool, typer.Option("--detach", help="start a detached Supervisor on a running cluster and "
+                                         "return; watch with `tradesys status`, stop with `tradesys stop`")] = False,
+) -> None:
     """Run the live loop under a Supervisor actor (joins RAY_ADDRESS or ray.address if set)."""
     from tradesys.live import RunError, run_live
 
     cfg = _config(config, set_)
+    if detach:
+        _live_detached(cfg, json_, out)
+        return
     try:
         summary = run_live(cfg, console=_console(json_))
     except ConfigError as exc:
@@ -139,6 +155,24 @@ def live(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False, 
     except RunError as exc:
         _fail("run", str(exc))
     _emit(summary, json_, out)
+
+
+def _live_detached(cfg: TradesysConfig, json_: bool, out: Path | None) -> None:
+    from tradesys.detached import start_detached
+    from tradesys.live import RunError
+
+    try:
+        info = start_detached(cfg)
+    except ConfigError as exc:
+        _fail("config", str(exc))
+    except RunError as exc:
+        _fail("run", str(exc))
+    _emit(info, json_, out)
+    if not json_:
+        rid = info["run_id"]
+        console.print(f"Started detached run {rid} on the Ray cluster at {info['address']}", highlight=False)
+        console.print(f"Ledger: {info['ledger_url']}", highlight=False)
+        console.print(f"Watch it: tradesys status {rid}    Stop it: tradesys stop {rid}", highlight=False)
 
 
 @app.command()
@@ -153,15 +187,24 @@ def serve(
                          "served at POST /v1/rl/act")] = None,
 ) -> None:
     """Serve the HTTP API (analytics routes, plus ledger views with --ledger). Needs the API key in the environment
-    variable serve.api_key_env (TRADESYS_API_KEY); the `serve` section sets the body caps, queue and time budget."""
+    variable serve.api_key_env (TRADESYS_API_KEY), the bootstrap admin key; more keys: `tradesys keys`. The `serve`
+    section sets the body caps, queue, time budget, rate limits, access log and TLS."""
     import time
 
     from tradesys.serve import ServeLimits, run_serve
+    from tradesys.serve.access import AccessSettings
+    from tradesys.serve.tls import check_tls
 
-    s = _config(config, set_, check_data=False).serve
+    full = _config(config, set_, check_data=False)
+    s = full.serve
     if not os.environ.get(s.api_key_env):
         _fail("config", f"serve.api_key_env: ${s.api_key_env} is not set: the API refuses to start without a key")
     limits = ServeLimits(**{k: getattr(s, k) for k in ServeLimits.model_fields})
+    access = AccessSettings(**{k: getattr(s, k) for k in AccessSettings.model_fields})
+    try:
+        tls = check_tls(s.tls_certfile, s.tls_keyfile)
+    except ConfigError as exc:
+        _fail("config", str(exc))
     host, port = host or s.host, port or s.port
     if rl_policy is not None and not (rl_policy / "policy.json").is_file():
         _fail("config", f"--rl-policy: {str(rl_policy)!r} is not a policy export (no policy.json; see `tradesys rl "
@@ -170,11 +213,15 @@ def serve(
 
     if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):
         from tradesys.localray import init_local
+        from tradesys.placement import local_head_resources
 
-        init_local(None, True, lambda m: console.print(m, highlight=False))
+        init_local(None, True, lambda m: console.print(m, highlight=False),
+                   local_head_resources(full.ray.head_resource))
     run_serve(ledger, host=host, port=port, replicas=replicas or s.replicas, api_key_env=s.api_key_env, limits=limits,
-              rl_policy_path=str(rl_policy.resolve()) if rl_policy else None)
-    console.print(f"Serving on http://{host}:{port} (OpenAPI at /openapi.json); Ctrl-C to stop")
+              rl_policy_path=str(rl_policy.resolve()) if rl_policy else None, access=access,
+              tls_certfile=tls[0] if tls else None, tls_keyfile=tls[1] if tls else None,
+              head_resource=full.ray.head_resource)
+    console.print(f"Serving on {'https' if tls else 'http'}://{host}:{port} (OpenAPI at /openapi.json); Ctrl-C to stop")
     try:
         while True:
             time.sleep(3600)
