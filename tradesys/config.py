@@ -149,6 +149,10 @@ class StrategyConfig(_Section):
     api_key_env: str = Field("TRADESYS_API_KEY", min_length=1, description="env var holding the HTTP API key")
     timeout_ms: float = Field(250.0, gt=0.0, le=60_000.0, description="per-bar forecast deadline; late: hold")
     min_edge: float = Field(0.0, ge=0.0, description="flat unless |predicted ret| / predicted vol >= this")
+    registry_name: str | None = Field(None, min_length=1, description="score the MLflow registry's champion of "
+        "this model (forecaster local: in process; serve: the deployment pinned to it), followed as the alias moves")
+    mlflow_uri: str | None = Field(None, description="registry_name: the MLflow URI; None: $MLFLOW_TRACKING_URI")
+    champion_check_bars: int = Field(50, ge=1, description="registry_name: look up the champion alias every N bars")
     # weights: a target-weight schedule (tradesys.strategy.weights)
     weights_path: str | None = Field(None,
         description="weights: .parquet or .csv, a ts or date column and one weight column per symbol")
@@ -180,6 +184,11 @@ class StrategyConfig(_Section):
         if self.name == "rl" and self.rl_policy_path is None:
             raise ValueError("rl_policy_path: required for name = 'rl' (a policy export directory)")
         if self.name != "model":
+            return self
+        if self.registry_name is not None:  # the champion brings its model and standardizer (strategy/champion.py)
+            for key in ("model_path", "standardizer_path", "model_version", "serve_url"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: not with registry_name (the registry's champion decides the model)")
             return self
         if self.standardizer_path is None:
             raise ValueError("standardizer_path: required for name = 'model' (the training run's standardizer.json)")
@@ -405,6 +414,29 @@ class ServeConfig(_Section):
     max_queued_requests: int = Field(32, ge=0, le=100_000, description="requests waiting per replica (503 beyond)")
     retry_after_s: int = Field(1, ge=0, le=3600, description="Retry-After seconds on a 503")
     request_timeout_s: float = Field(30.0, gt=0, le=3600, description="time budget per request (504 beyond)")
+    keys_url: str = Field("sqlite:///runs/api_keys.db", min_length=1, description="API key store (tradesys keys): "
+                          "sqlite:///path or postgresql://...; the API re-reads it every keys_refresh_s")
+    keys_refresh_s: float = Field(2.0, gt=0, le=3600, description="a created or revoked key takes effect within this")
+    rate_limit_per_s: float | None = Field(100.0, gt=0, description="default requests/s per key (a key's own limit "
+                                           "wins); None: no limit")
+    rate_limit_burst: int = Field(50, ge=1, description="default burst per key (requests at once after a pause)")
+    access_log: str | None = Field("runs/api_access.jsonl", description="JSON-lines access log (key id, route, "
+                                   "status, latency; never bodies or keys); None: none")
+    tls_certfile: str | None = Field(None, description="PEM certificate: with tls_keyfile the API speaks HTTPS only")
+    tls_keyfile: str | None = Field(None, description="PEM private key of tls_certfile")
+
+    @field_validator("rate_limit_per_s", "access_log", "tls_certfile", "tls_keyfile", mode="before")
+    @classmethod
+    def _off(cls, v: Any) -> Any:
+        """TOML has no null: `false` (or "off"/"none") switches the rate limit, access log or TLS off."""
+        return None if v is False or (isinstance(v, str) and v.strip().lower() in {"off", "none", "null", ""}) else v
+
+    @field_validator("keys_url")
+    @classmethod
+    def _keys_scheme(cls, v: str) -> str:
+        if not v.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(f"must start with sqlite:/// or postgresql://, got {redact_url(v)!r}")
+        return v
 
 
 class RayConfig(_Section):
@@ -412,6 +444,20 @@ class RayConfig(_Section):
     num_cpus: int | None = Field(None, gt=0, description="local cluster CPUs; unset: all")
     include_dashboard: bool = Field(True, description="start the Ray dashboard with a local cluster")
     max_restarts: int = Field(3, ge=0, description="restarts of each child actor before the run fails")
+    head_resource: str = Field("head", pattern=r"^[A-Za-z0-9_.-]*$", description="custom resource only the head "
+        "node has; the Supervisor, its children and the API's Serve replicas request a sliver of it so they never "
+        "land on (spot) workers; \"\": no pinning")
+    compiled_graph: bool = Field(
+        True, description="drive the live step as a Ray Compiled Graph; false: ordinary actor calls"
+    )
+
+
+class LogConfig(_Section):
+    """Logs of the live loop's actors and the HTTP API (`tradesys.logs`; docs/operations.md, "Structured logs")."""
+
+    format: Literal["json", "text"] = Field("json", description="json: one JSON object per line with run_id, "
+        "actor and order_id; text: the same fields for a person at a terminal")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="lowest level written")
 
 
 class FeaturesConfig(_Section):
@@ -532,6 +578,7 @@ class TradesysConfig(_Section):
     ledger: LedgerConfig = LedgerConfig()
     serve: ServeConfig = ServeConfig()
     ray: RayConfig = RayConfig()
+    log: LogConfig = LogConfig()
     drift: DriftConfig = DriftConfig()
 
     @model_validator(mode="after")

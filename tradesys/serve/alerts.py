@@ -12,7 +12,7 @@ import time
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -110,8 +110,6 @@ def record(store: KeyStore, ledger: Any, body: AmWebhook, key_id: str | None) ->
 
 def alerts_router(store: KeyStore, ledger: Any, admin: list[Any], errors: dict[int | str, dict[str, Any]]) -> APIRouter:
     """The receiver and its read-back; both need an admin key (give Alertmanager a key of its own)."""
-    from fastapi import Request
-
     from tradesys.serve.access import PRINCIPAL_KEY
     from tradesys.serve.errors import BadRequest
 

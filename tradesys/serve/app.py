@@ -28,9 +28,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tradesys.core.orders import OrderStatus, OrderType, RejectReason, Side, TimeInForce
 from tradesys.ledger import Ledger, open_ledger
 from tradesys.ledger.sqlite import absolute_sqlite_url
-from tradesys.serve.auth import API_KEY_ENV, api_key_dependency, load_api_key
+from tradesys.placement import check_head_resource, head_resources
+from tradesys.serve.access import AccessControl, AccessGate, AccessLog, AccessSettings, check_routes, require
+from tradesys.serve.auth import API_KEY_ENV, load_api_key
 from tradesys.serve.errors import ErrorBody, install_error_handlers
 from tradesys.serve.limits import Admission, BodyLimit, ServeLimits
+from tradesys.serve.metrics_mw import RequestMetrics
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +138,8 @@ def create_api(
     analytics: bool = True,
     limits: ServeLimits | None = None,
     rl_policy_path: str | None = None,
+    access: AccessSettings | None = None,
+    auth_enabled: bool = True,
 ) -> FastAPI:
     """Build the API: ledger views when `ledger_url` is given, the analytics routes (options, vol, risk,
     portfolio) unless `analytics=False`, the RL policy routes (`tradesys.serve.rl`) when `rl_policy_path` names a
@@ -143,6 +148,11 @@ def create_api(
     concurrency, queue, time budget; `tradesys.serve.limits`).
 
     The ledger is opened (and migrated, so a fresh database answers too) here, and closed at app shutdown.
+
+    `access` (`tradesys.serve.access`): the key store (keys with roles; the env key is the bootstrap admin key),
+    per-key rate limits and the access log. Every `/v1` route declares its role; building an app with one that
+    does not is a RuntimeError. `auth_enabled=False` serves every route open and unlimited: it exists for the
+    auth-overhead benchmark only and no setting reaches it.
     """
     if api_key is None:
         key = load_api_key(api_key_env)
@@ -157,12 +167,18 @@ def create_api(
     if ledger_url is not None:
         ledger = open_ledger(ledger_url)
         ledger.migrate()
+    from tradesys.serve.keystore import MEMORY_URL, KeyStore
+
+    acc = access or AccessSettings()
+    store = KeyStore(acc.keys_url or MEMORY_URL)
+    control = AccessControl(key, acc, store) if auth_enabled else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         if ledger is not None:
             ledger.close()
+        store.close()
 
     app = FastAPI(
         title=API_TITLE,
@@ -179,10 +195,19 @@ def create_api(
     app.state.limits = lim
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limits=lim)
-    app.add_middleware(Admission, limits=lim)  # added last = outermost: a busy replica refuses before any body
-    auth = [Depends(api_key_dependency(key))]
+    app.add_middleware(Admission, limits=lim)  # a busy replica refuses before any body
+    if control is not None:
+        app.add_middleware(AccessGate, control=control)  # 401 / 429 before a queue slot or a body
+    if acc.access_log:
+        app.add_middleware(AccessLog, path=acc.access_log)  # added last = outermost: every answer is logged
+    app.add_middleware(RequestMetrics)  # Prometheus: latency and 5xx per route template, as the client saw them
+    auth = [Depends(require("read", control))]
+    admin = [Depends(require("admin", control))]
     errors: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorBody, "description": "missing or wrong API key"},
+        403: {"model": ErrorBody, "description": "the key's role is below the route's (x-tradesys-role)"},
+        429: {"model": ErrorBody, "description": "the key's rate limit is exhausted; retry after Retry-After seconds",
+              "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}},
         413: {"model": ErrorBody, "description": f"body over {lim.max_json_body_bytes} bytes (JSON) or "
               f"{lim.max_arrow_body_bytes} (Arrow), or a batch over the route's row or work cap"},
         422: {"model": ErrorBody, "description": "invalid parameter: detail lists field and reason"},
@@ -215,6 +240,11 @@ def create_api(
         from tradesys.serve.rl import rl_router  # torch / onnxruntime load only when a policy is served
 
         app.include_router(rl_router(rl_policy_path, auth, errors))
+    from tradesys.serve.alerts import alerts_router
+
+    app.include_router(alerts_router(store, ledger, admin, errors))  # Alertmanager webhook -> audit record
+    app.state.route_roles = check_routes(app.routes)  # every /v1 route declares its role, or no app
+    app.state.access = control
     return app
 
 
@@ -293,16 +323,18 @@ class TradesysAPI:
         api_key_env: str = API_KEY_ENV,
         limits: ServeLimits | None = None,
         rl_policy_path: str | None = None,
+        access: AccessSettings | None = None,
     ) -> None:
         self.ledger_url = ledger_url
         self._api_key = api_key
         self._api_key_env = api_key_env
         self._limits = limits
         self._rl_policy_path = rl_policy_path
+        self._access = access
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_api(self.ledger_url, api_key=self._api_key, api_key_env=self._api_key_env, limits=self._limits,
-                          rl_policy_path=self._rl_policy_path)
+                          rl_policy_path=self._rl_policy_path, access=self._access)
 
 
 def build_app(
@@ -312,16 +344,24 @@ def build_app(
     replicas: int = 1,
     limits: ServeLimits | None = None,
     rl_policy_path: str | None = None,
+    access: AccessSettings | None = None,
+    head_resource: str = "",
 ) -> serve.Application:
     """The bound Serve application; fails here, in the driver, if the API key is not set.
 
-    A relative SQLite path is made absolute first: the replica's working directory need not be ours.
+    Relative SQLite and access-log paths are made absolute first: the replica's working directory need not be ours.
     """
     key = load_api_key(api_key_env)
     url = None if ledger_url is None else absolute_sqlite_url(ledger_url)
     lim = limits or ServeLimits()
     rl = None if rl_policy_path is None else os.path.abspath(rl_policy_path)  # the replica's cwd need not be ours
-    return TradesysAPI.options(num_replicas=replicas, **lim.serve_options()).bind(url, key, api_key_env, lim, rl)
+    acc = access or AccessSettings()
+    acc = acc.model_copy(update={
+        "keys_url": None if acc.keys_url is None else absolute_sqlite_url(acc.keys_url),
+        "access_log": None if acc.access_log is None else os.path.abspath(acc.access_log)})
+    actor = {"num_cpus": 0, **({"resources": head_resources(head_resource)} if head_resource else {})}  # pinned
+    return TradesysAPI.options(num_replicas=replicas, ray_actor_options=actor, **lim.serve_options()).bind(
+        url, key, api_key_env, lim, rl, acc)
 
 
 def run_serve(
@@ -335,10 +375,27 @@ def run_serve(
     replicas: int = 1,
     limits: ServeLimits | None = None,
     rl_policy_path: str | None = None,
+    access: AccessSettings | None = None,
+    tls_certfile: str | None = None,
+    tls_keyfile: str | None = None,
+    head_resource: str = "",
 ) -> DeploymentHandle:
-    """Start Serve's HTTP proxy on host:port and deploy the API; returns once the replicas are ready."""
+    """Start Serve's HTTP proxy on host:port and deploy the API; returns once the replicas are ready.
+
+    With `tls_certfile` and `tls_keyfile` (PEM paths, both or neither) the proxy speaks HTTPS only: Serve's
+    HTTPOptions hands them to its uvicorn server (`tradesys.serve.tls`)."""
+    from tradesys.serve.tls import http_options
+
+    opts = http_options(host, port, tls_certfile, tls_keyfile)  # ConfigError on a bad pair, before anything starts
     app = build_app(ledger_url, api_key_env=api_key_env, replicas=replicas, limits=limits,
-                    rl_policy_path=rl_policy_path)  # fail fast without a key
-    serve.start(http_options={"host": host, "port": port})
-    log.info("serving the tradesys API on http://%s:%d%s (pid %d)", host, port, route_prefix, os.getpid())
+                    rl_policy_path=rl_policy_path, access=access, head_resource=head_resource)  # fail fast: no key
+    if head_resource:  # ray.head_resource: refused on a cluster without it, where the replicas would wait forever
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(log_to_driver=False)  # what serve.start does: RAY_ADDRESS, else a local runtime
+        check_head_resource(head_resource, ray.cluster_resources())
+    serve.start(http_options=opts)
+    scheme = "https" if tls_certfile else "http"
+    log.info("serving the tradesys API on %s://%s:%d%s (pid %d)", scheme, host, port, route_prefix, os.getpid())
     return serve.run(app, name=name, route_prefix=route_prefix)
