@@ -10,6 +10,7 @@ resumed run, so a restart or a resume changes no order and no fill.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -23,10 +24,16 @@ from tradesys.config import BrokerConfig, DataConfig, ExecutionConfig, RiskConfi
 from tradesys.core.orders import Fill, Order, OrderEvent, OrderState
 from tradesys.core.portfolio import PortfolioSnapshot
 from tradesys.core.schemas import batch_ts
+from tradesys.engine import step as stages
 from tradesys.execution.service import ExecutionService, StepReport
 from tradesys.ledger.base import AuditEntry
 from tradesys.ledger.book import BookKeeper
+from tradesys.logs import get_logger
+from tradesys.ops import metrics as ops_metrics
 from tradesys.risk.pretrade import PreTradeRisk, RiskDecision
+
+# JSON lines with run_id / actor / order_id in the worker's log file (tradesys.logs; the run's env sets the format)
+log = get_logger("tradesys.actors")
 
 
 def booked_ts(ledger: Any) -> int:
@@ -63,6 +70,9 @@ class MarketDataActor:
         self.replay = Replay(self.source, cfg.speed)
         self._iter = iter(self.replay)
         self._after_ns = -1
+        self._graph_pos: int | None = None  # the compiled graph's cursor: ts of the last batch it handed out
+        self._graph_last: tuple[int, tuple[int, pa.RecordBatch | None]] | None = None
+        log.info("market data started", extra={"source": self.source.name, "bus": cfg.bus})
         self.reader: Any = None
         if cfg.bus == "kafka":
             from tradesys.bus.kafka import KafkaBus
@@ -85,6 +95,7 @@ class MarketDataActor:
     def resume_after(self, ts_ns: int) -> int:
         """Skip batches at or before `ts_ns` (after a restart); return how many steps remain."""
         self._after_ns = ts_ns
+        self._graph_pos = ts_ns
         if self.reader is not None:
             self.reader.resume_after(ts_ns)
         else:
@@ -99,6 +110,20 @@ class MarketDataActor:
         if batch is None:
             return -1, None
         return batch_ts(batch), batch
+
+    def graph_next(self, last_ts: int) -> tuple[int, pa.RecordBatch | None]:
+        """The compiled graph's source: the batch after `last_ts`, the Supervisor's last booked step (acknowledged
+        here in bus mode: the graph's loop owns the consumer). The same `last_ts` again (a step executed again after a
+        fault) gets the same batch; a restarted actor, or one asked out of turn, first resumes after `last_ts`."""
+        if self._graph_last is not None and self._graph_last[0] == last_ts:
+            return self._graph_last[1]
+        if self._graph_pos != last_ts:
+            self.resume_after(last_ts)
+        if self.reader is not None and last_ts > 0:
+            self.ack(last_ts)
+        out = self.next_batch()
+        self._graph_pos, self._graph_last = out[0], (last_ts, out)
+        return out
 
     def ack(self, ts_ns: int) -> int:
         """Every step up to `ts_ns` is booked: commit its offset (bus mode; a no-op when reading directly)."""
@@ -136,6 +161,20 @@ def publish_feed(cfg: DataConfig, after_ns: int) -> int:
         bus.close()
 
 
+def recorded_champion(ledger: Any) -> int | None:
+    """The model champion version the ledger's audit log records last (None: none recorded, a fresh run)."""
+    from tradesys.strategy.champion import CHAMPION_EVENT
+
+    if ledger is None:
+        return None
+    rows = [r for r in ActorProxy(ledger, "ledger").read("audit_log") if r["kind"] == CHAMPION_EVENT]
+    if not rows:
+        return None
+    payload = rows[-1]["payload"]
+    payload = json.loads(payload) if isinstance(payload, str) else payload
+    return int(payload["new"])
+
+
 @ray.remote(num_cpus=0)
 class StrategyActor:
     """Owns the strategy. With a DriftMonitor handle (drift.enabled), the model strategy's per-bar observations go
@@ -148,7 +187,12 @@ class StrategyActor:
     ) -> None:
         from tradesys.strategy import make_strategy
 
-        self.strategy = make_strategy(cfg, n_symbols, bars_per_year, limits, execution)
+        self.ledger = ledger
+        champion = recorded_champion(ledger) if cfg.name == "model" and cfg.registry_name else None
+        self.strategy = make_strategy(cfg, n_symbols, bars_per_year, limits, execution, champion_version=champion)
+        forecaster = getattr(self.strategy, "forecaster", None)
+        if ledger is not None and hasattr(forecaster, "on_change"):  # a champion-following model strategy
+            forecaster.on_change = self._audit_champion
         upto = booked_ts(ledger) if data is not None else 0
         self.warmed_bars = self.strategy.warm_up(bars_upto(data, upto)) if data is not None and upto > 0 else 0
         self.feed: Any = None
@@ -159,9 +203,29 @@ class StrategyActor:
                 raise ValueError(f"drift.enabled: strategy {cfg.name!r} has no features to observe (needs 'model')")
             self.feed = MonitorFeed(monitor, send_every_bars, max_in_flight)
             self.strategy.observer = self.feed
+        log.info("strategy started", extra={"strategy": cfg.name, "warmed_bars": self.warmed_bars})
+
+    def _audit_champion(self, kind: str, ts_ns: int, payload: dict[str, Any]) -> None:
+        """A champion switch (or refusal) goes to the ledger before the bar's orders leave: a restart reads it back."""
+        msg = (f"model champion v{payload['old']} -> v{payload['new']}" if "new" in payload
+               else f"model champion v{payload['refused']} refused: {payload['reason']}")
+        ray.get(self.ledger.audit.remote([AuditEntry(ts_ns, kind, msg, payload=payload)]), timeout=60)
 
     def on_bars(self, bars: pa.RecordBatch, book: PortfolioSnapshot, working: Mapping[str, float]) -> list[Order]:
         return self.strategy.on_bars(bars, book, working)
+
+    _decided: tuple[int, list[Order]] | None = None  # the compiled graph's last step (answered again on a retry)
+
+    def graph_decide(
+        self, batch: tuple[int, pa.RecordBatch | None], marked: tuple[int, StepReport | None]
+    ) -> tuple[int, list[Order]]:
+        """Stage `decide` in the compiled graph (tradesys.actors.graph): the same step again gets the same orders."""
+        ts, bars = batch
+        if ts < 0 or marked[1] is None:
+            return ts, []
+        if self._decided is None or self._decided[0] != ts:
+            self._decided = (ts, stages.decide(self, bars, marked[1]))
+        return self._decided
 
     def stats(self) -> dict[str, Any]:
         """The strategy's counters (model strategy: forecast calls, bars held for a missing forecast)."""
@@ -192,11 +256,32 @@ class RiskActor:
             orders = decision_rows(book.read("orders"), book.read("parent_orders"))
             warm_gate(self.gate, bars_upto(data, upto), orders, book.read("audit_log"),
                       book.read("equity_curve"), book.snapshot().initial_cash, upto)
+        log.info("risk gate started", extra={"warmed_to_ts_ns": upto})
 
     def check(
         self, orders: Sequence[Order], book: PortfolioSnapshot, now_ns: int, working: Mapping[str, float] | None
     ) -> RiskDecision:
-        return self.gate.check(orders, book, now_ns, working)
+        decision = self.gate.check(orders, book, now_ns, working)
+        ops_metrics.emit_risk_gate(self.gate, book, working)
+        for ev in decision.rejected:
+            log.info("order rejected by risk", extra={"order_id": ev.client_order_id, "reason": ev.reason,
+                                                      "detail": ev.detail, "ts_ns": now_ns})
+        if decision.kill_switch_tripped:
+            log.warning("kill switch tripped", extra={"ts_ns": now_ns})
+        return decision
+
+    _checked: tuple[int, RiskDecision] | None = None  # the compiled graph's last step (answered again on a retry)
+
+    def graph_check(
+        self, marked: tuple[int, StepReport | None], decided: tuple[int, list[Order]]
+    ) -> tuple[int, RiskDecision | None]:
+        """Stage `check` in the compiled graph: the same step again gets the same decision, counted once."""
+        ts, report = marked
+        if ts < 0 or report is None:
+            return ts, None
+        if self._checked is None or self._checked[0] != ts:
+            self._checked = (ts, stages.check(self, decided[1], report, ts))
+        return self._checked
 
     def stats(self) -> dict[str, Any]:
         """Rejects by reason, the kill switch, and the book's risk as of the last step (VaR, exposures)."""
@@ -205,6 +290,16 @@ class RiskActor:
             "kill_switch": self.gate.kill_switch_active,
             "metrics": dict(self.gate.metrics),
         }
+
+
+def log_events(events: list[OrderEvent]) -> list[OrderEvent]:
+    """One log line per venue event (ack, fill, reject, cancel), keyed by the order id; returns the events."""
+    for ev in events:
+        fill = {"fill_id": ev.fill.fill_id, "qty": ev.fill.qty, "price": ev.fill.price} if ev.fill is not None else {}
+        log.info("venue event", extra={"order_id": ev.client_order_id, "event": getattr(ev.kind, "value", ev.kind),
+                                       "ts_ns": ev.ts_ns, **fill,
+                                       **({"reason": getattr(ev.reason, "value", ev.reason)} if ev.reason else {})})
+    return events
 
 
 @ray.remote(num_cpus=0)
@@ -217,6 +312,7 @@ class BrokerActor:
         from tradesys.broker.sim import SimBroker
         from tradesys.engine.recovery import restore_venue
 
+        log.info("broker started", extra={"kind": cfg.kind})
         if cfg.kind == "alpaca":  # Alpaca's trading API (tradesys.broker.alpaca); the broker keeps its own state
             from tradesys.broker.alpaca import AlpacaBroker
 
@@ -243,13 +339,13 @@ class BrokerActor:
             self.venue.opening_cash = ActorProxy(ledger, "ledger").snapshot().initial_cash
 
     def submit(self, orders: Sequence[Order]) -> list[OrderEvent]:
-        return self.venue.submit(orders)
+        return log_events(self.venue.submit(orders))
 
     def cancel(self, ids: Sequence[str], ts_ns: int) -> list[OrderEvent]:
-        return self.venue.cancel(ids, ts_ns)
+        return log_events(self.venue.cancel(ids, ts_ns))
 
     def on_bars(self, bars: pa.RecordBatch) -> list[OrderEvent]:
-        return self.venue.on_bars(bars)
+        return log_events(self.venue.on_bars(bars))
 
     def order_state(self, client_order_id: str) -> OrderState | None:
         return self.venue.order_state(client_order_id)
@@ -303,9 +399,13 @@ class LedgerActor:
         from tradesys.ledger import open_ledger
 
         self.book = BookKeeper(open_ledger(url), initial_cash)
+        self._counts = ops_metrics.ledger_counts(self.book.ledger, initial_cash)  # Prometheus: the ledger's totals
+        log.info("ledger opened", extra={"ledger": url})  # the line masks the URL's password (tradesys.logs.scrub)
 
     def commit(self, **kwargs: Any) -> Any:
-        return self.book.commit(**kwargs)
+        snap, result = self.book.commit(**kwargs)
+        ops_metrics.emit_commit(snap, result, kwargs.get("updates", ()), self._counts)
+        return snap, result
 
     def snapshot(self) -> PortfolioSnapshot:
         return self.book.snapshot()
@@ -360,14 +460,9 @@ class ExecutionActor:
         self, broker: Any, ledger: Any, crash_at_submit: int | None = None, crash_marker: str = "",
         settings: ExecutionConfig | None = None, data: DataConfig | None = None,
     ) -> None:
-        from ray.util.metrics import Gauge
-
         venue: Any = ActorProxy(broker, "broker")
         if crash_at_submit is not None:
             venue = _CrashOnce(venue, crash_at_submit, crash_marker)
-        # on the Ray dashboard / Prometheus: reconciliation runs, what they booked, and the standing break
-        self._reconcile_gauge = Gauge("tradesys_reconcile", "reconciliation of the ledger against the broker",
-                                      ("what",))
         self._runs_seen = -1.0
         self.service = ExecutionService.recover(venue, ActorProxy(ledger, "ledger"), settings=settings)
         # the volumes of the bars already booked: a VWAP parent decided after a restart gets the curve an
@@ -376,6 +471,8 @@ class ExecutionActor:
         if data is not None and upto > 0:
             self.service.volumes.warm_up(bars_upto(data, upto))
         self._publish()
+        log.info("execution started", extra={"recovered_events": self.service.recovered_events,
+                                             "orders": len(self.service.oms)})
 
     def _publish(self) -> None:
         """Set the reconciliation gauges when a reconciliation ran since the last time."""
@@ -383,13 +480,13 @@ class ExecutionActor:
         if st["runs"] == self._runs_seen:
             return
         self._runs_seen = st["runs"]
-        for what, v in st.items():
-            self._reconcile_gauge.set(float(v), tags={"what": what})
-        self._reconcile_gauge.set(float(self.service.halted is not None), tags={"what": "halted"})
+        # on the Ray dashboard / Prometheus: reconciliation runs, what they booked, and the standing break
+        ops_metrics.emit_reconcile(st, self.service.halted is not None)
 
     def on_bars(self, bars: pa.RecordBatch) -> StepReport:
         report = self.service.on_bars(bars)
         self._publish()
+        ops_metrics.emit_fill_latencies(report.latencies_ns)
         return report
 
     def reconcile(self, ts_ns: int) -> dict[str, Any]:
@@ -409,7 +506,37 @@ class ExecutionActor:
         ts_ns: int = 0,
         audit: Sequence[AuditEntry] = (),
     ) -> StepReport:
-        return self.service.submit(accepted, rejected, ts_ns, audit)
+        for o in accepted:  # written ahead to the ledger, then sent to the venue (its answers: the broker's lines)
+            log.info("order sent", extra={"order_id": o.client_order_id, "symbol": o.symbol,
+                                          "side": getattr(o.side, "value", o.side), "qty": o.qty, "ts_ns": ts_ns})
+        report = self.service.submit(accepted, rejected, ts_ns, audit)
+        ops_metrics.emit_fill_latencies(report.latencies_ns)
+        return report
+
+    # the compiled graph's last step per stage: a step executed again after a fault gets the same answers here
+    _marked: tuple[int, StepReport | None] | None = None
+    _recorded: tuple[int, stages.StepResult | None] | None = None
+
+    def graph_mark(self, batch: tuple[int, pa.RecordBatch | None]) -> tuple[int, StepReport | None]:
+        """Stage `mark` in the compiled graph (tradesys.actors.graph); (-1, None) at the end of the data."""
+        ts, bars = batch
+        if ts < 0 or bars is None:
+            return ts, None
+        if self._marked is None or self._marked[0] != ts:
+            self._marked = (ts, stages.mark(self, bars))
+        return self._marked
+
+    def graph_record(
+        self, marked: tuple[int, StepReport | None], decided: tuple[int, list[Order]],
+        checked: tuple[int, RiskDecision | None],
+    ) -> tuple[int, stages.StepResult | None]:
+        """Stage `record` in the compiled graph: write ahead, send, book; the step's result for the Supervisor."""
+        ts, report = marked
+        if ts < 0 or report is None or checked[1] is None:
+            return ts, None
+        if self._recorded is None or self._recorded[0] != ts:
+            self._recorded = (ts, stages.record(self, decided[1], checked[1], report, ts))
+        return self._recorded
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "recovered_events": self.service.recovered_events, "orders": len(self.service.oms)}

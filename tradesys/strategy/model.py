@@ -2,7 +2,9 @@
 
 Why one class for both: the backtest and the live loop must trade the same way; only where the forecasts come from
 differs, so that is a `Forecaster` handed in: `LocalForecaster` (an exported model in this process: backtests,
-notebooks) or `ServeForecaster` (the `ModelServer` Serve deployment by handle, or ``POST /v1/predict`` over HTTP).
+notebooks), `ServeForecaster` (the `ModelServer` Serve deployment by handle, or ``POST /v1/predict`` over HTTP), or,
+with ``registry_name``, `tradesys.strategy.champion.ChampionForecaster` (the registry's champion, in process or by
+handle, followed as the alias moves; its standardizer comes with it and replaces the strategy's at a switch).
 
 Features (the training convention of `tradesys.train.data`): per symbol the strategy keeps the last
 ``lookback + 22`` closes, takes their simple returns, builds `default_features` (r, |r|, trailing 5- and 22-bar
@@ -330,9 +332,15 @@ class ModelStrategy:
 
     @classmethod
     def from_config(
-        cls, cfg: StrategyConfig, n_symbols: int, bars_per_year: float = 252.0, limits: RiskConfig | None = None
+        cls, cfg: StrategyConfig, n_symbols: int, bars_per_year: float = 252.0, limits: RiskConfig | None = None,
+        champion_version: int | None = None,
     ) -> ModelStrategy:
-        """Build the forecaster the config names (local model file, Serve handle or HTTP URL) and the strategy."""
+        """Build the forecaster the config names (local model file, the registry's champion in process or by Serve
+        handle, Serve handle or HTTP URL) and the strategy. ``champion_version``: with ``registry_name``, the version
+        a restarted run recorded last (tradesys.strategy.champion); None: the champion now."""
+        if cfg.registry_name is not None:
+            champ = _champion_forecaster(cfg, champion_version)
+            return cls(cfg, n_symbols, champ, champ.standardizer, bars_per_year, limits=limits)
         if cfg.standardizer_path is None:
             raise ValueError("strategy.standardizer_path: required for name = 'model'")
         scaler = load_standardizer(cfg.standardizer_path)
@@ -348,6 +356,12 @@ class ModelStrategy:
                 n_features=int(scaler.mean.shape[0]), api_key_env=cfg.api_key_env,
             )
         return cls(cfg, n_symbols, forecaster, scaler, bars_per_year, limits=limits)
+
+    def _set_standardizer(self, standardizer: Standardizer) -> None:
+        """A new champion's standardizer (same feature count: the forecaster checked); used from this bar on."""
+        self.standardizer = standardizer
+        self._mean32 = standardizer.mean.astype(np.float32)
+        self._std32 = standardizer.std.astype(np.float32)
 
     def window(self, closes: np.ndarray) -> np.ndarray:
         """The standardised (lookback, n_features) float32 window at the last of `closes` (oldest first)."""
@@ -389,8 +403,10 @@ class ModelStrategy:
 
     def stats(self) -> dict[str, Any]:
         """Bars seen, forecast calls, misses (bars held) by reason, symbols held for a non-finite forecast."""
+        extra = getattr(self.forecaster, "stats", None)
         return {"bars": self.bars, "forecast_calls": self.forecast_calls, "misses": sum(self.misses.values()),
-                "misses_by_reason": dict(self.misses), "non_finite": self.non_finite}
+                "misses_by_reason": dict(self.misses), "non_finite": self.non_finite,
+                **(extra() if callable(extra) else {})}
 
     def warm_up(self, batches: Iterable[pa.RecordBatch]) -> int:
         """Rebuild the close history from the bars up to a resume point (no forecasts); return the bars taken."""
@@ -403,6 +419,9 @@ class ModelStrategy:
             return []
         self.bars += 1
         ts = batch_ts(bars)
+        refresh = getattr(self.forecaster, "refresh", None)  # a champion-following forecaster may switch here
+        if refresh is not None and (scaler := refresh(self.bars, ts)) is not None:
+            self._set_standardizer(scaler)
         rows = self._history.observe(bars)
         weights = {sym: 0.0 for sym, _ in rows}  # warm-up: flat
         if self.observer is not None:
@@ -444,3 +463,23 @@ class ModelStrategy:
             if order is not None:
                 orders.append(order)
         return orders
+
+
+def _champion_forecaster(cfg: StrategyConfig, start_version: int | None) -> Any:
+    """The registry's champion, scored in this process (``forecaster = "local"``) or by the Serve deployment
+    pinned to the champion's version (``"serve"``); see tradesys.strategy.champion."""
+    from tradesys.strategy.champion import ChampionForecaster, RegistryChampions, model_file
+
+    uri = cfg.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if not uri:
+        raise ValueError("strategy.mlflow_uri: required with registry_name ($MLFLOW_TRACKING_URI is not set either)")
+    assert cfg.registry_name is not None
+    source = RegistryChampions(cfg.registry_name, uri)
+
+    def build(version: int, folder: Path) -> Forecaster:
+        if cfg.forecaster == "local":
+            return LocalForecaster(model_file(folder), cfg.model_backend)
+        return ServeForecaster(timeout_s=cfg.timeout_ms / 1e3, app=cfg.serve_app, deployment=cfg.serve_deployment,
+                               version=str(version), lookback=cfg.lookback)
+
+    return ChampionForecaster(source, build, check_every_bars=cfg.champion_check_bars, start_version=start_version)
