@@ -1,0 +1,315 @@
+"""Issue 14 parts 3-4: a detached live loop watched and stopped from other shells, and node and head (GCS) faults.
+
+One real cluster per module, started as a user starts one: `ray start --head` (token auth on, from a token in a
+private HOME) with GCS fault tolerance on the machine's Redis (`RAY_REDIS_ADDRESS`, a namespace of its own that is
+deleted afterwards), plus `ray start` workers on loopback. Every command runs as a separate process (`python -m
+tradesys.cli ...`), as from another shell; nothing here joins the cluster in-process.
+
+Each fault is judged against the undisturbed run (the in-process backtest of the same configuration, which the live
+loop equals: test_live_recovery): every order and fill identical, so nothing was lost and nothing duplicated, and
+the ledger's accounting recomputed from its fills and the data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tradesys.backtest.runner import run_backtest
+from tradesys.backtest.sweep import METRICS
+from tradesys.config import load_config
+from tradesys.data import make_source
+from tradesys.ledger import open_ledger
+
+from .ledger_checks import assert_ledger_consistent, closes_by_ts, trade_record
+from .raynodes import Node, restart_gcs, start_head, start_worker
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [  # tests/test_live_recovery.py's configuration: every piece of the loop's state matters
+    "data.source=synthetic", 'data.symbols=["ALPHA","BRAVO","CHARLIE"]', "data.synthetic_days=1",
+    "strategy.fast=5", "strategy.slow=20", "strategy.vol_lookback=10", "strategy.rebalance_band=0.1",
+    "strategy.order_type=limit", "broker.participation_cap=0.01", "risk.max_orders_per_window=12",
+    "risk.order_window_seconds=1200", "risk.var_limit_pct=0.00025", "risk.var_min_obs=10",
+    "ray.max_restarts=3", "log.level=WARNING",
+]
+STEPS = 390
+NODE_RESOURCE = "tradesys_node"  # the workers' resource: a live run pinned to it (ray.head_resource) runs on one
+
+
+@dataclass
+class Cluster:
+    head: Node
+    env: dict[str, str]  # a client shell's environment: RAY_ADDRESS, HOME with the token, no RAY_AUTH_MODE
+    node_env: dict[str, str]
+    tmp: Path
+    workers: list[Node] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.head.gcs_port}"
+
+    def add_workers(self, n: int) -> None:
+        """Start `n` workers (1 CPU and the node resource each) side by side."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(n) as pool:
+            new = list(pool.map(lambda _: start_worker(self.tmp, self.node_env, self.address, {NODE_RESOURCE: 1}),
+                                range(n)))
+        self.workers += new
+        _wait(lambda: _alive_nodes(self) == 1 + len(self.workers), 120, "the workers did not register")
+
+
+def _redis_host_port() -> tuple[str, int]:
+    from tests.conftest import REDIS_URL
+
+    hostport = REDIS_URL.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host, port = hostport.rsplit(":", 1)
+    return host, int(port)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Cluster]:
+    from ray._private.gcs_utils import cleanup_redis_storage
+
+    tmp = tmp_path_factory.mktemp("cluster")
+    home = tmp / "home"
+    (home / ".ray").mkdir(parents=True)
+    token = home / ".ray" / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "MLFLOW_TRACKING_URI"}
+    base.update(HOME=str(home), RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT),
+                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    host, port = _redis_host_port()
+    namespace = f"tradesys-test-{uuid.uuid4().hex[:12]}"
+    node_env = {**base, "RAY_REDIS_ADDRESS": f"{host}:{port}", "RAY_external_storage_namespace": namespace}
+    head = start_head(tmp, node_env, {"head": 1}, num_cpus=0)
+    c = Cluster(head, {**base, "RAY_ADDRESS": f"127.0.0.1:{head.gcs_port}"}, node_env, tmp)
+    try:
+        yield c
+    finally:
+        for w in c.workers:
+            w.stop()
+        head.stop()
+        cleanup_redis_storage(host, port, "", False, namespace)
+        import redis
+
+        assert not list(redis.Redis(host=host, port=port).scan_iter(f"RAY{namespace}@*")), "GCS keys left in Redis"
+
+
+def _wait(cond: Any, timeout_s: float, what: str, every: float = 0.2) -> None:
+    deadline = time.time() + timeout_s
+    while not cond():
+        assert time.time() < deadline, what
+        time.sleep(every)
+
+
+def _alive_nodes(c: Cluster) -> int:
+    out = _py(c, "import ray; ray.init(); print(sum(n['Alive'] for n in ray.nodes()))", check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def _py(c: Cluster, code: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """A Python snippet as another client process (RAY_AUTH_MODE=token: the token of the HOME)."""
+    p = subprocess.run([sys.executable, "-c", code], env={**c.env, "RAY_AUTH_MODE": "token"}, capture_output=True,
+                       text=True, timeout=180, cwd=ROOT)
+    if check:
+        assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def cli(c: Cluster, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`tradesys ARGS` in a fresh process, as from another shell."""
+    return subprocess.run([sys.executable, "-m", "tradesys.cli", *args], env=env or c.env, capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+
+
+def _sets(*extra: str) -> list[str]:
+    return [x for o in (*SMALL, *extra) for x in ("-s", o)]
+
+
+@pytest.fixture(scope="module")
+def baseline() -> tuple[list[tuple], list[tuple]]:
+    """The undisturbed run's orders and fills."""
+    _, ledger = run_backtest(load_config(overrides=[*SMALL, "ledger.url=sqlite:///:memory:"]))
+    return trade_record(ledger)
+
+
+def _check_ledger(url: str, baseline: tuple[list[tuple], list[tuple]]) -> Any:
+    """Zero lost, zero duplicated: every order and fill of the undisturbed run, once; the book recomputes."""
+    ledger = open_ledger(url)
+    orders, fills = trade_record(ledger)
+    assert (len(orders), len(fills)) == (len(baseline[0]), len(baseline[1]))
+    assert orders == baseline[0] and fills == baseline[1]
+    cfg = load_config(overrides=[*SMALL, f"ledger.url={url}"])
+    assert_ledger_consistent(ledger, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
+    return ledger
+
+
+def _booked(url: str) -> int:
+    try:
+        return len({r["ts_ns"] for r in open_ledger(url).equity_curve()})
+    except Exception:  # the file exists before its tables do
+        return 0
+
+
+def _status(c: Cluster, run: str) -> dict[str, Any]:
+    p = cli(c, "status", run, "--json")
+    assert p.returncode == 0, p.stderr[-2000:]
+    (row,) = json.loads(p.stdout)
+    return row
+
+
+def _detach(c: Cluster, url: str, *extra: str) -> str:
+    p = cli(c, "live", "--detach", "--json", *_sets(f"ledger.url={url}", *extra))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return str(json.loads(p.stdout)["run_id"])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_detached_run_outlives_its_driver_and_a_gcs_restart(cluster: Cluster, tmp_path: Path, baseline: Any) -> None:
+    """`live --detach` returns while the loop runs on; `status` from other processes; the dashboard's state API lists
+    the run's actors by run id; the head's gcs_server killed -9 mid-run: the loop keeps booking steps while the GCS is
+    down, and the restarted GCS (recovered from Redis) still knows the detached run; `stop` mid-run writes the
+    shutdown audit and releases the actors; a second detached run resumes the ledger to the end: the ledger equals
+    the undisturbed run's."""
+    url = f"sqlite:///{tmp_path}/detached.db"
+    t0 = time.time()
+    run = _detach(cluster, url, "data.speed=25")
+    assert time.time() - t0 < 120 and _booked(url) < STEPS  # the command returned; the loop runs on without it
+    _wait(lambda: _booked(url) >= 60, 120, "the detached loop did not start booking")
+    row = _status(cluster, run)
+    assert row["state"] == "running" and row["total"] == STEPS and 0 < row["step"] < STEPS
+    listed = cli(cluster, "status", "--json")
+    assert run in [r["run_id"] for r in json.loads(listed.stdout)]
+    # the dashboard (state API) lists the Supervisor and its children by run id, alive
+    code = (f"import json; from ray.util.state import list_actors; print(json.dumps([(a.name, a.state) for a in "
+            f"list_actors(address='http://127.0.0.1:{cluster.head.dashboard_port}', limit=1000) "
+            f"if (a.name or '').startswith('{run}:')]))")
+    actors = dict(json.loads(_py(cluster, code, check=True).stdout.strip().splitlines()[-1]))
+    roles = {"supervisor", "market_data", "ledger", "broker", "strategy", "risk", "execution"}
+    assert {f"{run}:{r}" for r in roles} <= {n for n, s in actors.items() if s == "ALIVE"}, actors
+
+    # the head's GCS killed mid-run: the loop does not need it to trade
+    before = _booked(url)
+    old, new = restart_gcs(cluster.head, down_s=4.0)
+    assert old != new
+    assert _booked(url) > before, "the loop stopped while the GCS was down"
+    _wait(lambda: cli(cluster, "status", run, "--json").returncode == 0, 120, "the restarted GCS lost the run")
+    assert _status(cluster, run)["state"] == "running"
+    _wait(lambda: _booked(url) >= 250, 120, "the loop did not go on after the GCS restart")
+
+    stopped = cli(cluster, "stop", run, "--json")
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    summary = json.loads(stopped.stdout)
+    assert summary["reason"] == "stopped by tradesys stop" and 250 <= summary["steps"] < STEPS
+    gone = cli(cluster, "status", run)
+    assert gone.returncode == 2 and f"no detached run '{run}'" in gone.stderr
+    assert len(gone.stderr.strip().splitlines()) == 1
+    ledger = open_ledger(url)
+    assert [a["message"] for a in ledger.audit_log(kind="shutdown")] == ["stopped by tradesys stop"]
+
+    rest = _detach(cluster, url)  # the same ledger: resumes after the last booked step
+    _wait(lambda: _status(cluster, rest)["state"] == "completed", 180, "the resumed run did not complete", 1.0)
+    done = cli(cluster, "stop", rest, "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["reason"] == "completed"
+    ledger = _check_ledger(url, baseline)
+    assert len(ledger.audit_log(kind="resume")) == 1
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_worker_node_removed_mid_run_loses_and_duplicates_nothing(
+    cluster: Cluster, tmp_path: Path, baseline: Any
+) -> None:
+    """Two 1-CPU workers. (1) A live run pinned to the workers (ray.head_resource = their resource): its Supervisor
+    and children sit on one; that node is killed -9 mid-run; Ray restarts the detached Supervisor on the other, it
+    rebuilds its children and resumes from the ledger: every order and fill of the undisturbed run, once. (2) A
+    backtest sweep whose trials run on the workers (the head has no CPU); a worker killed mid-sweep: every trial's
+    result, once, equal to the in-process backtest; the trials that were cut off ran again."""
+    missing = 2 - len(cluster.workers)
+    if missing:
+        cluster.add_workers(missing)
+    url = f"sqlite:///{tmp_path}/node.db"
+    run = _detach(cluster, url, "data.speed=30", f"ray.head_resource={NODE_RESOURCE}")
+    _wait(lambda: _booked(url) >= 100, 120, "the loop did not start booking")
+    code = (f"import ray; from ray.util.state import list_actors; ray.init(); "
+            f"print([a.node_id for a in list_actors(address='http://127.0.0.1:{cluster.head.dashboard_port}', "
+            f"filters=[('name', '=', '{run}:supervisor'), ('state', '=', 'ALIVE')])][0], "
+            f"*[n['NodeID'] + '=' + str(n['NodeManagerPort']) for n in ray.nodes() if n['Alive']])")
+    node_id, *ports = _py(cluster, code, check=True).stdout.strip().splitlines()[-1].split()
+    port = int(dict(p.split("=") for p in ports)[node_id])
+    (victim,) = [w for w in cluster.workers if f"--node-manager-port={port}" in " ".join(w.proc.args)]
+    booked = _booked(url)
+    victim.kill()
+    cluster.workers.remove(victim)
+    _wait(lambda: _booked(url) > booked + 20, 180, "the run did not resume on the other worker")
+    _wait(lambda: _status(cluster, run)["state"] == "completed", 180, "the resumed run did not complete", 1.0)
+    done = cli(cluster, "stop", run, "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    ledger = _check_ledger(url, baseline)
+    assert len(ledger.audit_log(kind="resume")) == 1  # the Supervisor Ray restarted resumed once
+
+    # (2) a sweep's trials on the workers; one worker killed while they run
+    cluster.add_workers(1)
+    sweep_dir = tmp_path / "runs"
+    args = ["backtest", "sweep", *_sets("data.synthetic_days=3"), "-p", "strategy.fast=3,4,5,6",
+            "--engine", "event", "--no-mlflow", "--no-ledgers", "--retries", "2", "--runs-dir", str(sweep_dir),
+            "--json"]
+    env = {**cluster.env, "RAY_AUTH_MODE": "token"}
+    proc = subprocess.Popen([sys.executable, "-m", "tradesys.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    _wait(lambda: any(sweep_dir.glob("*/trials/*/attempts")), 180, "no trial started")
+    time.sleep(0.5)
+    victim = cluster.workers.pop(0)
+    victim.kill()
+    out, err = proc.communicate(timeout=400)
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads(out)
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(summary["results"]).to_pylist()
+    assert [r["strategy.fast"] for r in rows] == [3, 4, 5, 6] and {r["status"] for r in rows} == {"ok"}
+    assert any(r["attempts"] > 1 for r in rows), "the killed worker ran no trial"
+    for r in rows:  # each result equals the in-process backtest of its trial, exactly
+        ref, ledger = run_backtest(load_config(overrides=[*SMALL, "data.synthetic_days=3",
+                                                          f"strategy.fast={r['strategy.fast']}"]))
+        assert r["orders"] == len(ledger.orders()) > 0
+        assert all(_same(r[m], getattr(ref, m)) for m in METRICS), (r, ref)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (isinstance(a, float) and isinstance(b, float) and a != a and b != b) or a == b
+
+
+@pytest.mark.ray
+def test_detached_commands_fail_in_one_line(cluster: Cluster, tmp_path: Path) -> None:
+    """An unknown run, and no cluster at all: one line each, exit code 2, before anything starts."""
+    unknown = cli(cluster, "stop", "run-nope")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == (f"run error: run: no detached run 'run-nope' on the cluster at "
+                                      f"{_gcs_seen(cluster)} (`tradesys status` lists them)")
+    lonely = {k: v for k, v in cluster.env.items() if k != "RAY_ADDRESS"}
+    lonely["RAY_TMPDIR"] = str(tmp_path)  # no `ray start --head` recorded there
+    lonely["TMPDIR"] = str(tmp_path)
+    for args in (["live", "--detach", *_sets()], ["status"]):
+        p = cli(cluster, *args, env=lonely)
+        assert p.returncode == 2 and p.stderr.startswith("config error: no running Ray cluster"), p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1 and "ray start --head" in p.stderr
+
+
+def _gcs_seen(c: Cluster) -> str:
+    out = _py(c, "import ray; ray.init(); print(ray.get_runtime_context().gcs_address)", check=True)
+    return out.stdout.strip().splitlines()[-1]
