@@ -28,6 +28,7 @@ from tradesys import localray
 from tradesys.config import ConfigError, DataError, TradesysConfig, redact_url, save_run_config
 from tradesys.ledger.sqlite import absolute_sqlite_url
 from tradesys.localray import LocalCluster
+from tradesys.placement import check_head_resource, head_options, local_head_resources
 
 
 class RunError(RuntimeError):
@@ -83,7 +84,8 @@ def connect_ray(cfg: TradesysConfig, console: Console | None = None) -> tuple[st
     if address is None:
         say = console.print
         try:
-            cluster = localray.start_for_driver(cfg.ray.num_cpus, cfg.ray.include_dashboard, say)
+            cluster = localray.start_for_driver(cfg.ray.num_cpus, cfg.ray.include_dashboard, say,
+                                                local_head_resources(cfg.ray.head_resource))
         except RuntimeError as exc:
             raise RunError(f"the local Ray cluster did not start: {' '.join(str(exc).split())}") from None
         address = cluster.address
@@ -232,7 +234,9 @@ def _run(
     if dashboard:
         console.print(f"[bold]Ray dashboard:[/bold] {dashboard}")
     console.print(f"[bold]Ledger:[/bold] {redact_url(ledger_url)}")
-    sup = Supervisor.options(name=f"{run_id}:supervisor").remote(
+    console.print(f"loop: {loop_mode_label(cfg)}")
+    check_head_resource(cfg.ray.head_resource, ray.cluster_resources())  # else the Supervisor would wait forever
+    sup = Supervisor.options(name=f"{run_id}:supervisor", **head_options(cfg.ray.head_resource)).remote(
         cfg, ledger_url, run_id, crash_execution_at_submit, crash_marker
     )
     done = sup.run.remote()
@@ -282,6 +286,11 @@ def _run(
     return summary
 
 
+def loop_mode_label(cfg: TradesysConfig) -> str:
+    """How the Supervisor drives the step (`ray.compiled_graph`), as `tradesys demo`/`live` print it."""
+    return "compiled graph" if cfg.ray.compiled_graph else "actor calls"
+
+
 def redact(url: str) -> str:
     """Alias of `tradesys.config.redact_url`, kept for callers of the old name."""
     return redact_url(url)
@@ -303,6 +312,7 @@ def summary_table(s: dict[str, Any]) -> Table:
         ("decision-to-fill p50", f"{s['latency_p50_ms']:.2f} ms"),
         ("decision-to-fill p99", f"{s['latency_p99_ms']:.2f} ms"),
         ("child restarts", f"{s.get('restarts', 0)}"),
+        ("loop", str(s.get("loop_mode", "")).replace("_", " ")),
     ]
     risk = s.get("risk") or {}
     metrics = risk.get("metrics") or {}

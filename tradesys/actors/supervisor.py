@@ -22,6 +22,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
+from tradesys import logs
 from tradesys.actors.children import (
     BrokerActor,
     ExecutionActor,
@@ -30,6 +31,7 @@ from tradesys.actors.children import (
     RiskActor,
     StrategyActor,
 )
+from tradesys.actors.graph import GRAPH_ACTORS, GRAPH_FAULTS, StepGraph
 from tradesys.actors.proxy import ActorProxy
 from tradesys.backtest.metrics import summarize
 from tradesys.config import TradesysConfig
@@ -38,6 +40,10 @@ from tradesys.engine.recovery import resume_after
 from tradesys.engine.step import TradingComponents, run_step
 from tradesys.execution.parents import decision_rows
 from tradesys.ledger.base import AuditEntry
+from tradesys.ops import metrics as ops_metrics
+from tradesys.placement import head_options
+
+log = logs.get_logger("tradesys.actors.supervisor")
 
 
 def child_restart_counts(children: dict[str, Any]) -> dict[str, int]:
@@ -58,7 +64,7 @@ def child_restart_counts(children: dict[str, Any]) -> dict[str, int]:
 class Supervisor:
     def __init__(
         self, cfg: TradesysConfig, ledger_url: str, run_id: str, crash_execution_at_submit: int | None = None,
-        crash_marker: str = "",
+        crash_marker: str = "", autostart: bool = False,
     ) -> None:
         self.cfg, self.ledger_url, self.run_id = cfg, ledger_url, run_id
         self._stop = threading.Event()
@@ -69,7 +75,11 @@ class Supervisor:
         self._restart_seen: dict[str, int] = {}
         self._polled = 0.0
         self._progress: dict[str, Any] = {"step": 0, "total": 0, "equity": cfg.initial_cash, "state": "starting"}
-        opts = {"max_restarts": cfg.ray.max_restarts, "max_task_retries": 0}
+        opts = {"max_restarts": cfg.ray.max_restarts, "max_task_retries": 0,
+                **ops_metrics.child_options(run_id, cfg.strategy.name),  # metrics labelled by run and strategy
+                **head_options(cfg.ray.head_resource)}  # on the head (ray.head_resource): book, OMS and venue state
+        logs.configure(cfg.log.format, cfg.log.level, run_id=run_id, actor="supervisor")
+        opts = logs.with_log_env(opts, cfg.log.format, cfg.log.level, run_id)  # every child logs the same way
         self.md = MarketDataActor.options(name=f"{run_id}:market_data", **opts).remote(cfg.data)
         info = ray.get(self.md.info.remote())
         self.symbols: list[str] = info["symbols"]
@@ -107,6 +117,8 @@ class Supervisor:
             )
             # ready before the loop starts: it rebuilds up to the steps booked *before* this run, not a racing few
             ray.get(self.features.stats.remote())
+        if autostart:  # a detached run: Ray restarting this actor (its node died) resumes the loop from the ledger
+            self.start()
 
     def _feed_features(self, bars: Any) -> None:
         """Hand the batch to the FeatureActor without waiting, but with at most max_in_flight outstanding."""
@@ -183,6 +195,39 @@ class Supervisor:
         self._stop_reason = reason
         self._stop.set()
 
+    # A detached run (tradesys.detached): the loop runs on a thread of this actor, not under a caller's `run` call.
+    _loop_thread: threading.Thread | None = None
+    _outcome: dict[str, Any] | None = None
+
+    def start(self) -> dict[str, Any]:
+        """Start the loop on a thread of this actor and return at once (idempotent): the run outlives its driver."""
+        with self._lock:
+            if self._loop_thread is None:
+                self._loop_thread = threading.Thread(target=self._run_detached, name="live-loop", daemon=True)
+                self._loop_thread.start()
+        return self.progress()
+
+    def _run_detached(self) -> None:
+        try:
+            outcome: dict[str, Any] = {"summary": self.run()}
+        except BaseException as exc:  # kept for `tradesys stop`, which reports it in one line
+            outcome = {"error": " ".join(f"{type(exc).__name__}: {exc}".split())[:500]}
+            with self._lock:
+                self._progress["state"] = "failed"
+        with self._lock:
+            self._outcome = outcome
+
+    def result(self) -> dict[str, Any] | None:
+        """A detached run's end: {"summary": ...} or {"error": ...}; None while the loop still runs."""
+        with self._lock:
+            return self._outcome
+
+    def status(self) -> dict[str, Any]:
+        """What `tradesys status` shows: progress plus the run's identity and ledger."""
+        from tradesys.config import redact_url
+
+        return {**self.progress(), "run_id": self.run_id, "ledger_url": redact_url(self.ledger_url)}
+
     def _next_batch(self) -> tuple[Any, Any]:
         return self.md.next_batch.options(num_returns=2).remote()
 
@@ -200,6 +245,36 @@ class Supervisor:
                 self._record_restart("market_data", "next_batch", exc)
                 time.sleep(min(0.2 * 2**attempt, 2.0))
         raise AssertionError("unreachable")
+
+    def _graph_step(self, last_ts: int) -> tuple[int, Any, Any]:
+        """One step through the compiled graph. After a fault (an actor of the graph died): tear the graph down, wait
+        until Ray has restarted the actor (it rebuilds from the ledger), count the restart, compile, run the step
+        again; the actors that survived answer it as before (tradesys.actors.graph)."""
+        tries = self.cfg.ray.max_restarts + 2
+        for attempt in range(tries):
+            try:
+                if self._graph is None:
+                    self._graph = StepGraph(self.children(), with_bars=self.features is not None).compile()
+                return self._graph.step(last_ts)
+            except GRAPH_FAULTS as exc:
+                if attempt == tries - 1:
+                    raise
+                broken, self._graph = self._graph, None
+                if broken is not None:
+                    broken.teardown()
+                StepGraph(self.children()).wait_alive()
+                self._note_graph_fault(exc)
+        raise AssertionError("unreachable")
+
+    def _note_graph_fault(self, exc: BaseException) -> None:
+        """Note the step retried on each graph actor Ray restarted, then count restarts from Ray's record."""
+        counts = child_restart_counts({n: h for n, h in self.children().items() if n in GRAPH_ACTORS})
+        with self._lock:
+            for child, n in counts.items():
+                if n > self._restart_seen.get(child, 0):
+                    self._retries.append({"child": child, "method": "graph_step", "error": type(exc).__name__})
+            self._polled = 0.0
+        self._poll_restarts()
 
     def _resume_point(self, booked: int) -> tuple[int, list[AuditEntry]]:
         """The timestamp to resume after, and the `resume` audit entry (none for a fresh ledger)."""
@@ -227,31 +302,49 @@ class Supervisor:
         self.ledger_proxy.audit(
             [*resume, AuditEntry(start.ts_ns, "start", f"run {self.run_id} started", payload={"steps": total})]
         )
+        log.info("run started", extra={"steps": total, "resume_after_ts_ns": last_ts, "ledger": self.ledger_url})
         bus_mode = self.cfg.data.bus != "direct"
         if bus_mode and self.cfg.data.publish:
             from tradesys.actors.children import publish_feed
 
             self._feed = publish_feed.remote(self.cfg.data, last_ts)
-        pending = self._next_batch()
+        graph = self.cfg.ray.compiled_graph  # else ordinary actor calls through ActorProxy (the fallback)
+        self._graph: StepGraph | None = None
+        pending = None if graph else self._next_batch()
         step = 0
         while True:
             if self._stop.is_set():
                 reason = self._stop_reason
                 break
-            ts, bars = self._get_ts(pending, last_ts)
-            if ts < 0:
-                break
-            pending = self._next_batch()  # prefetch while this step runs
-            if self.features is not None:
-                self._feed_features(bars)
-            result = run_step(bars, ts, self.components)
-            if bus_mode:
-                self.md.ack.remote(ts)  # booked: commit the step's offset (fire and forget; a lost ack re-reads)
+            if graph:  # MarketData is in the graph (no prefetch); it acknowledges the step before (bus mode)
+                t_ready = time.monotonic()
+                ts, bars, result = self._graph_step(last_ts)
+                if ts < 0:
+                    break
+                if self.features is not None:
+                    self._feed_features(bars)
+            else:
+                ts, bars = self._get_ts(pending, last_ts)
+                if ts < 0:
+                    break
+                t_ready = time.monotonic()
+                pending = self._next_batch()  # prefetch while this step runs
+                if self.features is not None:
+                    self._feed_features(bars)
+                result = run_step(bars, ts, self.components)
+                if bus_mode:
+                    self.md.ack.remote(ts)  # booked: commit the step's offset (fire and forget; a lost ack re-reads)
             latencies += result.latencies_ns
             last_ts = ts
             step += 1
             with self._lock:
                 self._progress.update(step=step, equity=result.snapshot.equity, ts_ns=ts)
+            ops_metrics.emit_step(step, ts, time.monotonic() - t_ready, self.restarts)
+        if self._graph is not None:
+            self._graph.teardown()
+            self._graph = None
+        if graph and bus_mode and step:
+            ray.get(self.md.ack.remote(last_ts))  # the last booked step (the graph acknowledges each one before)
         if self._feature_refs:
             ray.get(self._feature_refs)  # the online store is current as of the last booked step
             self._feature_refs = []
@@ -268,6 +361,9 @@ class Supervisor:
         ]
         audit.append(AuditEntry(last_ts, "shutdown", reason, payload={"steps": step}))
         self.ledger_proxy.audit(audit)
+        for r in restarts:
+            log.warning("child restarted", extra={k: r[k] for k in ("child", "incarnation", "step")})
+        log.info("run stopped", extra={"reason": reason, "steps": step})
         summary = summarize(
             self.ledger_proxy.read("equity_curve"),
             self.ledger_proxy.read("orders"),
@@ -278,10 +374,12 @@ class Supervisor:
         ).as_dict()
         with self._lock:
             self._progress["state"] = reason
+        ops_metrics.emit_step(step, last_ts, 0.0, restarts, running=False)
         return {
             **summary,
             "reason": reason,
             "run_id": self.run_id,
+            "loop_mode": "compiled_graph" if graph else "actor_calls",
             "ledger_url": self.ledger_url,
             "symbols": self.symbols,
             "broker": ray.get(self.broker.stats.remote()),

@@ -1,13 +1,15 @@
-"""One trading step, written once and driven two ways.
+"""One trading step, written once and driven three ways.
 
-The backtester calls `run_step` with the strategy, risk gate and execution service as local objects; the
-Supervisor actor calls it with thin synchronous proxies to the Strategy, Risk and Execution actors. Same
-objects, same order of operations:
+The step is four named stages, `mark`, `decide`, `check` and `record`, and `run_step` composes them. The backtester
+calls `run_step` with the strategy, risk gate and execution service as local objects; the Supervisor calls it with
+thin synchronous proxies to the Strategy, Risk and Execution actors (`ray.compiled_graph = false`); in a Ray
+Compiled Graph (`tradesys.actors.graph`) each actor's graph method calls its own stage with itself as the
+component. Same stages, same order of operations:
 
-1. the venue matches resting orders against the new bars; the book is marked to the closes;
-2. the strategy turns bars + book into orders;
-3. pre-trade risk accepts or rejects each order (reasons recorded);
-4. execution records all of them (write-ahead), sends the accepted ones and books the fills.
+1. `mark`: the venue matches resting orders against the new bars; the book is marked to the closes;
+2. `decide`: the strategy turns bars + book into orders;
+3. `check`: pre-trade risk accepts or rejects each order (reasons recorded);
+4. `record`: execution records all of them (write-ahead), sends the accepted ones and books the fills.
 """
 
 from __future__ import annotations
@@ -65,11 +67,25 @@ class StepResult:
     kill_switch_tripped: bool = False
 
 
-def run_step(bars: pa.RecordBatch | Any, ts_ns: int, c: TradingComponents) -> StepResult:
-    """Run one step for the bar batch stamped `ts_ns` (`bars` may be a Ray ObjectRef in live mode)."""
-    marked = c.execution.on_bars(bars)
-    orders = c.strategy.on_bars(bars, marked.snapshot, marked.working)
-    decision = c.risk.check(orders, marked.snapshot, ts_ns, marked.working)
+def mark(execution: _Execution, bars: pa.RecordBatch | Any) -> StepReport:
+    """Stage 1: match resting orders against the bars, then mark the book to the closes."""
+    return execution.on_bars(bars)
+
+
+def decide(strategy: _Strategy, bars: pa.RecordBatch | Any, marked: StepReport) -> list[Order]:
+    """Stage 2: the strategy's orders for these bars, given the book as marked and the working quantity."""
+    return strategy.on_bars(bars, marked.snapshot, marked.working)
+
+
+def check(risk: _Risk, orders: Sequence[Order], marked: StepReport, ts_ns: int) -> RiskDecision:
+    """Stage 3: pre-trade risk (run even with no orders: it tracks the book's risk and the kill switch)."""
+    return risk.check(orders, marked.snapshot, ts_ns, marked.working)
+
+
+def record(
+    execution: _Execution, orders: Sequence[Order], decision: RiskDecision, marked: StepReport, ts_ns: int
+) -> StepResult:
+    """Stage 4: write every order ahead, send the accepted ones, book the fills; the step's result."""
     result = StepResult(ts_ns, marked.snapshot, fills=marked.fills, kill_switch_tripped=decision.kill_switch_tripped,
                         latencies_ns=list(marked.latencies_ns))  # children of parent orders sliced on this bar
     if not orders:
@@ -85,7 +101,7 @@ def run_step(bars: pa.RecordBatch | Any, ts_ns: int, c: TradingComponents) -> St
                 payload={"equity": marked.snapshot.equity, "day_start_equity": marked.snapshot.day_start_equity},
             )
         )
-    sent = c.execution.submit(
+    sent = execution.submit(
         decision.accepted, [(by_id[e.client_order_id], e) for e in decision.rejected], ts_ns, audit
     )
     result.snapshot = sent.snapshot
@@ -94,3 +110,11 @@ def run_step(bars: pa.RecordBatch | Any, ts_ns: int, c: TradingComponents) -> St
     result.fills += sent.fills
     result.latencies_ns += sent.latencies_ns
     return result
+
+
+def run_step(bars: pa.RecordBatch | Any, ts_ns: int, c: TradingComponents) -> StepResult:
+    """Run one step for the bar batch stamped `ts_ns` (`bars` may be a Ray ObjectRef in live mode)."""
+    marked = mark(c.execution, bars)
+    orders = decide(c.strategy, bars, marked)
+    decision = check(c.risk, orders, marked, ts_ns)
+    return record(c.execution, orders, decision, marked, ts_ns)

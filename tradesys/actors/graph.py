@@ -1,0 +1,111 @@
+"""The live step as a Ray Compiled Graph: MarketData -> Execution (mark) -> Strategy -> Risk -> Execution (record).
+
+An ordinary actor call costs a task submission, an object-store round trip and a scheduling hop each way; a compiled
+graph allocates its channels once and then moves each step's values (Arrow bar batches, the marked book, orders,
+the risk decision) through shared-memory channels between long-running loops on the actors. Each actor's graph
+method calls its own stage of `tradesys.engine.step` with itself as the component, so the graph follows the same
+code as the backtest and the ordinary-call fallback (`ray.compiled_graph = false`).
+
+A compiled graph is static: when one of its actors dies, Ray closes its channels and the step's result raises.
+`StepGraph` then tears the graph down, waits until every actor of the graph answers again (Ray restarts them; each
+rebuilds itself from the ledger in its constructor), compiles a new graph and executes the same step again. Each
+graph method remembers its last step's output, so an actor that survived answers a step executed again with what
+it answered the first time, and only a restarted actor computes its stage again: exactly what the ordinary-call
+mode does when it retries the one call that failed. The Ledger and the Broker stay behind the ExecutionActor's
+ordinary calls (a fault there is retried inside it, as in the fallback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from tradesys.engine.step import StepResult
+
+try:  # present in every Ray with compiled graphs; kept soft so an import never breaks the fallback mode
+    from ray.exceptions import RayChannelError, RayChannelTimeoutError
+except ImportError:  # pragma: no cover
+    RayChannelError = RayChannelTimeoutError = RayActorError  # type: ignore[misc,assignment]
+
+# what a dead actor in a compiled graph looks like to its driver: the channels close, or the actor is unavailable
+GRAPH_FAULTS: tuple[type[BaseException], ...] = (RayChannelError, RayActorError)
+
+# the graph's actors, in the order they run a step (names as the Supervisor's `children()` gives them)
+GRAPH_ACTORS = ("market_data", "execution", "strategy", "risk")
+
+
+class StepGraph:
+    """One compiled step graph over the Supervisor's children; `step(last_ts)` runs the step after `last_ts`.
+
+    `with_bars` also returns the bar batch (the Supervisor feeds it to the FeatureActor). `wait_s` bounds each wait
+    for a result: when it passes, the graph's actors are pinged; all alive means a slow step (a paced or live feed),
+    and the wait goes on, a dead one is a fault (the result is never coming).
+    """
+
+    def __init__(self, children: dict[str, Any], with_bars: bool = False, wait_s: float = 10.0) -> None:
+        self.actors = {name: children[name] for name in GRAPH_ACTORS}
+        self.with_bars = with_bars
+        self.wait_s = wait_s
+        self._dag: Any = None
+
+    def compile(self) -> StepGraph:
+        from ray.dag import InputNode, MultiOutputNode
+
+        md, ex, st, rk = (self.actors[n] for n in GRAPH_ACTORS)
+        with InputNode() as last_ts:
+            batch = md.graph_next.bind(last_ts)  # (ts, bars)
+            marked = ex.graph_mark.bind(batch)  # (ts, StepReport)
+            decided = st.graph_decide.bind(batch, marked)  # (ts, orders)
+            checked = rk.graph_check.bind(marked, decided)  # (ts, RiskDecision)
+            result = ex.graph_record.bind(marked, decided, checked)  # (ts, StepResult)
+            dag = MultiOutputNode([batch, result]) if self.with_bars else result
+        self._dag = dag.experimental_compile()
+        return self
+
+    def step(self, last_ts: int) -> tuple[int, Any, StepResult | None]:
+        """(ts, bars or None, result) of the step after `last_ts`; ts < 0 at the end of the data."""
+        ref = self._dag.execute(last_ts)
+        while True:
+            try:
+                out = ref.get(timeout=self.wait_s)
+                break
+            except RayChannelTimeoutError:
+                self._ping()  # raises RayActorError when an actor of the graph is gone
+                # all alive: a slow step. A timed-out read consumed nothing, but the ref allows one get() only
+                ref._ray_get_called = False
+        if self.with_bars:
+            (ts, bars), (_, result) = out
+        else:
+            (ts, result), bars = out, None
+        return int(ts), bars, result
+
+    def _ping(self) -> None:
+        ray.get([h.__ray_ready__.remote() for h in self.actors.values()], timeout=self.wait_s)
+
+    def teardown(self) -> None:
+        """Release the graph's channels and the actors' loops (best effort: after a fault they may be gone)."""
+        dag, self._dag = self._dag, None
+        if dag is not None:
+            with contextlib.suppress(Exception):  # a graph whose actor died is torn down by Ray already
+                dag.teardown()
+
+    def wait_alive(self, deadline_s: float = 180.0, on_wait: Callable[[], None] | None = None) -> None:
+        """Block until every actor of the graph answers (Ray restarts a dead one); RayActorError once it cannot."""
+        end = time.monotonic() + deadline_s
+        pause = 0.1
+        while True:
+            try:
+                self._ping()
+                return
+            except (RayActorError, ray.exceptions.GetTimeoutError):
+                if time.monotonic() > end:
+                    raise
+                if on_wait is not None:
+                    on_wait()
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
