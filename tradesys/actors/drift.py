@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import ray
 
+from tradesys.logs import get_logger
 from tradesys.train.drift_monitor import DriftMonitorCore, Frame, MonitorConfig
 from tradesys.train.drift_tracking import DRIFT_EXPERIMENT, JsonlAudit, MlflowDriftLogger
 from tradesys.train.launch import (
@@ -42,6 +43,8 @@ from tradesys.train.live_drift import (
     reference_features,
     reference_predictions,
 )
+
+log = get_logger("tradesys.actors.drift")
 
 __all__ = [
     "DRIFT_EXPERIMENT",
@@ -64,6 +67,14 @@ __all__ = [
     "reference_features",
     "reference_predictions",
 ]
+
+
+def _published(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A check's drift scores go to Prometheus (tradesys.ops.metrics); the record passes through unchanged."""
+    from tradesys.ops import metrics as ops_metrics
+
+    ops_metrics.emit_drift(record)
+    return record
 
 
 @ray.remote(num_cpus=0)
@@ -97,6 +108,7 @@ class DriftMonitor:
         self._lock = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
         self._loop_error: str | None = None
+        log.info("drift monitor started")
 
     async def observe(
         self,
@@ -109,7 +121,7 @@ class DriftMonitor:
 
     async def tick(self) -> dict[str, Any] | None:
         async with self._lock:
-            return await asyncio.to_thread(self.core.tick)
+            return _published(await asyncio.to_thread(self.core.tick))
 
     async def observe_and_tick(
         self,
@@ -121,11 +133,13 @@ class DriftMonitor:
         before the observe sent just ahead of it), which would move a due check to a later batch."""
         async with self._lock:
             self.core.observe(features, predictions, realised)
-            return await asyncio.to_thread(self.core.tick)
+            return _published(await asyncio.to_thread(self.core.tick))
 
     async def check(self) -> dict[str, Any]:
         async with self._lock:
-            return await asyncio.to_thread(self.core.check)
+            rec = await asyncio.to_thread(self.core.check)
+            _published(rec)
+            return rec
 
     async def poll_job(self) -> dict[str, Any] | None:
         async with self._lock:

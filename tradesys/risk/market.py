@@ -118,6 +118,18 @@ class MarketRiskModel:
             return float(norm.ppf(self.confidence) * np.sqrt(max(x @ self._ewma_cov() @ x, 0.0)))
         return self.var_of_pnl(self.pnl(x))
 
+    def es(self, x: np.ndarray) -> float:
+        """One-step expected shortfall (positive loss) of x: the mean loss at or beyond the VaR (historical), or
+        the normal ES z-density / (1 - confidence) * sigma (ewma); NaN before `min_obs` returns."""
+        if not self.ready:
+            return float("nan")
+        if self.method == "ewma":
+            sigma = float(np.sqrt(max(x @ self._ewma_cov() @ x, 0.0)))
+            return float(norm.pdf(norm.ppf(self.confidence)) / (1 - self.confidence) * sigma)
+        losses = -self.pnl(x)
+        tail = losses[losses >= np.quantile(losses, self.confidence)]
+        return float(max(tail.mean(), 0.0))
+
     def var_after(self, x: np.ndarray, symbol: str, dollar_change: float) -> float:
         """VaR of x after adding `dollar_change` of exposure to `symbol` (a candidate order)."""
         y = x.copy()
