@@ -25,6 +25,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tradesys import logs
 from tradesys.core.orders import OrderStatus, OrderType, RejectReason, Side, TimeInForce
 from tradesys.ledger import Ledger, open_ledger
 from tradesys.ledger.sqlite import absolute_sqlite_url
@@ -331,6 +332,8 @@ class TradesysAPI:
         self._limits = limits
         self._rl_policy_path = rl_policy_path
         self._access = access
+        logs.configure_from_env(actor="api")  # JSON lines in the replica's log file, keys and passwords masked
+        log.info("API replica started", extra={"ledger": ledger_url})
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_api(self.ledger_url, api_key=self._api_key, api_key_env=self._api_key_env, limits=self._limits,
@@ -346,6 +349,8 @@ def build_app(
     rl_policy_path: str | None = None,
     access: AccessSettings | None = None,
     head_resource: str = "",
+    log_format: str = "json",
+    log_level: str = "INFO",
 ) -> serve.Application:
     """The bound Serve application; fails here, in the driver, if the API key is not set.
 
@@ -359,7 +364,8 @@ def build_app(
     acc = acc.model_copy(update={
         "keys_url": None if acc.keys_url is None else absolute_sqlite_url(acc.keys_url),
         "access_log": None if acc.access_log is None else os.path.abspath(acc.access_log)})
-    actor = {"num_cpus": 0, **({"resources": head_resources(head_resource)} if head_resource else {})}  # pinned
+    actor = {"num_cpus": 0, **({"resources": head_resources(head_resource)} if head_resource else {}),  # pinned
+             "runtime_env": logs.runtime_env(log_format, log_level)}  # the replicas' log lines (tradesys.logs)
     return TradesysAPI.options(num_replicas=replicas, ray_actor_options=actor, **lim.serve_options()).bind(
         url, key, api_key_env, lim, rl, acc)
 
@@ -379,6 +385,8 @@ def run_serve(
     tls_certfile: str | None = None,
     tls_keyfile: str | None = None,
     head_resource: str = "",
+    log_format: str = "json",
+    log_level: str = "INFO",
 ) -> DeploymentHandle:
     """Start Serve's HTTP proxy on host:port and deploy the API; returns once the replicas are ready.
 
@@ -388,7 +396,8 @@ def run_serve(
 
     opts = http_options(host, port, tls_certfile, tls_keyfile)  # ConfigError on a bad pair, before anything starts
     app = build_app(ledger_url, api_key_env=api_key_env, replicas=replicas, limits=limits,
-                    rl_policy_path=rl_policy_path, access=access, head_resource=head_resource)  # fail fast: no key
+                    rl_policy_path=rl_policy_path, access=access, head_resource=head_resource,
+                    log_format=log_format, log_level=log_level)  # fail fast: no key
     if head_resource:  # ray.head_resource: refused on a cluster without it, where the replicas would wait forever
         import ray
 
