@@ -314,7 +314,8 @@ def real_app(ray_session: None, model_dir: Path) -> Iterator[str]:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_predict_app(model_dir, champion="1", challenger="2", canary_percent=50.0, num_cpus=0,
-                                    max_batch_size=16, batch_wait_timeout_s=BATCH_WAIT_S),
+                                    max_batch_size=16, batch_wait_timeout_s=BATCH_WAIT_S,
+                                    skip_idle_wait=False),  # a lone request waits (test_timeout_is_504)
                   name="predict_http", route_prefix="/")
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -252,8 +252,8 @@ def served(ray_session: None, art: Artefacts) -> Iterator[str]:
                                 (STUCK_APP, "ModelServerStuck", STUCK_WAIT_S)):
             slow = ModelServer.options(name=name, ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1.0,
                                        graceful_shutdown_wait_loop_s=0.5)
-            serve.run(slow.bind(str(art.model_dir), max_batch_size=64, batch_wait_timeout_s=wait), name=app,
-                      route_prefix=None)
+            serve.run(slow.bind(str(art.model_dir), max_batch_size=64, batch_wait_timeout_s=wait,
+                                skip_idle_wait=False), name=app, route_prefix=None)  # every request waits
         yield f"http://127.0.0.1:{port}{PREFIX}/v1/predict"
     finally:
         for app in (APP, SLOW_APP, STUCK_APP):

@@ -9,7 +9,9 @@ Pieces:
 * `ModelServer` (Serve deployment): predictors loaded by version from ``model_dir/<version>/`` (one ``*.onnx`` or
   TorchScript ``*.pt`` file, ``model.onnx`` preferred) through ``@serve.multiplexed`` (at most
   `MAX_MODELS_PER_REPLICA` versions held per replica, least recently used evicted). Requests go through one
-  ``@serve.batch`` method that stacks the windows of concurrent requests per version into one predictor call.
+  ``@serve.batch`` method that stacks the windows of concurrent requests per version into one predictor call,
+  except a request that finds the replica idle (``skip_idle_wait``, default on): it has no one to batch with, so
+  it runs at once instead of sitting out ``batch_wait_timeout_s``; requests that overlap batch as before.
   The champion and challenger are loaded in the constructor (``preload``), so a replica takes no traffic before
   they are in memory and a cold load cannot use up the first requests' deadlines.
 * `PredictRouter` (Serve ingress, FastAPI, ``X-API-Key``): validation, routing, timeouts, metrics, rollback.
@@ -134,8 +136,13 @@ class ModelServer:
 
     def __init__(self, model_dir: str, *, backend: str = "auto", max_batch_size: int = 32,
                  batch_wait_timeout_s: float = 0.005, predictor_options: dict[str, Any] | None = None,
-                 preload: tuple[str, ...] | list[str] = ()) -> None:
+                 preload: tuple[str, ...] | list[str] = (), skip_idle_wait: bool = True) -> None:
         self.model_dir = str(Path(model_dir).resolve())
+        # A request that finds nothing in flight has no one to batch with yet: run it at once instead of sitting
+        # out the batch wait (docs/serving.md, "Latency"); under load requests overlap and batch as before.
+        self.skip_idle_wait = bool(skip_idle_wait)
+        self._in_flight = 0  # predict calls in this replica (one event loop: no lock needed)
+        self.idle_runs = 0  # requests that skipped the wait
         self.backend = backend
         self.predictor_options = dict(predictor_options or {})
         self._local_models: OrderedDict[str, Any] = OrderedDict()
@@ -185,10 +192,16 @@ class ModelServer:
                 "outputs": list(pred.output_names), "backend": pred.backend}
 
     async def predict(self, version: str, windows: np.ndarray) -> dict[str, np.ndarray]:
-        if _in_replica():
-            out = await self._predict_batch((version, windows))
-        else:  # local testing mode: no batching (see `model`)
-            out = (await self._run_groups([(version, windows)]))[0]
+        idle = self._in_flight == 0
+        self._in_flight += 1
+        try:
+            if _in_replica() and not (idle and self.skip_idle_wait):
+                out = await self._predict_batch((version, windows))
+            else:  # idle (skip the wait) or local testing mode: no batching (see `model`)
+                self.idle_runs += int(_in_replica())
+                out = (await self._run_groups([(version, windows)]))[0]
+        finally:
+            self._in_flight -= 1
         if isinstance(out, BaseException):
             raise out
         return out
@@ -224,6 +237,10 @@ class ModelServer:
     def batch_log(self) -> list[tuple[str, int, int]]:
         """(version, requests, rows) of each predictor call so far, oldest first (for tests and tuning)."""
         return list(self._batch_log)
+
+    def stats(self) -> dict[str, int]:
+        """Predictor calls so far and the requests among them that skipped the batch wait (found the replica idle)."""
+        return {"predictor_calls": len(self._batch_log), "idle_runs": self.idle_runs}
 
 
 def _in_replica() -> bool:
@@ -641,12 +658,15 @@ def build_predict_app(
     research_max_ongoing_requests: int = 64,
     num_cpus: float = 1.0,
     api_key_env: str = API_KEY_ENV,
+    skip_idle_wait: bool = True,
     **routing: Any,
 ) -> serve.Application:
     """The Serve application: `PredictRouter` over ``ModelServerLive`` and ``ModelServerResearch``.
 
     ``routing``: further `RoutingConfig` fields (request_timeout_s, window_size, min_requests, max_error_rate,
-    max_p99_latency_s, max_research_inflight, model_name). Checks the versions and the key here, in the driver.
+    max_p99_latency_s, max_research_inflight, model_name). ``skip_idle_wait``: a request that finds its replica idle
+    skips the ``@serve.batch`` wait (False: every request waits up to ``batch_wait_timeout_s``, the old behaviour).
+    Checks the versions and the key here, in the driver.
     """
     versions = list_versions(model_dir)
     for name, v in (("champion", champion), ("challenger", challenger)):
@@ -656,7 +676,7 @@ def build_predict_app(
                            **routing)
     key = load_api_key(api_key_env)
     opts = {"model_dir": str(Path(model_dir).resolve()), "backend": backend, "max_batch_size": max_batch_size,
-            "batch_wait_timeout_s": batch_wait_timeout_s,
+            "batch_wait_timeout_s": batch_wait_timeout_s, "skip_idle_wait": skip_idle_wait,
             "preload": [v for v in (champion, challenger) if v is not None]}
     live = ModelServer.options(name="ModelServerLive", num_replicas=live_replicas,
                                max_ongoing_requests=live_max_ongoing_requests,
