@@ -220,7 +220,7 @@ def serve(
     run_serve(ledger, host=host, port=port, replicas=replicas or s.replicas, api_key_env=s.api_key_env, limits=limits,
               rl_policy_path=str(rl_policy.resolve()) if rl_policy else None, access=access,
               tls_certfile=tls[0] if tls else None, tls_keyfile=tls[1] if tls else None,
-              head_resource=full.ray.head_resource)
+              head_resource=full.ray.head_resource, log_format=full.log.format, log_level=full.log.level)
     console.print(f"Serving on {'https' if tls else 'http'}://{host}:{port} (OpenAPI at /openapi.json); Ctrl-C to stop")
     try:
         while True:

@@ -17,8 +17,10 @@ import pyarrow as pa
 import ray
 
 from tradesys.config import DataConfig, FeaturesConfig
+from tradesys.logs import get_logger
 
 LIVE_COLUMNS = ("sma20", "ema20", "rsi14", "atr14", "bb20_upper", "bb20_lower")
+log = get_logger("tradesys.actors.features")
 
 
 def live_feature_bank(symbols: Sequence[str]) -> Any:
@@ -57,6 +59,7 @@ class FeatureActor:
         if data is not None and upto > 0:
             self.bank.warm_up(bars_upto(data, upto))
             self.last_ts_ns = upto
+        log.info("features started", extra={"feature": cfg.name, "version": cfg.version, "online": cfg.online})
 
     def on_bars(self, bars: pa.RecordBatch) -> int:
         """Advance the features by one bar batch and publish the new values; returns the rows written."""
