@@ -110,6 +110,7 @@ def make_backup(plan: BackupPlan) -> dict[str, Any]:
     """Write the backup; return its manifest. Nothing is left at DEST without a manifest unless it failed."""
     from tradesys.backup import s3
 
+    _check_plan(plan)
     if s3.is_s3(plan.dest):
         client, bucket, prefix = s3.open_target(plan.dest, "DEST")
         s3.check_empty(client, bucket, prefix, "DEST")
@@ -120,8 +121,26 @@ def make_backup(plan: BackupPlan) -> dict[str, Any]:
     root = Path(plan.dest).expanduser()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise BackupError(f"DEST: {root} exists and is not an empty folder (a backup goes into a new folder)")
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
-    return _write_backup(root.resolve(), plan)
+    try:
+        return _write_backup(root.resolve(), plan)
+    except BaseException:  # a refused or failed backup leaves DEST as it found it
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            for p in root.iterdir():
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        raise
+
+
+def _check_plan(plan: BackupPlan) -> None:
+    """The refusals that need no copying, made before anything is written."""
+    if plan.mlflow_uri is not None and not plan.mlflow_uri.startswith("sqlite:///"):
+        raise BackupError(f"--mlflow-uri: {redact_url(plan.mlflow_uri)!r} (or $MLFLOW_TRACKING_URI) is not a local "
+                          "SQLite store; back a tracking server up on its own host, or pass --no-mlflow")
+    if plan.feature_store is not None and not (plan.feature_store.expanduser() / REGISTRY_FILE).is_file():
+        raise BackupError(f"--feature-store: {plan.feature_store} holds no {REGISTRY_FILE} (not a feature store root)")
 
 
 def _write_backup(root: Path, plan: BackupPlan) -> dict[str, Any]:

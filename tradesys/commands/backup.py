@@ -88,7 +88,10 @@ def backup(
         if run is not None:
             from tradesys.backtest.report import CONFIG_FILES, resolve_run
 
-            ref = resolve_run(run, [rdir.expanduser().resolve()], field="--run")
+            try:
+                ref = resolve_run(run, [rdir.expanduser().resolve()], field="--run")
+            except (LookupError, ValueError) as exc:  # RunNotFound and a malformed RUN name --run themselves
+                _fail("backup", str(exc))
             url, name = ref.url, ref.name
             if ref.folder is not None:
                 config_file = next((ref.folder / n for n in CONFIG_FILES if (ref.folder / n).is_file()), None)
