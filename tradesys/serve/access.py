@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import HTTPException, Request, Security, status
+from fastapi import FastAPI, HTTPException, Request, Security, status
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -42,6 +43,7 @@ API_KEY_HEADER = "X-API-Key"
 SECURITY_SCHEME = "ApiKeyAuth"
 PRINCIPAL_KEY = "tradesys_principal"
 ROLE_ATTR = "_tradesys_role"
+_CONVERTER = re.compile(r"{([^}:]+):[^}]*}")
 
 
 class AccessSettings(BaseModel):
@@ -51,7 +53,7 @@ class AccessSettings(BaseModel):
 
     keys_url: str | None = Field(None, description="key store URL; None: only the bootstrap key (in-memory store)")
     keys_refresh_s: float = Field(2.0, gt=0, le=3600, description="re-read the key store this often")
-    rate_limit_per_s: float | None = Field(100.0, gt=0, description="default requests/s per key; None: no limit")
+    rate_limit_per_s: float | None = Field(None, gt=0, description="default requests/s per key; None: no limit")
     rate_limit_burst: int = Field(50, ge=1, description="default burst per key")
     access_log: str | None = Field(None, description="JSON-lines access log path; None: none")
 
@@ -197,9 +199,8 @@ def require(role: str, control: AccessControl | None) -> Callable[..., Any]:
     return require_role
 
 
-def route_role(route: APIRoute) -> str | None:
-    """The role a route declared (through `require`), or None."""
-    stack = list(route.dependant.dependencies)
+def _dependant_role(dependant: Any) -> str | None:
+    stack = list(dependant.dependencies)
     while stack:
         dep = stack.pop()
         role = getattr(dep.call, ROLE_ATTR, None)
@@ -209,20 +210,49 @@ def route_role(route: APIRoute) -> str | None:
     return None
 
 
+def _api_routes(routes: list[Any]) -> list[Any]:
+    """The effective API routes, with the dependencies of the routers they were included through (FastAPI 0.16x
+    includes routers lazily: `app.routes` holds the router, not its routes)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI copies included routes into app.routes
+        return [r for r in routes if isinstance(r, APIRoute)]
+    return [c for c in iter_route_contexts(routes) if isinstance(c.original_route, APIRoute)]
+
+
 def check_routes(routes: list[Any]) -> dict[str, str]:
-    """Every `/v1` route's role, `{"GET /v1/x": role}`; RuntimeError naming a route that declares none. Each
-    route's OpenAPI operation gets `x-tradesys-role` so clients can read what a route needs."""
+    """Every `/v1` route's role, `{"GET /v1/x": role}` (path as in /openapi.json); RuntimeError naming a route
+    that declares none."""
     roles: dict[str, str] = {}
-    for r in routes:
-        if not isinstance(r, APIRoute) or not r.path.startswith("/v1/"):
+    for r in _api_routes(routes):
+        path = str(r.path)
+        if not path.startswith("/v1/"):
             continue
-        role = route_role(r)
+        role = _dependant_role(r.dependant)
         if role is None:
-            raise RuntimeError(f"route {r.path}: declares no role (add dependencies=[Depends(require(...))])")
-        r.openapi_extra = {**(r.openapi_extra or {}), "x-tradesys-role": role}
+            raise RuntimeError(f"route {path}: declares no role (add dependencies=[Depends(require(...))])")
+        doc_path = _CONVERTER.sub(r"{\1}", path)  # /v1/runs/{id:path}/x is /v1/runs/{id}/x in the document
         for m in sorted(r.methods):
-            roles[f"{m} {r.path}"] = role
+            roles[f"{m} {doc_path}"] = role
     return roles
+
+
+def document_roles(app: FastAPI, roles: dict[str, str]) -> None:
+    """Each operation in /openapi.json gets `x-tradesys-role`, so a client can read what a route needs."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = build()
+            for path, item in doc.get("paths", {}).items():
+                for method, op in item.items():
+                    role = roles.get(f"{method.upper()} {path}")
+                    if role is not None and isinstance(op, dict):
+                        op["x-tradesys-role"] = role
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class AccessLog:

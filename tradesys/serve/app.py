@@ -30,7 +30,15 @@ from tradesys.core.orders import OrderStatus, OrderType, RejectReason, Side, Tim
 from tradesys.ledger import Ledger, open_ledger
 from tradesys.ledger.sqlite import absolute_sqlite_url
 from tradesys.placement import check_head_resource, head_resources
-from tradesys.serve.access import AccessControl, AccessGate, AccessLog, AccessSettings, check_routes, require
+from tradesys.serve.access import (
+    AccessControl,
+    AccessGate,
+    AccessLog,
+    AccessSettings,
+    check_routes,
+    document_roles,
+    require,
+)
 from tradesys.serve.auth import API_KEY_ENV, load_api_key
 from tradesys.serve.errors import ErrorBody, install_error_handlers
 from tradesys.serve.limits import Admission, BodyLimit, ServeLimits
@@ -245,6 +253,7 @@ def create_api(
 
     app.include_router(alerts_router(store, ledger, admin, errors))  # Alertmanager webhook -> audit record
     app.state.route_roles = check_routes(app.routes)  # every /v1 route declares its role, or no app
+    document_roles(app, app.state.route_roles)  # x-tradesys-role on each operation in /openapi.json
     app.state.access = control
     return app
 
