@@ -56,8 +56,9 @@ def backup(
                                             "(default: the configuration's ledger.url)")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="override: section.field=value")] = None,
-    runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="where run ids are looked up, and the default "
-                                                  "MLflow store (default: ledger.runs_dir)")] = None,
+    runs_dir: Annotated[Path | None, typer.Option("--runs-dir", help="where run ids are looked up (default: "
+                        "ledger.runs_dir, then those of `tradesys report`), and the default MLflow store's folder "
+                        "(default: ledger.runs_dir)")] = None,
     mlflow_uri: Annotated[str | None, typer.Option("--mlflow-uri", help="MLflow tracking URI (default: "
                           "$MLFLOW_TRACKING_URI, else <runs dir>/mlflow.db)")] = None,
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="leave MLflow out")] = False,
@@ -86,10 +87,12 @@ def backup(
     config_file: Path | None = None
     with _errors("backup", "--run"):
         if run is not None:
-            from tradesys.backtest.report import CONFIG_FILES, resolve_run
+            from tradesys.backtest.report import CONFIG_FILES, default_runs_dirs, resolve_run
 
+            dirs = [rdir.expanduser().resolve()] if runs_dir is not None else list(
+                dict.fromkeys([rdir.expanduser().resolve(), *default_runs_dirs()]))
             try:
-                ref = resolve_run(run, [rdir.expanduser().resolve()], field="--run")
+                ref = resolve_run(run, dirs, field="--run")
             except (LookupError, ValueError) as exc:  # RunNotFound and a malformed RUN name --run themselves
                 _fail("backup", str(exc))
             url, name = ref.url, ref.name
