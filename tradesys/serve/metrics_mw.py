@@ -8,6 +8,7 @@ middleware, so the admission gate's 503s and the error handlers' answers are cou
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,8 +28,9 @@ def route_label(scope: Scope) -> str:
 class RequestMetrics:
     """ASGI middleware: one latency observation per HTTP request, one error count per 5xx answer."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, record: Callable[[str, str, int, float], None] = ops_metrics.observe_http) -> None:
         self.app = app
+        self.record = record  # (route, method, status, seconds); Prometheus by default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,5 +49,5 @@ class RequestMetrics:
             await self.app(scope, receive, send_status)
         finally:
             method = str(scope.get("method", "")).upper()
-            ops_metrics.observe_http(route_label(scope), method if method in METHODS else "OTHER", status,
-                                     time.perf_counter() - start)
+            self.record(route_label(scope), method if method in METHODS else "OTHER", status,
+                        time.perf_counter() - start)
