@@ -104,14 +104,20 @@ def _backup_mid_run(url: str, dest: Path, run_id: str, *extra: str) -> dict[str,
         time.sleep(0.02)
     before = _step(sup)
     result = cli("backup", str(dest), "--run", url, "--json", *extra)
-    after = _step(sup)
+    while _step(sup) < before + 10:  # the loop goes on writing after the snapshot: what the disaster will lose
+        assert time.time() < deadline, "the loop stalled after the backup"
+        time.sleep(0.02)
     sup.stop.remote("disaster drill")
     t.join(timeout=120)
     assert result.exit_code == 0, result.output
-    assert before < after < 390, "the loop must be writing while the backup runs"
     manifest = json.loads(result.stdout)
     assert manifest == json.loads((dest / "manifest.json").read_text())
     assert out["reason"] == "disaster drill" and out["steps"] < 390
+    with_rows = manifest["parts"]["ledger"]["rows"]["equity_curve"]
+    at_stop = open_ledger(url)
+    assert before <= len({r["ts_ns"] for r in at_stop.equity_curve()[:with_rows]})
+    assert with_rows < len(at_stop.equity_curve()), "the backup must be a mid-run state, not the final one"
+    at_stop.close()
     return manifest
 
 
@@ -307,6 +313,9 @@ def test_refusals_are_one_line_naming_the_argument(sqlite_run: Path, tmp_path: P
                    "backup", "--feature-store", "registry.json")
     one_line_error(cli("backup", str(bk), "--run", "r1", "--runs-dir", runs, "--mlflow-uri", "http://127.0.0.1:1"),
                    "backup", "--no-mlflow")
+    line = one_line_error(cli("backup", str(bk), "--run", f"postgresql://u:s3cret@127.0.0.1:{free_port()}/x",
+                              "--no-mlflow"), "backup", "ledger.url", "u:***@")
+    assert "s3cret" not in line and not bk.exists()
     ok = cli("backup", str(bk), "--run", "r1", "--runs-dir", runs)
     assert ok.exit_code == 0, ok.output
     assert "Backup complete" in ok.output
