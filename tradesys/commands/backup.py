@@ -127,7 +127,7 @@ def _print_backup(m: dict[str, Any], dest: str, console: Console) -> None:
     for part, info in m["parts"].items():
         t.add_row(part, str(info.get("files", 0)), f"{info.get('bytes', 0):,}", _detail(part, info))
     console.print(t)
-    console.print(f"Backup complete: {len(m['files'])} files, manifest {dest.rstrip('/')}/manifest.json")
+    typer.echo(f"Backup complete: {len(m['files'])} files, manifest {dest.rstrip('/')}/manifest.json")
 
 
 def _detail(part: str, info: dict[str, Any]) -> str:
@@ -168,16 +168,15 @@ def restore(
 
         typer.echo(dumps(done))
         return
-    console = Console()
     if "ledger" in done:
         led = done["ledger"]
         rows = led["rows"]
-        console.print(f"ledger restored to {led['url']} ({led['method']}): schema v{led['schema_version']}, "
-                      f"{rows.get('orders', 0)} orders, {rows.get('fills', 0)} fills, "
-                      f"{rows.get('equity_curve', 0)} equity rows")
+        typer.echo(f"ledger restored to {led['url']} ({led['method']}): schema v{led['schema_version']}, "
+                   f"{rows.get('orders', 0)} orders, {rows.get('fills', 0)} fills, "
+                   f"{rows.get('equity_curve', 0)} equity rows")
     for part in ("mlflow", "feature_store", "config"):
         if part in done:
             where = done[part].get("db") or done[part].get("root") or done[part].get("path")
-            console.print(f"{part} restored to {where}")
-    console.print(f"Restore complete: {done['verified_files']} files verified; resume the run with `tradesys live` "
-                  "on the same ledger")
+            typer.echo(f"{part} restored to {where}")
+    typer.echo(f"Restore complete: {done['verified_files']} files verified; resume the run with `tradesys live` "
+               "on the same ledger")
