@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +28,6 @@ from tradesys.serve.tls import check_tls
 
 BOOT = "bootstrap-admin-key-5d1e"
 PRICE = {"S": [100.0], "K": 100.0, "T": 0.5, "r": 0.0, "q": 0.0, "sigma": 0.2, "type": "C"}
-TRADESYS = str(Path(sys.executable).with_name("tradesys"))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -313,7 +310,9 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def test_tls_settings_are_checked_with_one_line_naming_the_setting(tmp_path: Path) -> None:
+def test_tls_settings_are_checked_with_one_line_naming_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cert, key = _self_signed(tmp_path)
     assert check_tls(None, None) is None
     assert check_tls(str(cert), str(key)) == (str(cert), str(key))
@@ -328,11 +327,12 @@ def test_tls_settings_are_checked_with_one_line_naming_the_setting(tmp_path: Pat
         with pytest.raises(ConfigError) as e:
             check_tls(c, k)
         assert str(e.value).startswith(msg) and "\n" not in str(e.value)
-    env = {"TRADESYS_API_KEY": "k", "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([TRADESYS, "serve", "-s", f'serve.tls_certfile="{tmp_path / "missing.pem"}"', "-s",
-                        f'serve.tls_keyfile="{key}"'], env=env, cwd=tmp_path, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+    from tradesys.cli import app
+
+    monkeypatch.setenv("TRADESYS_API_KEY", "k")
+    r = CliRunner().invoke(app, ["serve", "-s", f'serve.tls_certfile="{tmp_path / "missing.pem"}"', "-s",
+                                 f'serve.tls_keyfile="{key}"'])  # refused before Ray starts
+    assert r.exit_code == 2 and r.stderr.strip().splitlines() == [
         f"config error: serve.tls_certfile: '{tmp_path / 'missing.pem'}' is not a file"]
 
 
@@ -349,7 +349,7 @@ def serve_shutdown() -> Iterator[None]:
 def test_https_on_ray_serve_with_a_self_signed_certificate_and_store_keys(
     ray_session: None, serve_shutdown: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The real proxy speaks HTTPS only; a key made by `tradesys keys create` (another process) works through it,
+    """The real proxy speaks HTTPS only; a key written to the store by this process works through the replica,
     the access log is written by the replica, and a revoked key stops working without a restart."""
     cert, key = _self_signed(tmp_path)
     keys_url, log = f"sqlite:///{tmp_path / 'keys.db'}", tmp_path / "access.jsonl"
@@ -361,15 +361,15 @@ def test_https_on_ray_serve_with_a_self_signed_certificate_and_store_keys(
     with httpx.Client(verify=str(cert), timeout=30) as c:
         assert _poll(lambda: _ok(c, f"{base}/health"), 120)
         assert c.post(f"{base}/v1/options/price", json=PRICE).status_code == 401
-        made = subprocess.run([TRADESYS, "keys", "create", "--role", "read", "--json", "-s",
-                               f'serve.keys_url="{keys_url}"'], capture_output=True, text=True, timeout=120)
-        tok, kid = json.loads(made.stdout)["token"], json.loads(made.stdout)["key_id"]
+        store = KeyStore(keys_url)  # this process writes, the replica (another process) re-reads
+        rec, tok = store.create("read", "tls-client")
+        kid = rec.key_id
         assert _poll(lambda: c.post(f"{base}/v1/options/price", json=PRICE, headers={"X-API-Key": tok})
                      .status_code == 200)
         r = c.post(f"{base}/v1/options/price", json=PRICE, headers={"X-API-Key": tok})
         assert r.json()["price"][0] == pytest.approx(5.637197779701664, rel=1e-12)  # BSM(100, 100, 0.5, 0.2)
-        subprocess.run([TRADESYS, "keys", "revoke", kid, "-s", f'serve.keys_url="{keys_url}"'], check=True,
-                       capture_output=True, timeout=120)
+        assert store.revoke(kid)
+        store.close()
         assert _poll(lambda: c.post(f"{base}/v1/options/price", json=PRICE, headers={"X-API-Key": tok})
                      .status_code == 401)
     with pytest.raises(httpx.TransportError):  # plain HTTP is not served on the TLS port
