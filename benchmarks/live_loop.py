@@ -6,7 +6,12 @@
 2. Decision-to-fill latency p50/p99 inside the running loop on Ray actors (Supervisor + children), and steps
    per second against the in-process backtest of the same configuration.
 
+3. `--graph`: the live step as a Ray Compiled Graph against ordinary actor calls (`ray.compiled_graph`) and the
+   in-process backtest, in one run on one local Ray: decision-to-fill p50/p99 and steps/s at 20 symbols (the sp500
+   window above) and at 500 synthetic symbols (one session of one-minute bars).
+
     .venv/bin/python benchmarks/live_loop.py [--orders 20000] [--batch 1000] [--repeats 5]
+    .venv/bin/python benchmarks/live_loop.py --graph [--graph-repeats 2]
 
 The machine is noisy: figures are medians over repeats.
 """
@@ -120,13 +125,89 @@ def live_loop(window: dict[str, object]) -> dict[str, float]:
     }
 
 
+SP500_WINDOW: dict[str, object] = {"data.start": "2019-01-01", "data.end": "2020-12-31", "strategy.slow": 60}
+SYNTH_500: dict[str, object] = {
+    "data.source": "synthetic", "data.symbols": [f"S{i:03d}" for i in range(500)], "data.synthetic_days": 1,
+    "strategy.fast": 5, "strategy.slow": 20, "strategy.vol_lookback": 10,
+}
+
+
+def _timed_live(cfg: object, run_id: str) -> tuple[dict[str, float], float]:
+    """One live run; steps/s counts the loop from the first step, not the actors' start (read from progress)."""
+    import ray
+
+    from tradesys.live import run_live
+
+    out: dict[str, object] = {}
+    import threading
+
+    t = threading.Thread(target=lambda: out.update(run_live(cfg, show_progress=False, run_id=run_id)))  # type: ignore[arg-type]
+    t.start()
+    sup, t_first, step_first = None, None, 0
+    while t.is_alive():
+        try:
+            sup = sup or ray.get_actor(f"{run_id}:supervisor")
+            p = ray.get(sup.progress.remote(), timeout=30)
+            if t_first is None and p["step"] > 0:
+                t_first, step_first = time.perf_counter(), p["step"]
+        except Exception:  # not up yet, or gone at the end
+            pass
+        time.sleep(0.02)
+    t_end = time.perf_counter()
+    t.join()
+    steps = float(out["steps"])  # type: ignore[arg-type]
+    rate = (steps - step_first) / (t_end - t_first) if t_first is not None and t_end > t_first else float("nan")
+    return {"steps": steps, "fills": float(out["fills"]), "p50_ms": float(out["latency_p50_ms"]),  # type: ignore[arg-type]
+            "p99_ms": float(out["latency_p99_ms"])}, rate  # type: ignore[arg-type]
+
+
+def graph_section(label: str, window: dict[str, object], repeats: int) -> None:
+    """Compiled graph, ordinary calls and the backtest on one configuration, alternating, medians over repeats."""
+    from tradesys.backtest.runner import run_backtest
+
+    rows: dict[str, list[tuple[dict[str, float], float]]] = {"compiled graph": [], "actor calls": []}
+    bt_rates: list[float] = []
+    with tempfile.TemporaryDirectory() as d:
+        for r in range(repeats):
+            for mode, flag in (("compiled graph", True), ("actor calls", False)):
+                cfg = load_config(overrides={**window, "ledger.url": f"sqlite:///{d}/{flag}-{r}.db",
+                                             "ray.compiled_graph": flag})
+                rows[mode].append(_timed_live(cfg, f"bench-{flag}-{r}-{len(window)}"))
+            cfg = load_config(overrides={**window, "ledger.url": f"sqlite:///{d}/bt-{r}.db"})
+            t0 = time.perf_counter()
+            bt, _ = run_backtest(cfg)
+            bt_rates.append(bt.steps / (time.perf_counter() - t0))
+    bt_rate = statistics.median(bt_rates)
+    first = rows["compiled graph"][0][0]
+    print(f"{label}: {first['steps']:.0f} steps, {first['fills']:.0f} fills; medians of {repeats} runs each")
+    print(f"  {'mode':<16}{'p50 ms':>9}{'p99 ms':>9}{'steps/s':>10}{'/ backtest':>12}")
+    for mode, runs in rows.items():
+        p50 = statistics.median(x[0]["p50_ms"] for x in runs)
+        p99 = statistics.median(x[0]["p99_ms"] for x in runs)
+        rate = statistics.median(x[1] for x in runs)
+        print(f"  {mode:<16}{p50:>9.2f}{p99:>9.2f}{rate:>10.1f}{rate / bt_rate:>12.3f}")
+    print(f"  {'backtest':<16}{'':>9}{'':>9}{bt_rate:>10.1f}{1.0:>12.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--graph", action="store_true", help="only the compiled-graph / actor-calls / backtest section")
+    ap.add_argument("--graph-repeats", type=int, default=2)
     ap.add_argument("--orders", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=1_000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-live", action="store_true")
     args = ap.parse_args()
+    if args.graph:
+        import ray
+
+        # one local Ray for every run (2 CPUs, as the machine); the live runs join it
+        ray.init(address="local", num_cpus=2, resources={"head": 1}, include_dashboard=False, log_to_driver=False)
+        print(f"live step: compiled graph vs actor calls vs backtest ({time.strftime('%Y-%m-%d')})")
+        graph_section("20 symbols, sp500_stocks 2019-2020 daily", SP500_WINDOW, args.graph_repeats)
+        graph_section("500 symbols, synthetic, 1 session of 1-minute bars", SYNTH_500, args.graph_repeats)
+        ray.shutdown()
+        return
     ours, floor = [], []
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as d:
@@ -139,8 +220,7 @@ def main() -> None:
     print(f"  bare sqlite3    median {m_floor:>10,.0f} orders/s   (same rows, no risk/OMS/matching)")
     print(f"  ratio tradesys / bare sqlite3 = {m_ours / m_floor:.2f}")
     if not args.skip_live:
-        window = {"data.start": "2019-01-01", "data.end": "2020-12-31", "strategy.slow": 60}
-        r = live_loop(window)
+        r = live_loop(SP500_WINDOW)
         print("live loop on Ray actors, sp500_stocks 2019-2020, 20 symbols, daily bars")
         print(f"  steps {r['steps']:.0f}, fills {r['fills']:.0f}")
         print(f"  decision-to-fill p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")

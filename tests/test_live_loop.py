@@ -34,6 +34,10 @@ def cfg_with(**extra: object) -> TradesysConfig:
     return load_config(overrides={**SHORT, **extra})
 
 
+# both ways the Supervisor drives the step: a Ray Compiled Graph (the default) and ordinary actor calls
+MODES = [pytest.param(True, id="graph"), pytest.param(False, id="calls")]
+
+
 def test_demo_length_backtest_keeps_the_books() -> None:
     """The demo's default configuration, run in-process: every invariant at every step."""
     cfg = load_config()
@@ -56,10 +60,12 @@ def test_risk_rejections_are_recorded_with_reasons() -> None:
 
 
 @pytest.mark.ray
-def test_live_loop_on_actors_matches_backtest(ray_session: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("graph", MODES)
+def test_live_loop_on_actors_matches_backtest(ray_session: None, tmp_path: Path, graph: bool) -> None:
     """One code path: actors driven by the Supervisor trade exactly as the in-process backtest does."""
-    cfg = cfg_with(**{"ledger.url": f"sqlite:///{tmp_path}/live.db"})
-    summary = run_live(cfg, show_progress=False, run_id="t-live")
+    cfg = cfg_with(**{"ledger.url": f"sqlite:///{tmp_path}/live.db", "ray.compiled_graph": graph})
+    summary = run_live(cfg, show_progress=False, run_id=f"t-live-{graph}")
+    assert summary["loop_mode"] == ("compiled_graph" if graph else "actor_calls")
     live = open_ledger(f"sqlite:///{tmp_path}/live.db")
     _, bt = run_backtest(cfg)
     assert summary["reason"] == "completed"
@@ -73,12 +79,13 @@ def test_live_loop_on_actors_matches_backtest(ray_session: None, tmp_path: Path)
 
 
 @pytest.mark.ray
-def test_execution_crash_after_venue_accepts_is_recovered(ray_session: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("graph", MODES)
+def test_execution_crash_after_venue_accepts_is_recovered(ray_session: None, tmp_path: Path, graph: bool) -> None:
     """The Execution actor dies right after the venue took an order: restarted, reconciled, nothing sent twice."""
-    cfg = cfg_with(**{"ledger.url": f"sqlite:///{tmp_path}/crash.db"})
+    cfg = cfg_with(**{"ledger.url": f"sqlite:///{tmp_path}/crash.db", "ray.compiled_graph": graph})
     marker = tmp_path / "crashed"
     summary = run_live(
-        cfg, show_progress=False, run_id="t-crash", crash_execution_at_submit=5, crash_marker=str(marker)
+        cfg, show_progress=False, run_id=f"t-crash-{graph}", crash_execution_at_submit=5, crash_marker=str(marker)
     )
     assert marker.exists(), "the fault was not injected"
     assert summary["restarts"] >= 1
@@ -92,17 +99,19 @@ def test_execution_crash_after_venue_accepts_is_recovered(ray_session: None, tmp
 
 
 @pytest.mark.ray
-def test_killed_execution_actor_is_restarted(ray_session: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("graph", MODES)
+def test_killed_execution_actor_is_restarted(ray_session: None, tmp_path: Path, graph: bool) -> None:
     """ray.kill the Execution actor mid-run (as a node failure would): the loop carries on, books stay exact."""
-    cfg = cfg_with(**{"ledger.url": f"sqlite:///{tmp_path}/kill.db", "data.speed": 150.0})
+    cfg = cfg_with(**{"ledger.url": f"sqlite:///{tmp_path}/kill.db", "data.speed": 150.0, "ray.compiled_graph": graph})
     out: dict = {}
-    t = threading.Thread(target=lambda: out.update(run_live(cfg, show_progress=False, run_id="t-kill")))
+    run_id = f"t-kill-{graph}"
+    t = threading.Thread(target=lambda: out.update(run_live(cfg, show_progress=False, run_id=run_id)))
     t.start()
     sup = None
     deadline = time.time() + 60
     while sup is None and time.time() < deadline:
         try:
-            sup = ray.get_actor("t-kill:supervisor")
+            sup = ray.get_actor(f"{run_id}:supervisor")
         except ValueError:
             time.sleep(0.1)
     assert sup is not None
