@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
 _PORT_FLAGS = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
@@ -78,10 +79,14 @@ class Node:
 
     def kill(self) -> None:
         """SIGKILL the whole node at once: a machine that vanished (no clean shutdown)."""
+        for pid in self.extra_pids:
+            kill_group(pid, grace_s=0.0)
         kill_group(self.pgid, grace_s=0.0)
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
+        for pid in self.extra_pids:
+            kill_group(pid)
         kill_group(self.pgid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
@@ -110,17 +115,41 @@ def _start(cmd: list[str], env: dict[str, str], log: Path, temp: Path, gcs: int,
         if "Ray runtime started" in log.read_text(errors="replace"):
             return node
         if proc.poll() is not None:
+            kill_group(proc.pid, grace_s=1.0)  # what it started before giving up
             raise RuntimeError(f"ray start exited with {proc.returncode}: {log.read_text()[-2000:]}")
         time.sleep(0.3)
     node.stop()
     raise TimeoutError(f"ray start did not finish within {timeout_s} s: {log}")
 
 
+def _retried(start: Any, attempts: int = 3) -> Node:
+    """`ray start` gives the raylet a fixed 30 s to register, which a loaded 2-core machine can miss: try again."""
+    for attempt in range(attempts):
+        try:
+            return start()  # type: ignore[no-any-return]
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def start_head(tmp: Path, env: dict[str, str], resources: dict[str, float], num_cpus: int = 0,
-               timeout_s: float = 180.0) -> Node:
+               timeout_s: float = 180.0, block: bool = True) -> Node:
+    """A head node. `block=False` for a head whose GCS a test kills: `ray start --block` tears the whole node down
+    when one of its processes dies; without it `ray start` returns and the node's processes stay in its group."""
+    return _retried(lambda: _start_head(tmp, env, resources, num_cpus, timeout_s, block))
+
+
+def start_worker(tmp: Path, env: dict[str, str], gcs_address: str, resources: dict[str, float], num_cpus: int = 1,
+                 timeout_s: float = 180.0) -> Node:
+    return _retried(lambda: _start_worker(tmp, env, gcs_address, resources, num_cpus, timeout_s))
+
+
+def _start_head(tmp: Path, env: dict[str, str], resources: dict[str, float], num_cpus: int,
+                timeout_s: float, block: bool) -> Node:
     gcs, dash, client, *ports = free_ports(3 + len(_PORT_FLAGS))
     temp = Path("/tmp") / f"tsh{gcs}"  # Ray's socket paths must stay short
-    cmd = [RAY_CLI, "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
+    cmd = [RAY_CLI, "start", "--head", *(["--block"] if block else []), f"--port={gcs}", "--node-ip-address=127.0.0.1",
            f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}", f"--temp-dir={temp}",
            "--disable-usage-stats", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
            f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
@@ -128,8 +157,8 @@ def start_head(tmp: Path, env: dict[str, str], resources: dict[str, float], num_
     return _start(cmd, env, tmp / f"head-{gcs}.log", temp, gcs, dash, timeout_s)
 
 
-def start_worker(tmp: Path, env: dict[str, str], gcs_address: str, resources: dict[str, float], num_cpus: int = 1,
-                 timeout_s: float = 180.0) -> Node:
+def _start_worker(tmp: Path, env: dict[str, str], gcs_address: str, resources: dict[str, float], num_cpus: int,
+                  timeout_s: float) -> Node:
     ports = free_ports(len(_PORT_FLAGS))
     cmd = [RAY_CLI, "start", "--block", f"--address={gcs_address}", "--node-ip-address=127.0.0.1",
            f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}", "--disable-usage-stats",
@@ -139,8 +168,7 @@ def start_worker(tmp: Path, env: dict[str, str], gcs_address: str, resources: di
 
 def restart_gcs(head: Node, down_s: float = 3.0) -> tuple[int, int]:
     """SIGKILL the head's gcs_server and start it again with its own command line, environment and working
-    directory read from /proc (a plain `ray start` head does not restart it). The new one joins the head's
-    process group, so stopping the head stops it. Return (old pid, new pid)."""
+    directory read from /proc (a plain `ray start` head does not restart it). Return (old pid, new pid)."""
     (pid,) = head.pids("gcs_server")
     argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
     env = dict(line.decode(errors="replace").split("=", 1)
@@ -150,9 +178,8 @@ def restart_gcs(head: Node, down_s: float = 3.0) -> tuple[int, int]:
     while proc_group(pid) is not None:
         time.sleep(0.05)
     time.sleep(down_s)
-    pgid = head.pgid
     with open(head.log.with_suffix(".gcs-restart.log"), "ab") as out:
         new = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, process_group=pgid)
-    head.extra_pids.append(new.pid)
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    head.extra_pids.append(new.pid)  # its own group (another session's group cannot be joined): stop() kills it
     return pid, new.pid
