@@ -82,7 +82,7 @@ def _start(cfg: TradesysConfig, run_id: str) -> tuple[threading.Thread, dict[str
     out: dict[str, Any] = {}
     t = threading.Thread(target=lambda: out.update(run_live(cfg, show_progress=False, run_id=run_id)))
     t.start()
-    deadline = time.time() + 90
+    deadline = time.time() + 180
     while time.time() < deadline:
         try:
             return t, out, ray.get_actor(f"{run_id}:supervisor")
@@ -98,7 +98,7 @@ def _step(sup: Any) -> int:
 def _backup_mid_run(url: str, dest: Path, run_id: str, *extra: str) -> dict[str, Any]:
     """Run the loop, back up through the CLI while it writes, stop it; return the manifest."""
     t, out, sup = _start(small_cfg(url, **{"data.speed": 60.0}), run_id)
-    deadline = time.time() + 120
+    deadline = time.time() + 300  # generous: six actors start first, and a loaded 2-core machine is slow at it
     while _step(sup) < BACKUP_STEP:
         assert time.time() < deadline, "the loop did not reach the backup step"
         time.sleep(0.02)
@@ -108,7 +108,7 @@ def _backup_mid_run(url: str, dest: Path, run_id: str, *extra: str) -> dict[str,
         assert time.time() < deadline, "the loop stalled after the backup"
         time.sleep(0.02)
     sup.stop.remote("disaster drill")
-    t.join(timeout=120)
+    t.join(timeout=300)
     assert result.exit_code == 0, result.output
     manifest = json.loads(result.stdout)
     assert manifest == json.loads((dest / "manifest.json").read_text())
