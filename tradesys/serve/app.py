@@ -213,6 +213,7 @@ def create_api(
     auth = [Depends(require("read", control))]
     admin = [Depends(require("admin", control))]
     errors: dict[int | str, dict[str, Any]] = {
+        400: {"model": ErrorBody, "description": "a request body that does not parse (malformed JSON)"},
         401: {"model": ErrorBody, "description": "missing or wrong API key"},
         403: {"model": ErrorBody, "description": "the key's role is below the route's (x-tradesys-role)"},
         429: {"model": ErrorBody, "description": "the key's rate limit is exhausted; retry after Retry-After seconds",

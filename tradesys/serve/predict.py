@@ -597,6 +597,7 @@ def predict_router(live: DeploymentHandle, research: DeploymentHandle | None = N
     svc = _Service(live, research if research is not None else live, config)
     auth = [Depends(api_key_dependency(key))]
     errors: dict[int | str, dict[str, Any]] = {
+        400: {"model": ErrorBody, "description": "a request body that does not parse (malformed JSON)"},
         401: {"model": ErrorBody, "description": "missing or wrong API key"},
         404: {"model": ErrorBody, "description": "unknown version"},
         422: {"model": ErrorBody, "description": "bad windows: detail lists field and reason"},

@@ -105,9 +105,14 @@ def runs_router(
         points = frame.reset_index()[list(EquityPoint.model_fields)].to_dict("records")
         return {"run_id": id, "initial_cash": float(frame["initial_cash"].iloc[0]), "points": points}
 
+    # the page is HTML, its errors JSON: said explicitly, or FastAPI documents the errors as text/html too
+    json_errors = {code: {"description": r["description"], **({"headers": r["headers"]} if "headers" in r else {}),
+                          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+                   for code, r in responses.items()}
+
     @router.get("/v1/runs/{id:path}/report", response_class=HTMLResponse, dependencies=dependencies,
-                responses={**responses, 200: {"content": {"text/html": {}},
-                                              "description": "the tear sheet, one self-contained HTML page"}})
+                responses={**json_errors, 200: {"content": {"text/html": {}},
+                                                "description": "the tear sheet, one self-contained HTML page"}})
     def report(id: RunId) -> HTMLResponse:
         """The run's tear sheet (statistics, equity and drawdown against an equal-weight benchmark, monthly returns,
         rolling Sharpe/volatility, exposure, turnover, per-symbol P&L, trades) as self-contained HTML."""
