@@ -7,8 +7,12 @@ returns at once, and any shell that can reach the cluster watches or stops it by
 tree when the job that created it ends).
 
 A detached run needs a cluster that outlives the command, so there is no throw-away local head here: the cluster is
-`ray.address`, else `$RAY_ADDRESS`, else the one a `ray start --head` on this machine recorded (Ray's "auto"). With
-none, the command refuses in one line and says to run `ray start --head`.
+`ray.address`, else `$RAY_ADDRESS`, else the one the last `ray start --head` on this machine recorded (in Ray's temp
+dir, `$RAY_TMPDIR`). With none, the command refuses in one line and says to run `ray start --head`. A token in
+`~/.ray/auth_token` is sent (RAY_AUTH_MODE=token), as the head that `ray start` turned token auth on expects.
+
+A detached Supervisor is created with `max_restarts` and `autostart`: if its node dies, Ray starts it elsewhere and
+it resumes the loop from the ledger by itself.
 """
 
 from __future__ import annotations
@@ -50,8 +54,8 @@ def connect(address: str, field: str = "RAY_ADDRESS") -> None:
     if address == "auto":
         from ray._private.services import get_ray_address_from_environment
 
-        try:
-            address = get_ray_address_from_environment("auto", None) or ""
+        try:  # the address the last `ray start` recorded (Ray's temp dir, $RAY_TMPDIR), never any Ray found running
+            address = get_ray_address_from_environment(None, None) or ""
         except Exception:
             address = ""
         if not address or address == "auto":
