@@ -55,6 +55,7 @@ def _children(pause_s: float) -> dict[str, Any]:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_slow_step_is_waited_for_and_a_dead_actor_is_a_fault(ray_session: None) -> None:
     children = _children(pause_s=1.0)
     graph = StepGraph(children, wait_s=0.2).compile()  # every step outlasts several waits

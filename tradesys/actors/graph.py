@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError
 
 from tradesys.engine.step import StepResult
 
@@ -75,7 +75,8 @@ class StepGraph:
                 out = ref.get(timeout=self.wait_s)
                 break
             except RayChannelTimeoutError:
-                self._ping()  # raises RayActorError when an actor of the graph is gone
+                with contextlib.suppress(GetTimeoutError):  # a slow answer is not a dead actor
+                    self._ping()  # raises RayActorError when an actor of the graph is gone
                 # all alive: a slow step. A timed-out read consumed nothing, but the ref allows one get() only
                 ref._ray_get_called = False
         if self.with_bars:
@@ -85,7 +86,7 @@ class StepGraph:
         return int(ts), bars, result
 
     def _ping(self) -> None:
-        ray.get([h.__ray_ready__.remote() for h in self.actors.values()], timeout=self.wait_s)
+        ray.get([h.__ray_ready__.remote() for h in self.actors.values()], timeout=max(self.wait_s, 30.0))
 
     def teardown(self) -> None:
         """Release the graph's channels and the actors' loops (best effort: after a fault they may be gone)."""
@@ -102,7 +103,7 @@ class StepGraph:
             try:
                 self._ping()
                 return
-            except (RayActorError, ray.exceptions.GetTimeoutError):
+            except (RayActorError, GetTimeoutError):
                 if time.monotonic() > end:
                     raise
                 if on_wait is not None:
