@@ -14,6 +14,7 @@ RAY_ADDRESS points at the cluster; otherwise a local Ray is started.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -47,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "else sqlite:///<runs-dir>/mlflow.db)")  # fmt: skip
     ap.add_argument("--experiment", default="tradesys-train")
     ap.add_argument("--registry-name", default="tradesys-forecaster")
-    ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--runs-dir", default=os.environ.get("TRADESYS_RUNS_DIR") or "runs",
+                    help="Tune results, checkpoints, the MLflow store (default: $TRADESYS_RUNS_DIR, the cluster's "
+                    "shared storage, else ./runs)")
     ap.add_argument("--promote-on", choices=LOSSES, default="vol_qlike")
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
