@@ -47,6 +47,7 @@ def ray_session() -> Iterator[None]:
         ray.init(
             address="local",  # always a fresh local runtime, even when another cluster runs on this machine
             num_cpus=4,
+            resources={"head": 1},  # ray.head_resource: the live loop's actors are pinned to the head
             include_dashboard=False,
             log_to_driver=False,
             ignore_reinit_error=True,
@@ -111,6 +112,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, di
     temp = Path("/tmp") / f"rayjob{gcs}"  # Ray's socket paths must stay short
     cmd = [
         RAY_CLI, "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+        '--resources={"head": 1}',  # as cluster.yaml's head: ray.head_resource pins the live loop here
         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
         f"--temp-dir={temp}", "--disable-usage-stats",
         # every listening port explicit: the defaults (e.g. the agent's 52365) clash with the session's own Ray

@@ -193,8 +193,12 @@ def cleanup_leftovers() -> list[str]:
     return notes
 
 
-def start_local_cluster(num_cpus: int | None, include_dashboard: bool, timeout_s: float = 120.0) -> LocalCluster:
-    """Start a head bound to loopback in its own process group, plus its watchdog; wait until it is up."""
+def start_local_cluster(num_cpus: int | None, include_dashboard: bool, timeout_s: float = 120.0,
+                        resources: dict[str, float] | None = None) -> LocalCluster:
+    """Start a head bound to loopback in its own process group, plus its watchdog; wait until it is up.
+
+    `resources`: custom resources the head declares (`placement.local_head_resources`: the head resource).
+    """
     flags = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
              "runtime-env-agent-port", "node-manager-port", "object-manager-port", "ray-client-server-port")
     gcs, spare_dash, *ports = _free_ports(2 + len(flags))
@@ -210,6 +214,8 @@ def start_local_cluster(num_cpus: int | None, include_dashboard: bool, timeout_s
     ]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
+    if resources:
+        cmd.append(f"--resources={json.dumps(resources)}")
     # Single-machine mode (what Ray uses on macOS/Windows): the node's address is loopback, so the agents and
     # the metrics endpoint bind 127.0.0.1 instead of every interface.
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", SINGLE_MACHINE_ENV: "0"}
@@ -248,7 +254,8 @@ def start_local_cluster(num_cpus: int | None, include_dashboard: bool, timeout_s
 
 
 def start_for_driver(
-    num_cpus: int | None, include_dashboard: bool, say: Callable[[str], None] = lambda _m: None
+    num_cpus: int | None, include_dashboard: bool, say: Callable[[str], None] = lambda _m: None,
+    resources: dict[str, float] | None = None,
 ) -> LocalCluster:
     """What a driver does before `ray.init` when no cluster is named: remove the leftovers of earlier clusters
     (saying so), keep the token private, start a loopback-only head, and join it as 127.0.0.1."""
@@ -256,20 +263,20 @@ def start_for_driver(
         say(note)
     ensure_private_token()
     say("Starting a local Ray cluster on 127.0.0.1 ...")
-    cluster = start_local_cluster(num_cpus, include_dashboard)
+    cluster = start_local_cluster(num_cpus, include_dashboard, resources=resources)
     join_as_single_machine()
     return cluster
 
 
 def init_local(num_cpus: int | None = None, include_dashboard: bool = False,
-               say: Callable[[str], None] = lambda _m: None) -> LocalCluster:
+               say: Callable[[str], None] = lambda _m: None, resources: dict[str, float] | None = None) -> LocalCluster:
     """`ray.init` on a loopback-only local head started here; it stops when this process exits (the watchdog
     also tears it down if the process is killed). For CLI commands other than the live loop (training)."""
     import atexit
 
     import ray
 
-    cluster = start_for_driver(num_cpus, include_dashboard, say)
+    cluster = start_for_driver(num_cpus, include_dashboard, say, resources)
     try:
         ray.init(address=cluster.address, log_to_driver=False)
     except BaseException:
