@@ -246,7 +246,7 @@ def test_alerts_recorded_once_per_fingerprint_start_and_status(tmp_path: Path) -
         nameless = _am_payload()
         nameless["alerts"][0]["labels"] = {"severity": "page"}
         r = c.post("/v1/alerts", json=nameless, headers=h)
-        assert (r.status_code, r.json()["detail"][0]["field"]) == (422, "alerts.0.labels")
+        assert (r.status_code, r.json()["detail"][0]["field"]) == (422, "alerts.0.labels.alertname")
     with SqliteLedger(tmp_path / "ledger.db") as led:
         audit = led.audit_log("alert")
     assert [a["message"] for a in audit] == [

@@ -21,13 +21,22 @@ from tradesys.serve.keystore import KeyStore
 MAX_ALERTS = 1000  # Alertmanager's max_alerts is 0 (all) by default; a group this large is a misconfiguration
 
 
+class AmLabels(BaseModel):
+    """An alert's labels: any string labels, `alertname` among them (Prometheus always sets it)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, str] = Field(init=False)
+
+    alertname: str = Field(..., min_length=1)
+
+
 class AmAlert(BaseModel):
     """One alert as Alertmanager sends it (https://prometheus.io/docs/alerting/latest/configuration/#webhook_config)."""
 
     model_config = ConfigDict(extra="ignore")
 
     status: Literal["firing", "resolved"]
-    labels: dict[str, str] = Field(..., description="must carry alertname")
+    labels: AmLabels
     annotations: dict[str, str] = {}
     startsAt: datetime
     endsAt: datetime | None = None  # Alertmanager sends 0001-01-01T00:00:00Z while firing
@@ -83,22 +92,20 @@ def record(store: KeyStore, ledger: Any, body: AmWebhook, key_id: str | None) ->
     """Write each new alert to the store (and the ledger's audit log); the count of new ones and duplicates."""
     from tradesys.ledger import AuditEntry, LedgerBatch
 
-    for i, a in enumerate(body.alerts):
-        if not a.labels.get("alertname"):
-            raise ValueError(f"alerts.{i}.labels: must carry alertname")
     new = 0
     for a in body.alerts:
         now = time.time_ns()
         starts = a.startsAt.isoformat()
+        labels = a.labels.model_dump()
         row = {"fingerprint": a.fingerprint, "starts_at": starts, "status": a.status,
-               "alertname": a.labels["alertname"], "ends_at": _iso(a.endsAt), "labels": a.labels,
+               "alertname": a.labels.alertname, "ends_at": _iso(a.endsAt), "labels": labels,
                "annotations": a.annotations, "receiver": body.receiver, "key_id": key_id, "received_ns": now}
         if not store.record_alert(row):
             continue
         new += 1
         if ledger is not None:
             summary = a.annotations.get("summary") or a.annotations.get("description") or ""
-            entry = AuditEntry(now, "alert", f"{a.status} {a.labels['alertname']}: {summary}"[:500], None,
+            entry = AuditEntry(now, "alert", f"{a.status} {a.labels.alertname}: {summary}"[:500], None,
                                {k: v for k, v in row.items() if k != "received_ns"})
             try:
                 ledger.write(LedgerBatch(audit=[entry]))
