@@ -12,8 +12,9 @@ sets (reject reasons, child actor names, reconciliation counters, drift kinds, H
 classes). Never an order id or a symbol. Counts that the ledger holds (orders, fills, rejects) are gauges set to
 the ledger's totals, so a restarted actor (a fresh process) reports the book of record, not a count from zero.
 
-The run id and strategy come from the environment (`TRADESYS_RUN_ID`, `TRADESYS_STRATEGY`, which the Supervisor
-sets on its children through `runtime_env`), else from the actor's name (`<run id>:<role>`).
+The run id comes from the actor's name (`<run id>:<role>`), the strategy from the cluster's key-value store, where
+the Supervisor publishes it per run (`child_options`); the environment (`TRADESYS_RUN_ID`, `TRADESYS_STRATEGY`)
+overrides both.
 """
 
 from __future__ import annotations
@@ -202,28 +203,46 @@ _labels: dict[str, str] | None = None
 
 
 def run_labels() -> dict[str, str]:
-    """{run_id, strategy} of this process: from the environment, else the actor's name `<run id>:<role>`."""
+    """{run_id, strategy} of this process: the environment (`TRADESYS_RUN_ID`, `TRADESYS_STRATEGY`) if set, else
+    the run id from the actor's name `<run id>:<role>` and the strategy the Supervisor published for that run."""
     global _labels
     if _labels is None:
-        run_id = os.environ.get(RUN_ID_ENV, "")
-        if not run_id:
-            try:
-                import ray
+        run_id, strategy = os.environ.get(RUN_ID_ENV, ""), os.environ.get(STRATEGY_ENV, "")
+        try:
+            import ray
 
+            if not run_id:
                 name = ray.get_runtime_context().get_actor_name() or ""
                 run_id = name.rsplit(":", 1)[0] if ":" in name else name
-            except Exception:
-                run_id = ""
-        _labels = {"run_id": run_id or "unknown", "strategy": os.environ.get(STRATEGY_ENV, "") or "unknown"}
+            if run_id and not strategy:
+                from ray.experimental.internal_kv import _internal_kv_get
+
+                raw = _internal_kv_get(_LABEL_KEY + run_id, namespace=_LABEL_NS)
+                strategy = raw.decode() if raw else ""
+        except Exception:  # labels are reporting: never fail an actor over them
+            pass
+        _labels = {"run_id": run_id or "unknown", "strategy": strategy or "unknown"}
     return _labels
 
 
+_LABEL_NS, _LABEL_KEY = "tradesys", "metrics-strategy:"
+
+
 def child_options(run_id: str, strategy: str) -> dict[str, Any]:
-    """Actor options that label the children's metrics with the run (env vars merge into the job's runtime_env);
-    also labels this process's own metrics (the Supervisor's)."""
+    """Publish the run's strategy for its children's metric labels (in the cluster's key-value store, read once
+    per process by `run_labels`, so a restarted child labels as before) and label this process's own metrics.
+
+    Returns no actor options: a `runtime_env` would carry the labels too, but an actor with its own runtime_env
+    cannot take a pre-started worker, which slows every restart."""
     global _labels
     _labels = {"run_id": run_id, "strategy": strategy}
-    return {"runtime_env": {"env_vars": {RUN_ID_ENV: run_id, STRATEGY_ENV: strategy}}}
+    try:
+        from ray.experimental.internal_kv import _internal_kv_put
+
+        _internal_kv_put(_LABEL_KEY + run_id, strategy.encode(), overwrite=True, namespace=_LABEL_NS)
+    except Exception:  # without the store, children label the strategy "unknown"
+        pass
+    return {}
 
 
 def _metric(name: str) -> Any | None:
