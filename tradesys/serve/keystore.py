@@ -75,11 +75,8 @@ class KeyStore:
         self._pg = is_postgres(url)
         self._lock = threading.Lock()
         self._conn: Any = None
-        with self._tx() as cur:
-            if self._pg:  # CREATE TABLE IF NOT EXISTS races between two processes on PostgreSQL: serialise it
-                cur.execute("SELECT pg_advisory_xact_lock(hashtext('tradesys.keystore'))")
-            for stmt in _SCHEMA:
-                cur.execute(stmt)
+        with self._tx():  # connects, and so creates the tables
+            pass
 
     def _connect(self) -> Any:
         if self._pg:
@@ -94,6 +91,14 @@ class KeyStore:
             conn.execute("PRAGMA journal_mode=WAL")
         return conn
 
+    def _create_tables(self, cur: Any) -> None:
+        cur.execute("BEGIN")
+        if self._pg:  # CREATE TABLE IF NOT EXISTS races between two processes on PostgreSQL: serialise it
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('tradesys.keystore'))")
+        for stmt in _SCHEMA:
+            cur.execute(stmt)
+        cur.execute("COMMIT")
+
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self._pg else sql
 
@@ -103,6 +108,7 @@ class KeyStore:
         with self._lock:
             if self._conn is None or (self._pg and (self._conn.closed or self._conn.broken)):
                 self._conn = self._connect()
+                self._create_tables(self._conn.cursor())  # on every connect: an in-memory store starts empty
             cur = self._conn.cursor()
             cur.execute("BEGIN")
             try:
