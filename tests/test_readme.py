@@ -57,6 +57,8 @@ EXPECT: dict[str, str] = {
     "tradesys backtest walkforward": r"stitched out of sample: Sharpe -?\d+\.\d\d",
     "tradesys report": r"Report written to sheet/report\.html",
     "tradesys tca": r"^Plot written to tca/tca\.png",
+    "tradesys backup": r"^Backup complete: \d+ files, manifest backups/bt/manifest\.json",
+    "tradesys restore": r"^Restore complete: \d+ files verified",
     "tradesys rl train": r"^summary: rl\.json",
     "tradesys rl export": r"^Exported policy for 3 symbols to policy",
     "tradesys serve": r"Serving on http://",
