@@ -164,7 +164,7 @@ def run_variant(args: argparse.Namespace) -> None:
                 n_features=N_FEATURES, output_names=("ret", "vol", "dir_logit"))
     direct = [_direct(tmp / "1" / "model.onnx", args.calls) for _ in range(args.repeats)]
     port = _free_port()
-    ray.init(include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", **env}})
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_predict_app(tmp, champion="1", num_cpus=0, max_batch_size=args.max_batch_size,

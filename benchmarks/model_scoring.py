@@ -12,9 +12,11 @@ built by `make_strategy` from the configuration the live loop uses:
   Serve settings before issue 16 (every request sits out the batch wait) and once as shipped (a request that finds
   the replica idle skips it).
 
-Each strategy gets the same bars (20 symbols, ``--bars`` daily bars of the bundled data) against a flat book; timed
-per bar: the whole ``on_bars`` (features, standardising, scoring, sizing) and the forecaster call alone, over the bars
-after the warm-up. Also timed: the alias lookup (`RegistryChampions.current`). Medians of ``--repeats`` passes.
+The three strategies get the same bars (20 symbols, ``--bars`` daily bars of the bundled data) against a flat book,
+interleaved bar by bar (each bar goes to all three in turn, so they share the machine's load); timed per bar: the
+whole ``on_bars`` (features, standardising, scoring, sizing) and the forecaster call alone, over the bars after the
+warm-up. Also timed: the alias lookup (`RegistryChampions.current`) from the driver. Medians of ``--repeats``
+passes.
 
     .venv/bin/python benchmarks/model_scoring.py [--bars 400] [--repeats 3] [--check-bars 50]
 """
@@ -29,6 +31,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUME
 import argparse
 import json
 import platform
+import secrets
 import socket
 import statistics
 import tempfile
@@ -63,34 +66,42 @@ def _bench_actor() -> Any:
 
     @ray.remote(num_cpus=0)
     class Bench:
-        def run(self, overrides: dict[str, Any], data: dict[str, Any], repeats: int) -> dict[str, Any]:
+        def run(self, paths: list[dict[str, Any]], data: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
+            """Every path's strategy gets each bar in turn (same bar, same moment, same machine load)."""
             from tradesys.config import load_config
             from tradesys.core.portfolio import Portfolio
             from tradesys.data import make_source
             from tradesys.strategy import make_strategy
 
-            cfg = load_config(overrides={**data, **overrides})
-            bars = [b for b in make_source(cfg.data).batches() if b.num_rows]
+            cfgs = [load_config(overrides={**data, **p}) for p in paths]
+            bars = [b for b in make_source(cfgs[0].data).batches() if b.num_rows]
             book = Portfolio(1e6).snapshot()
-            per_bar, per_call = [], []
+            per_bar: list[list[np.ndarray]] = [[] for _ in paths]
+            per_call: list[list[np.ndarray]] = [[] for _ in paths]
+            strats: list[Any] = []
             for _ in range(repeats):
-                strat = make_strategy(cfg.strategy, 20, 252.0)
-                timed = _Timed(strat.forecaster)
-                strat.forecaster = timed
-                bar_t = []
+                strats = [make_strategy(c.strategy, 20, 252.0) for c in cfgs]
+                timed = [_Timed(st.forecaster) for st in strats]
+                for st, t in zip(strats, timed, strict=True):
+                    st.forecaster = t
+                bar_t: list[list[float]] = [[] for _ in paths]
                 for b in bars:
-                    t0 = time.perf_counter()
-                    strat.on_bars(b, book, {})
-                    bar_t.append(time.perf_counter() - t0)
-                warm = len(bars) - len(timed.times)
-                per_bar.append(np.array(bar_t[warm:]) * 1e3)
-                per_call.append(np.array(timed.times) * 1e3)
-            stats = strat.stats()
-            return {"bars": len(per_bar[0]), "bar_p50": statistics.median(float(np.percentile(a, 50)) for a in per_bar),
-                    "bar_p99": statistics.median(float(np.percentile(a, 99)) for a in per_bar),
-                    "call_p50": statistics.median(float(np.percentile(a, 50)) for a in per_call),
-                    "call_p99": statistics.median(float(np.percentile(a, 99)) for a in per_call),
-                    "stats": {k: v for k, v in stats.items() if k.startswith(("champion", "forecast", "misses"))}}
+                    for k, st in enumerate(strats):
+                        t0 = time.perf_counter()
+                        st.on_bars(b, book, {})
+                        bar_t[k].append(time.perf_counter() - t0)
+                for k, t in enumerate(timed):
+                    per_bar[k].append(np.array(bar_t[k][len(bars) - len(t.times):]) * 1e3)
+                    per_call[k].append(np.array(t.times) * 1e3)
+            med = statistics.median
+            return [{"bars": len(per_bar[k][0]),
+                     "bar_p50": med(float(np.percentile(a, 50)) for a in per_bar[k]),
+                     "bar_p99": med(float(np.percentile(a, 99)) for a in per_bar[k]),
+                     "call_p50": med(float(np.percentile(a, 50)) for a in per_call[k]),
+                     "call_p99": med(float(np.percentile(a, 99)) for a in per_call[k]),
+                     "stats": {key: v for key, v in strats[k].stats().items()
+                               if key.startswith(("champion", "forecast", "misses"))}}
+                    for k in range(len(paths))]
 
     return Bench
 
@@ -113,6 +124,7 @@ def main() -> None:
     from tradesys.train.export import export_onnx
     from tradesys.train.models import build_model
 
+    os.environ["TRADESYS_API_KEY"] = os.environ.get("TRADESYS_API_KEY") or secrets.token_urlsafe(24)  # Serve's app
     tmp = Path(tempfile.mkdtemp(prefix="model_scoring_"))
     torch.manual_seed(0)
     (tmp / "models" / "1").mkdir(parents=True)
@@ -141,7 +153,7 @@ def main() -> None:
         src.current()
         alias_ms.append((time.perf_counter() - t0) * 1e3)
 
-    ray.init(include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}})
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -151,19 +163,17 @@ def main() -> None:
     end = np.datetime64("2019-12-31")
     data = {"data.start": str(end - np.timedelta64(days, "D")), "data.end": str(end),
             "strategy.name": "model", "strategy.timeout_ms": 10_000.0}
-    common = {"strategy.forecaster": "serve", "strategy.serve_app": APP, "strategy.model_version": "1",
-              "strategy.standardizer_path": str(scaler)}
-    bench = _bench_actor().remote()
-    rows: list[tuple[str, dict[str, Any]]] = []
-    rows.append((f"in actor: registry champion, ONNX Runtime (alias every {args.check_bars} bars)", ray.get(
-        bench.run.remote({"strategy.registry_name": "bench-forecaster", "strategy.mlflow_uri": uri,
-                          "strategy.champion_check_bars": args.check_bars}, data, args.repeats))))
-    for label, skip in (("Serve handle, before (every request waits 2 ms)", False),
-                        ("Serve handle, as shipped (idle skips the wait)", True)):
+    labels = [f"in actor: registry champion, ONNX Runtime (alias every {args.check_bars} bars)",
+              "Serve handle, before (every request waits 2 ms)", "Serve handle, as shipped (idle skips the wait)"]
+    paths: list[dict[str, Any]] = [{"strategy.registry_name": "bench-forecaster", "strategy.mlflow_uri": uri,
+                                    "strategy.champion_check_bars": args.check_bars}]
+    for app, skip in ((f"{APP}_before", False), (f"{APP}_after", True)):
         serve.run(build_predict_app(tmp / "models", champion="1", num_cpus=0, batch_wait_timeout_s=0.002,
-                                    request_timeout_s=10.0, skip_idle_wait=skip), name=APP, route_prefix=None)
-        rows.append((label, ray.get(bench.run.remote(common, data, args.repeats))))
-        serve.delete(APP)
+                                    request_timeout_s=10.0, skip_idle_wait=skip), name=app, route_prefix=f"/{app}")
+        paths.append({"strategy.forecaster": "serve", "strategy.serve_app": app, "strategy.model_version": "1",
+                      "strategy.standardizer_path": str(scaler)})
+    results = ray.get(_bench_actor().remote().run.remote(paths, data, args.repeats))
+    rows = list(zip(labels, results, strict=True))
     serve.shutdown()
     ray.shutdown()
 
