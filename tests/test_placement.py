@@ -27,7 +27,7 @@ def test_a_cluster_without_the_resource_is_refused_naming_the_setting() -> None:
 def test_the_setting_is_validated() -> None:
     assert load_config().ray.head_resource == "head"
     assert load_config(overrides=["ray.head_resource="]).ray.head_resource == ""
-    with pytest.raises(ConfigError, match="ray.head_resource"):
+    with pytest.raises(ConfigError, match=r"ray\.head_resource"):
         load_config(overrides=["ray.head_resource=a b"])
 
 
