@@ -122,7 +122,7 @@ def _start(cmd: list[str], env: dict[str, str], log: Path, temp: Path, gcs: int,
     raise TimeoutError(f"ray start did not finish within {timeout_s} s: {log}")
 
 
-def _retried(start: Any, attempts: int = 3) -> Node:
+def _retried(start: Any, attempts: int = 5) -> Node:
     """`ray start` gives the raylet a fixed 30 s to register, which a loaded 2-core machine can miss: try again."""
     for attempt in range(attempts):
         try:
