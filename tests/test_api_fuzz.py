@@ -39,6 +39,8 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
+pytestmark = pytest.mark.slow  # a minute or more: the RL policy export and a few hundred requests
+
 KEY = "fuzz-test-key-8d41c2"
 WRONG = "fuzz-test-key-8d41c3"
 PUBLIC = {("GET", "/health")}  # documented as needing no key ("No key needed." in its description)
