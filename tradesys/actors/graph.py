@@ -69,21 +69,22 @@ class StepGraph:
 
     def step(self, last_ts: int) -> tuple[int, Any, StepResult | None]:
         """(ts, bars or None, result) of the step after `last_ts`; ts < 0 at the end of the data."""
-        ref = self._dag.execute(last_ts)
+        refs = self._dag.execute(last_ts)  # a list of refs with MultiOutputNode (one per output)
+        if self.with_bars:
+            (ts, bars), (_, result) = (self._get(r) for r in refs)
+        else:
+            (ts, result), bars = self._get(refs), None
+        return int(ts), bars, result
+
+    def _get(self, ref: Any) -> Any:
         while True:
             try:
-                out = ref.get(timeout=self.wait_s)
-                break
+                return ref.get(timeout=self.wait_s)
             except RayChannelTimeoutError:
                 with contextlib.suppress(GetTimeoutError):  # a slow answer is not a dead actor
                     self._ping()  # raises RayActorError when an actor of the graph is gone
                 # all alive: a slow step. A timed-out read consumed nothing, but the ref allows one get() only
                 ref._ray_get_called = False
-        if self.with_bars:
-            (ts, bars), (_, result) = out
-        else:
-            (ts, result), bars = out, None
-        return int(ts), bars, result
 
     def _ping(self) -> None:
         ray.get([h.__ray_ready__.remote() for h in self.actors.values()], timeout=max(self.wait_s, 30.0))
