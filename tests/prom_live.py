@@ -14,6 +14,8 @@ import sys
 
 # the metrics agent pushes application metrics to the export port at this interval (default 10 s)
 os.environ.setdefault("RAY_metrics_report_interval_ms", "500")
+# a loaded CI machine can take longer than the default 60 s to register the node
+os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
 
 # 20 stocks x 61 trading days; a short trend so that it trades from the first weeks
 SETTINGS = {
