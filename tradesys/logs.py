@@ -49,6 +49,7 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 _SECRET_NAME = re.compile(r"(KEY|SECRET|PASSWORD|PASSWD|TOKEN|DSN|CREDENTIAL)", re.IGNORECASE)
 _PATH_NAME = re.compile(r"(_PATH|_FILE|_DIR)$", re.IGNORECASE)
 _extra_secrets: set[str] = set()
+_RUN_ACTOR = re.compile(r"(?P<run>[^:]+):(?P<role>\w+)")  # how the Supervisor names itself and its children
 
 
 def add_secret(value: str | None) -> None:
@@ -96,19 +97,18 @@ def _from_ray_actor() -> dict[str, str]:
         name = ray.get_runtime_context().get_actor_name() or ""
     except Exception:  # outside a worker, or Ray half torn down: the line is still logged, without the fields
         return {}
-    run_id, sep, role = name.rpartition(":")
-    return {"run_id": run_id, "actor": role} if sep and run_id and role else {}
+    m = _RUN_ACTOR.fullmatch(name)  # not Serve's replicas: "SERVE_REPLICA::<app>#<deployment>#<id>"
+    return {"run_id": m["run"], "actor": m["role"]} if m else {}
 
 
 class ContextFilter(logging.Filter):
     """Puts run_id, actor and order_id on every record: `extra=` wins, then `bind`, then the process's own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "run_id" not in _process or "actor" not in _process:
+        if "run_id" not in _process or "actor" not in _process:  # asked once per process
             found = _from_ray_actor()
             for k in ("run_id", "actor"):
-                if k not in _process and found.get(k):
-                    _process[k] = found[k]
+                _process.setdefault(k, found.get(k))
         bound = _bound.get() or {}
         for k in CONTEXT_FIELDS:
             if getattr(record, k, None) is None:
