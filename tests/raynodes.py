@@ -19,7 +19,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RAY_CLI = str(Path(sys.executable).with_name("ray"))
+# `ray start` gives a new raylet a fixed 30 s to appear in the GCS node table (ray/_private/node.py), which a loaded
+# 2-core machine misses; the same CLI, with that lookup retried for up to 4 minutes
+_PATIENT_RAY = """
+import sys, time
+import ray._private.services as services
+_get_node = services.get_node
+def get_node(*args, **kwargs):
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            return _get_node(*args, **kwargs)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+services.get_node = get_node
+from ray.scripts.scripts import main
+sys.argv = ["ray", *sys.argv[1:]]
+sys.exit(main())
+"""
+RAY_CLI = [sys.executable, "-c", _PATIENT_RAY]
 _PORT_FLAGS = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
                "runtime-env-agent-port", "node-manager-port", "object-manager-port")
 
@@ -149,7 +169,7 @@ def _start_head(tmp: Path, env: dict[str, str], resources: dict[str, float], num
                 timeout_s: float, block: bool) -> Node:
     gcs, dash, client, *ports = free_ports(3 + len(_PORT_FLAGS))
     temp = Path("/tmp") / f"tsh{gcs}"  # Ray's socket paths must stay short
-    cmd = [RAY_CLI, "start", "--head", *(["--block"] if block else []), f"--port={gcs}", "--node-ip-address=127.0.0.1",
+    cmd = [*RAY_CLI, "start", "--head", *(["--block"] if block else []), f"--port={gcs}", "--node-ip-address=127.0.0.1",
            f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}", f"--temp-dir={temp}",
            "--disable-usage-stats", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
            f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
@@ -160,7 +180,7 @@ def _start_head(tmp: Path, env: dict[str, str], resources: dict[str, float], num
 def _start_worker(tmp: Path, env: dict[str, str], gcs_address: str, resources: dict[str, float], num_cpus: int,
                   timeout_s: float) -> Node:
     ports = free_ports(len(_PORT_FLAGS))
-    cmd = [RAY_CLI, "start", "--block", f"--address={gcs_address}", "--node-ip-address=127.0.0.1",
+    cmd = [*RAY_CLI, "start", "--block", f"--address={gcs_address}", "--node-ip-address=127.0.0.1",
            f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}", "--disable-usage-stats",
            *(f"--{flag}={port}" for flag, port in zip(_PORT_FLAGS, ports, strict=True))]
     return _start(cmd, env, tmp / f"worker-{ports[0]}.log", Path("/tmp"), 0, None, timeout_s)
