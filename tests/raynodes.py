@@ -154,14 +154,14 @@ def _retried(start: Any, attempts: int = 5) -> Node:
 
 
 def start_head(tmp: Path, env: dict[str, str], resources: dict[str, float], num_cpus: int = 0,
-               timeout_s: float = 180.0, block: bool = True) -> Node:
+               timeout_s: float = 420.0, block: bool = True) -> Node:
     """A head node. `block=False` for a head whose GCS a test kills: `ray start --block` tears the whole node down
     when one of its processes dies; without it `ray start` returns and the node's processes stay in its group."""
     return _retried(lambda: _start_head(tmp, env, resources, num_cpus, timeout_s, block))
 
 
 def start_worker(tmp: Path, env: dict[str, str], gcs_address: str, resources: dict[str, float], num_cpus: int = 1,
-                 timeout_s: float = 180.0) -> Node:
+                 timeout_s: float = 420.0) -> Node:
     return _retried(lambda: _start_worker(tmp, env, gcs_address, resources, num_cpus, timeout_s))
 
 
