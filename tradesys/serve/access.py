@@ -2,10 +2,10 @@
 a record of every call (the access log).
 
 * `AccessGate` (ASGI, before any body is read) authenticates every `/v1` request: the bootstrap key from the
-  environment (`TRADESYS_API_KEY`, role admin) or a key from the `KeyStore`, re-read every `refresh_s` seconds so
-  keys rotate without a restart. No or a wrong key: 401. Then the key's token bucket: 429 with `Retry-After`.
-  It runs before routing and before the body is parsed, so a caller without a key learns nothing about routes
-  or bodies (401 everywhere).
+  environment (`TRADESYS_API_KEY`, role admin) or a key from the `KeyStore`, re-read every `keys_refresh_s` seconds
+  by a thread of its own (never the request thread pool), so keys rotate without a restart. No or a wrong key:
+  401. Then the key's token bucket: 429 with `Retry-After`. It runs before routing and before the body is parsed,
+  so a caller without a key learns nothing about routes or bodies (401 everywhere).
 * `require(role)` is each route's dependency: 403 when the key's role is below the route's. `create_api` refuses
   to build an app with a `/v1` route that declares no role (`check_routes`).
 * `AccessLog` (ASGI, outermost) appends one JSON line per request: time, key id, role, method, route template,
@@ -32,7 +32,6 @@ from fastapi import FastAPI, HTTPException, Request, Security, status
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tradesys.serve.keys import BOOTSTRAP_KEY_ID, ROLES, KeyRecord, TokenBucket, allows, key_id_of, retry_after_header
@@ -74,10 +73,14 @@ class AccessControl:
         self.store = store
         self._bootstrap = bootstrap.get_secret_value().encode()
         self._keys: dict[str, KeyRecord] = {}
-        self._next_refresh = 0.0
         self._buckets: dict[str, tuple[tuple[float, int], TokenBucket]] = {}
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self.refresh()
+        if store is not None and settings.keys_url is not None:  # an in-memory store has no other writer
+            # its own thread, not the request thread pool: batch work can fill that pool, and a key check must
+            # never wait for it
+            threading.Thread(target=self._refresh_loop, name="tradesys-keys-refresh", daemon=True).start()
 
     def refresh(self) -> None:
         """Re-read the key store now (active keys only)."""
@@ -85,17 +88,18 @@ class AccessControl:
             return
         keys = {k.key_id: k for k in self.store.list_keys() if k.active}
         self._keys = keys
-        self._next_refresh = time.monotonic() + self.settings.keys_refresh_s
 
-    async def maybe_refresh(self) -> None:
-        if self.store is None or time.monotonic() < self._next_refresh:
-            return
-        self._next_refresh = time.monotonic() + self.settings.keys_refresh_s  # one refresh at a time
-        try:
-            await run_in_threadpool(self.refresh)
-        except Exception as exc:  # keep serving the keys we know; say so once per refresh
-            log.warning("key store refresh failed (%s); keeping the %d keys read before", type(exc).__name__,
-                        len(self._keys))
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.settings.keys_refresh_s):
+            try:
+                self.refresh()
+            except Exception as exc:  # keep serving the keys we know; say so once per refresh
+                log.warning("key store refresh failed (%s); keeping the %d keys read before", type(exc).__name__,
+                            len(self._keys))
+
+    def close(self) -> None:
+        """Stop the refresh thread (app shutdown)."""
+        self._stop.set()
 
     def authenticate(self, token: str | None) -> Principal:
         """The caller's principal, or HTTPException 401."""
@@ -155,7 +159,6 @@ class AccessGate:
             await self.app(scope, receive, send)
             return
         ac = self.control
-        await ac.maybe_refresh()
         try:
             principal = ac.authenticate(_header(scope, API_KEY_HEADER.lower().encode()))
         except HTTPException as exc:

@@ -187,6 +187,8 @@ def create_api(
         yield
         if ledger is not None:
             ledger.close()
+        if control is not None:
+            control.close()
         store.close()
 
     app = FastAPI(
