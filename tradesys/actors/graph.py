@@ -18,6 +18,7 @@ ordinary calls (a fault there is retried inside it, as in the fallback).
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -51,6 +52,7 @@ class StepGraph:
         self.actors = {name: children[name] for name in GRAPH_ACTORS}
         self.with_bars = with_bars
         self.wait_s = wait_s
+        self.teardown_s = 30.0
         self._dag: Any = None
 
     def compile(self) -> StepGraph:
@@ -92,9 +94,18 @@ class StepGraph:
     def teardown(self) -> None:
         """Release the graph's channels and the actors' loops (best effort: after a fault they may be gone)."""
         dag, self._dag = self._dag, None
-        if dag is not None:
+        if dag is None:
+            return
+
+        def _teardown() -> None:
             with contextlib.suppress(Exception):  # a graph whose actor died is torn down by Ray already
                 dag.teardown()
+
+        # bounded: Ray's teardown was seen waiting forever on an actor loop still blocked in a channel read (a
+        # 500-symbol run); the run's summary uses ordinary calls, which do not need the graph's loops to have ended
+        t = threading.Thread(target=_teardown, name="graph-teardown", daemon=True)
+        t.start()
+        t.join(timeout=self.teardown_s)
 
     def wait_alive(self, deadline_s: float = 180.0, on_wait: Callable[[], None] | None = None) -> None:
         """Block until every actor of the graph answers (Ray restarts a dead one); RayActorError once it cannot."""
