@@ -59,6 +59,7 @@ EXPECT: dict[str, str] = {
     "tradesys tca": r"^Plot written to tca/tca\.png",
     "tradesys backup": r"^Backup complete: \d+ files, manifest backups/bt/manifest\.json",
     "tradesys restore": r"^Restore complete: \d+ files verified",
+    "tradesys keys create": r"^token: tsk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$",
     "tradesys rl train": r"^summary: rl\.json",
     "tradesys rl export": r"^Exported policy for 3 symbols to policy",
     "tradesys serve": r"Serving on http://",
