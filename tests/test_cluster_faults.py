@@ -234,14 +234,12 @@ def test_detached_run_outlives_its_driver_and_a_gcs_restart(cluster: Cluster, tm
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_worker_node_removed_mid_run_loses_and_duplicates_nothing(
+def test_worker_node_removed_mid_live_run_loses_and_duplicates_nothing(
     cluster: Cluster, tmp_path: Path, baseline: Any
 ) -> None:
-    """Two 1-CPU workers. (1) A live run pinned to the workers (ray.head_resource = their resource): its Supervisor
-    and children sit on one; that node is killed -9 mid-run; Ray restarts the detached Supervisor on the other, it
-    rebuilds its children and resumes from the ledger: every order and fill of the undisturbed run, once. (2) A
-    backtest sweep whose trials run on the workers (the head has no CPU); a worker killed mid-sweep: every trial's
-    result, once, equal to the in-process backtest; the trials that were cut off ran again."""
+    """Two 1-CPU workers. A live run pinned to the workers (ray.head_resource = their resource): its Supervisor and
+    children sit on one; that node is killed -9 mid-run; Ray restarts the detached Supervisor on the other, it
+    rebuilds its children and resumes from the ledger: every order and fill of the undisturbed run, once."""
     missing = 2 - len(cluster.workers)
     if missing:
         cluster.add_workers(missing)
@@ -267,16 +265,27 @@ def test_worker_node_removed_mid_run_loses_and_duplicates_nothing(
     ledger = _check_ledger(url, baseline)
     assert len(ledger.audit_log(kind="resume")) == 1  # the Supervisor Ray restarted resumed once
 
-    # (2) a sweep's trials on the workers; one worker killed while they run
-    cluster.add_workers(1)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_worker_node_removed_mid_sweep_loses_and_duplicates_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    """A backtest sweep whose trials run on the workers (the head has no CPU); a worker killed -9 mid-sweep: every
+    trial's result, once, equal to the in-process backtest; the trials that were cut off ran again."""
+    missing = 2 - len(cluster.workers)
+    if missing:
+        cluster.add_workers(missing)
     sweep_dir = tmp_path / "runs"
-    args = ["backtest", "sweep", *_sets("data.synthetic_days=3"), "-p", "strategy.fast=3,4,5,6",
+    fixed = [o for o in SMALL if not o.startswith("strategy.fast=")]  # swept, so not also fixed
+    args = ["backtest", "sweep", *(x for o in (*fixed, "data.synthetic_days=3") for x in ("-s", o)),
+            "-p", "strategy.fast=3,4,5,6",
             "--engine", "event", "--no-mlflow", "--no-ledgers", "--retries", "2", "--runs-dir", str(sweep_dir),
             "--json"]
     env = {**cluster.env, "RAY_AUTH_MODE": "token"}
     proc = subprocess.Popen([sys.executable, "-m", "tradesys.cli", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    _wait(lambda: any(sweep_dir.glob("*/trials/*/attempts")), 180, "no trial started")
+    _wait(lambda: any(sweep_dir.glob("*/trials/*/attempts")) or proc.poll() is not None, 300, "no trial started")
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
     time.sleep(0.5)
     victim = cluster.workers.pop(0)
     victim.kill()
