@@ -276,9 +276,9 @@ def test_worker_node_removed_mid_sweep_loses_and_duplicates_nothing(cluster: Clu
     if missing:
         cluster.add_workers(missing)
     sweep_dir = tmp_path / "runs"
-    fixed = [o for o in SMALL if not o.startswith("strategy.fast=")]  # swept, so not also fixed
+    fixed = [o for o in SMALL if not o.startswith("strategy.slow=")]  # swept, so not also fixed
     args = ["backtest", "sweep", *(x for o in (*fixed, "data.synthetic_days=3") for x in ("-s", o)),
-            "-p", "strategy.fast=3,4,5,6",
+            "-p", "strategy.slow=15,20,25,30",
             "--engine", "event", "--no-mlflow", "--no-ledgers", "--retries", "2", "--runs-dir", str(sweep_dir),
             "--json"]
     env = {**cluster.env, "RAY_AUTH_MODE": "token"}
@@ -295,11 +295,11 @@ def test_worker_node_removed_mid_sweep_loses_and_duplicates_nothing(cluster: Clu
     import pyarrow.parquet as pq
 
     rows = pq.read_table(summary["results"]).to_pylist()
-    assert [r["strategy.fast"] for r in rows] == [3, 4, 5, 6] and {r["status"] for r in rows} == {"ok"}
+    assert [r["strategy.slow"] for r in rows] == [15, 20, 25, 30] and {r["status"] for r in rows} == {"ok"}
     assert any(r["attempts"] > 1 for r in rows), "the killed worker ran no trial"
     for r in rows:  # each result equals the in-process backtest of its trial, exactly
         ref, ledger = run_backtest(load_config(overrides=[*SMALL, "data.synthetic_days=3",
-                                                          f"strategy.fast={r['strategy.fast']}"]))
+                                                          f"strategy.slow={r['strategy.slow']}"]))
         assert r["orders"] == len(ledger.orders()) > 0
         assert all(_same(r[m], getattr(ref, m)) for m in METRICS), (r, ref)
 
