@@ -75,6 +75,33 @@ class PidNamespace:
             self.proc.wait(timeout=30)
 
 
+def readme_cluster_commands(cfg: Path, env: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The README's `ray up` and `ray down` lines (its ```shell block), as typed, on the rewritten copy of the file.
+
+    Their leading VAR=value words go into `env`; the README's `ray job submit` line is checked to submit the same
+    entrypoint as the test's live job (the test submits it through the Job SDK, to run it beside the CPU job)."""
+    import shlex
+
+    from tests.test_readme import fenced_blocks
+
+    blocks = [b for b in fenced_blocks("shell") if "cluster-local.yaml" in b]
+    assert len(blocks) == 1, "README.md needs one ```shell block with the cluster-local.yaml commands"
+    cmds: dict[str, list[str]] = {}
+    for line in blocks[0].replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        prefix: dict[str, str] = {}
+        while words and re.fullmatch(r"[A-Za-z_]\w*=.*", words[0]):
+            key, _, value = words.pop(0).partition("=")
+            prefix[key] = value
+        if words[:2] == ["ray", "job"]:
+            assert words[words.index("--") + 1:][:2] == ["python", "jobs/live.py"], line
+        elif words:
+            env.update(prefix)
+            cmds[words[1]] = [str(BIN / "ray"), *[str(cfg) if w == "cluster-local.yaml" else w for w in words[1:]]]
+    assert set(cmds) == {"up", "down"}, cmds
+    return cmds["up"], cmds["down"]
+
+
 def _can_unshare() -> str | None:
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"):
         return "needs root, unshare and nsenter (util-linux)"
@@ -126,8 +153,9 @@ def test_ray_up_cluster_local_places_scales_and_tears_down(tmp_path: Path) -> No
     env.pop("RAY_ADDRESS", None)
     ns = PidNamespace()
     try:
+        up_cmd, down_cmd = readme_cluster_commands(cfg, env)
         for _ in range(3):  # Ray gives a raylet 30 s to register: a heavily loaded machine can miss that, so retry
-            up = ns.run([str(BIN / "ray"), "up", "-y", "--no-config-cache", str(cfg)], env, timeout=400)
+            up = ns.run(up_cmd, env, timeout=400)
             if up.returncode == 0 or "timed out during startup" not in up.stdout + up.stderr:
                 break
             ns.run([str(BIN / "ray"), "stop", "--force"], env, timeout=120)  # inside the namespace: only ours
@@ -175,7 +203,7 @@ def test_ray_up_cluster_local_places_scales_and_tears_down(tmp_path: Path) -> No
             time.sleep(3)
         assert [_kind(n) for n in _alive(dash)] == ["head"], _alive(dash)
 
-        down = ns.run([str(BIN / "ray"), "down", "-y", str(cfg)], env, timeout=240)
+        down = ns.run(down_cmd, env, timeout=240)
         assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
         ps = ns.run(["ps", "-eo", "stat=,comm="], env, timeout=30).stdout.split("\n")
         live = [line for line in ps if line.split() and not line.split()[0].startswith("Z")]  # PID 1 reaps nothing
