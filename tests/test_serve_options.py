@@ -272,3 +272,13 @@ def test_vol_surface_bad_input(client: TestClient, mutate: Any, field: str) -> N
     r = post(client, "/v1/vol/surface", chain)
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["field"] == field, r.json()
+
+
+@pytest.mark.parametrize("strike", [[[90, 100], 110], [{"a": 1}, 110]])
+def test_vol_surface_refuses_a_nested_column_with_a_4xx(client: TestClient, strike: list[Any]) -> None:
+    """A ragged or nested chain column is a 422 naming the problem, not a 500 (found by tests/test_api_fuzz.py)."""
+    body = {"strike": strike, "expiry": [0.5, 0.5], "bid": [1.0, 1.0], "ask": [2.0, 2.0], "type": ["C", "C"],
+            "underlying": 100.0}
+    r = client.post("/v1/vol/surface", json=body, headers={"X-API-Key": KEY})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "validation_error" and r.json()["detail"], r.text

@@ -402,13 +402,21 @@ bounds).""")
         refuse_bools(raw, CHAIN_COLUMNS - {"type", "expiry"})
         raw = {"rate": 0.0, "dividend": 0.0, **raw}  # the documented defaults
         o: SurfaceOptions = parse_options(SurfaceOptions, body_opts, query_opts)
-        n = max((np.size(v) for v in raw.values()), default=0)
+        n = max((_rows(v) for v in raw.values()), default=0)
         if n > MAX_CHAIN_ROWS:
             raise BadRequest([("rows", f"{n} quotes exceed the limit of {MAX_CHAIN_ROWS} per chain")], status=413)
         out = await compute(request, partial(fit_surface, raw, o), killable=True)
         return JSONResponse(out)
 
     return router
+
+
+def _rows(column: Any) -> int:
+    """Rows in one chain column as sent (a list, an Arrow or NumPy array, or a scalar): counted without converting,
+    so a ragged or nested JSON list reaches the chain's own validation (a 422) instead of failing in NumPy."""
+    if isinstance(column, (str, bytes, dict)) or not hasattr(column, "__len__"):
+        return 1
+    return len(column)
 
 
 def _american_schema(schema: dict[str, Any]) -> dict[str, Any]:
