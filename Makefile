@@ -23,7 +23,7 @@ demo: install
 	$(VENV)/bin/tradesys demo $(DEMO_ARGS)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 lint: install
 	$(VENV)/bin/ruff check tradesys tests jobs benchmarks

@@ -111,18 +111,23 @@ def test_stop_then_resume_trades_as_undisturbed(ray_session: None, tmp_path: Pat
 
 
 CHILDREN = ["strategy", "risk", "execution", "ledger", "broker", "market_data"]
+# every child in compiled-graph mode (the default); in the actor-call fallback the two whose calls carry the step's
+# decisions (test_live_loop also kills the ExecutionActor mid-submit and mid-run in both modes): suite time
+KILL_CASES = [pytest.param(c, True, id=f"{c}-graph") for c in CHILDREN] + [
+    pytest.param(c, False, id=f"{c}-calls") for c in ("strategy", "execution")
+]
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.parametrize("graph", [pytest.param(True, id="graph"), pytest.param(False, id="calls")])
-@pytest.mark.parametrize("child", CHILDREN)
+@pytest.mark.parametrize(("child", "graph"), KILL_CASES)
 def test_killed_child_is_restarted_and_trades_as_undisturbed(
     ray_session: None, tmp_path: Path, baseline: Any, child: str, graph: bool
 ) -> None:
-    """Each child killed in turn, in both loop modes. In compiled-graph mode market_data, execution, strategy and
-    risk are the graph's actors (the graph is torn down, compiled again after the restart and the step run again);
-    ledger and broker sit behind the ExecutionActor's ordinary calls in both modes."""
+    """Each child killed in turn (KILL_CASES: every child in graph mode, two in the call mode). In compiled-graph
+    mode market_data, execution, strategy and risk are the graph's actors (the graph is torn down, compiled again
+    after the restart and the step run again); ledger and broker sit behind the ExecutionActor's ordinary calls in
+    both modes."""
     url = f"sqlite:///{tmp_path}/kill.db"
     cfg = small_cfg(url, **{"data.speed": 150.0, "ray.compiled_graph": graph})
     t, out, sup = _start(cfg, f"rec-kill-{child}-{graph}")
