@@ -167,6 +167,13 @@ class OptimizeRequest(_Strict):
     ], "allOf": [  # the objective's own input
         {"if": {"required": ["objective"], "properties": {"objective": {"const": name}}},
          "then": {"required": [name]}} for name in ("target_return", "target_risk", "black_litterman")
+    ] + [  # risk parity and HRP honour only long-only weights scaled to a positive budget (optimize.py)
+        {"if": {"required": ["objective"], "properties": {"objective": {"enum": ["risk_parity", "hrp"]}}},
+         "then": {"properties": {"constraints": {
+             "properties": {"long_only": {"const": True}, "group_bounds": {"maxProperties": 0},
+                            "budget": {"exclusiveMinimum": 0}},
+             "not": {"anyOf": [{"required": [k]} for k in ("lower", "upper", "max_turnover", "transaction_costs")]},
+         }}}}
     ]}))
 
     returns: Returns | None = Field(None, description="periodic returns per asset (annualised by periods_per_year)")
