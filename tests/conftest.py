@@ -38,6 +38,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(autouse=True)
+def _ray_auth_mode_restored() -> Iterator[None]:
+    """`tradesys live --detach`/`status` run in process turn on RAY_AUTH_MODE=token for their own client (as a user's
+    shell would keep it); a later test's `ray start --head` must not inherit that (it then refuses to make a token)."""
+    before = os.environ.get("RAY_AUTH_MODE")
+    yield
+    if before is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = before
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """A real local Ray runtime shared by the whole test session."""

@@ -151,6 +151,7 @@ def test_ray_up_cluster_local_places_scales_and_tears_down(tmp_path: Path) -> No
     env = {**os.environ, "HOME": str(home), "PATH": f"{BIN}:{os.environ.get('PATH', '')}", "RAY_FAKE_CLUSTER": "1",
            "RAY_UP_enable_autoscaler_v2": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_MODE", None)  # `ray start --head` makes the head's token only when the mode is not forced
     ns = PidNamespace()
     try:
         up_cmd, down_cmd = readme_cluster_commands(cfg, env)
