@@ -46,6 +46,7 @@ def idle_server(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> 
         yield handle, d / "1" / "model.onnx"
     finally:
         serve.delete(app)
+        serve.shutdown()  # the proxy keeps its port until shutdown: the next Serve test starts on its own port
 
 
 @pytest.mark.ray

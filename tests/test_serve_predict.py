@@ -312,6 +312,7 @@ def real_app(ray_session: None, model_dir: Path) -> Iterator[str]:
     mp.setenv("TRADESYS_API_KEY", KEY)
     port = free_port()
     try:
+        serve.shutdown()  # a Serve left running by another module keeps its proxy on its own port
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_predict_app(model_dir, champion="1", challenger="2", canary_percent=50.0, num_cpus=0,
                                     max_batch_size=16, batch_wait_timeout_s=BATCH_WAIT_S,
