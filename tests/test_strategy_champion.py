@@ -119,7 +119,7 @@ def test_champion_is_followed_recorded_once_and_scored_as_its_files(registry: Re
     assert isinstance(strat, ModelStrategy) and isinstance(strat.forecaster, ChampionForecaster)
     events = Events()
     strat.forecaster.on_change = events
-    move_at = WARM + 8  # the alias moves after this many bars
+    move_at = WARM + 9  # the alias moves after this many bars (not a check bar: no lookup in flight when it moves)
     got = []
     for i, b in enumerate(bars, start=1):
         got += _drive(strat, [b])
@@ -127,14 +127,15 @@ def test_champion_is_followed_recorded_once_and_scored_as_its_files(registry: Re
             set_champion(NAME, 2, "test: a better model", tracking_uri=registry.uri)
         if i == move_at + 3 * CHECK:
             _champion(registry, 3)
-    switch = (move_at // CHECK + 1) * CHECK  # the first check after the move (1-based bar)
+    # the first check after the move starts the lookup; its answer is applied on the next bar (1-based)
+    switch = (move_at // CHECK + 1) * CHECK + 1
     ref1 = _drive(file_strategy(registry, 1, cfg), bars)
     ref2 = _drive(file_strategy(registry, 2, cfg), bars)
     assert got[:switch - 1] == ref1[:switch - 1]
     # from the switch bar the windows are v2's standardised closes and v2 sizes them: v2's targets exactly
     assert [w for _, w in got[switch - 1:]] == [w for _, w in ref2[switch - 1:]]
     assert [w for _, w in ref1[switch - 1:]] != [w for _, w in ref2[switch - 1:]]  # the switch is visible
-    refused_at = (move_at + 3 * CHECK) // CHECK * CHECK + CHECK
+    refused_at = (move_at + 3 * CHECK) // CHECK * CHECK + CHECK + 1
     assert [(k, ts, p.get("old"), p.get("new"), p.get("refused")) for k, ts, p in events.rows] == [
         (CHAMPION_EVENT, _ts(bars[0]), None, 1, None),
         (CHAMPION_EVENT, _ts(bars[switch - 1]), 1, 2, None),
@@ -160,8 +161,9 @@ def test_restart_continues_the_recorded_version(registry: Registry) -> None:
     rest = bars[WARM + 3:]
     got = _drive(strat, rest)
     ref1 = _drive(file_strategy(registry, 1, cfg), bars)[WARM + 3:]
-    assert got[:CHECK - 1] == ref1[:CHECK - 1]  # warm_up then the resumed bars: v1 as before the restart
-    assert [(k, p["old"], p["new"], ts) for k, ts, p in events.rows] == [(CHAMPION_EVENT, 1, 2, _ts(rest[CHECK - 1]))]
+    assert got[:CHECK] == ref1[:CHECK]  # warm_up then the resumed bars: v1 as before the restart
+    # the first check (bar CHECK) sees v2; the switch is the bar after it
+    assert [(k, p["old"], p["new"], ts) for k, ts, p in events.rows] == [(CHAMPION_EVENT, 1, 2, _ts(rest[CHECK]))]
     _champion(registry, 1)
 
 
@@ -186,12 +188,14 @@ def test_in_actor_and_serve_paths_give_identical_forecasts(registry: Registry, t
     paths = [ChampionForecaster(RegistryChampions(NAME, registry.uri, tmp_path / f"cache-{k}"), build,
                                 check_every_bars=1) for k, build in (("local", local), ("serve", served))]
     x = np.random.default_rng(7).standard_normal((20, LOOKBACK, 4)).astype(np.float32)
-    for bar, v in ((1, 1), (2, 2)):
+    for bar, v in ((1, 1), (3, 2)):
         if v == 2:
             _champion(registry, 2)
+            for f in paths:
+                f.refresh(2, 2)  # applies bar 1's lookup (v1 still), starts the one that sees v2
         outs = []
         for f in paths:
-            f.refresh(bar, bar)
+            f.refresh(bar, bar)  # bar 3 applies bar 2's lookup: the switch is the bar after the check
             assert f.version == v
             outs.append(f.forecast(x, f"bar-{bar}"))
         for k in ("ret", "vol"):
@@ -246,6 +250,7 @@ def test_live_loop_scores_the_champion_in_the_actor_and_audits_a_move(
     rows = live.audit_log(CHAMPION_EVENT)
     assert [(r["payload"]["old"], r["payload"]["new"]) for r in rows] == [(None, 1), (1, 2)]
     n_first = len(_bars({**SHORT, **first}))
-    assert rows[1]["ts_ns"] == _ts(_bars({**SHORT, **rest})[n_first + CHECK - 1])  # the resumed run's first check
+    # the resumed run's first check (bar CHECK from the restart) starts the lookup; the next bar switches
+    assert rows[1]["ts_ns"] == _ts(_bars({**SHORT, **rest})[n_first + CHECK])
     live.close()
     _champion(registry, 1)

@@ -3,7 +3,13 @@
 Why: the live loop should score the model in its own process (ONNX Runtime, about 0.1 ms per bar) rather than pay a
 Serve round trip per bar, and still pick up a newly promoted model without a restart. `ChampionForecaster` holds
 the champion's predictor and standardizer, asks the registry where the alias points every ``check_every_bars`` bars
-(one cheap MLflow lookup; the model files are fetched only when the version changes), and switches between bars.
+(one MLflow lookup, tens of ms; the model files are fetched only when the version changes), and switches between bars.
+
+Off the step path (issue 16): the lookup, and the fetch and build of a new version, run on a background thread
+started on the check bar, while that bar is scored as usual; the answer is applied at the start of the *next* bar
+(joining the thread there, which waits only when a lookup takes longer than a step). So the switch bar is fixed,
+one bar after the check bar, whatever the thread's timing: a backtest, a live run and a rerun switch on the same bar,
+and the event records it.
 
 What a switch does: the new version's files (``exports/model.onnx`` or ``model.pt``, ``standardizer.json``) are
 fetched into ``cache_dir/<version>/``, the scorer is rebuilt (`build`: in process, or the Serve deployment pinned to
@@ -16,8 +22,8 @@ A failed lookup (registry down) keeps the current version and is counted; the lo
 Restarts: the version is part of the record. A fresh run records its first version at its first bar (old None);
 a restarted or resumed strategy is built with ``start_version`` = the last recorded version (the StrategyActor
 reads it from the ledger), so the bars it replays or retries are scored by the version that scored them, and a
-champion that moved while the run was down is picked up at the first check after the resume, with its own event.
-Bars are counted from the (re)start, so a moved alias is seen at most ``check_every_bars`` bars late.
+champion that moved while the run was down is picked up one bar after the first check after the resume, with its own
+event. Bars are counted from the (re)start, so a moved alias is seen at most ``check_every_bars`` + 1 bars late.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -125,6 +132,7 @@ class ChampionForecaster:
         self.lookback, self.n_features = int(self.inner.lookback), int(self.inner.n_features)
         self.checks = self.switches = self.check_errors = 0
         self._refused: set[int] = set()
+        self._pending: _Lookup | None = None  # the lookup started on the last check bar, applied on the next bar
 
     def _load(self, version: int) -> tuple[int, Any, Standardizer]:
         folder = self.source.fetch(version)
@@ -136,31 +144,53 @@ class ChampionForecaster:
             self.on_change(kind, ts_ns, {"registry_name": self.source.name, **payload})
 
     def refresh(self, bar: int, ts_ns: int) -> Standardizer | None:
-        """At the strategy's ``bar``-th bar (1-based, from the (re)start): record the first version, check the alias
-        every ``check_every_bars`` bars and switch; the new standardizer when the version changed, else None."""
+        """At the strategy's ``bar``-th bar (1-based, from the (re)start): record the first version; apply the lookup
+        started on the previous bar (a check bar), switching to a new version; on every ``check_every_bars``-th bar
+        start the next lookup in the background. The new standardizer when the version changed, else None."""
         if not self.recorded:
             self.recorded = True
             self._emit(CHAMPION_EVENT, ts_ns, {"old": None, "new": self.version})
-        if bar % self.check_every_bars:
-            return None
-        self.checks += 1
+        scaler = None
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.join()  # started a bar ago: done unless the registry is slower than a step
+            scaler = self._apply(pending.result, ts_ns)
+        if bar % self.check_every_bars == 0:
+            self.checks += 1
+            self._pending = _Lookup(self._lookup)
+            self._pending.start()
+        return scaler
+
+    def _lookup(self) -> tuple[str, Any]:
+        """On the lookup thread: where the alias points, and a new version loaded and vetted. Reads this object's
+        version, refused set and shapes only: nothing changes them until the answer is applied on the loop's thread."""
         try:
             now = self.source.current()
-        except Exception as exc:  # the registry is down: keep scoring with the version we have
-            self.check_errors += 1
-            log.warning("champion check failed (%s: %s); keeping version %d", type(exc).__name__, exc, self.version)
-            return None
+        except Exception as exc:
+            return "error", exc
         if now is None or now == self.version or now in self._refused:
-            return None
+            return "same", None
         try:
             version, inner, scaler = self._load(now)
             why = self._incompatible(inner, scaler)
         except Exception as exc:
-            version, why = now, f"{type(exc).__name__}: {exc}"[:300]
+            version, inner, scaler, why = now, None, None, f"{type(exc).__name__}: {exc}"[:300]
+        return "new", (version, inner, scaler, why)
+
+    def _apply(self, answer: tuple[str, Any] | None, ts_ns: int) -> Standardizer | None:
+        kind, value = answer if answer is not None else ("error", RuntimeError("the lookup thread died"))
+        if kind == "error":  # the registry is down: keep scoring with the version we have
+            self.check_errors += 1
+            log.warning("champion check failed (%s: %s); keeping version %d", type(value).__name__, value,
+                        self.version)
+            return None
+        if kind == "same":
+            return None
+        version, inner, scaler, why = value
         if why:
-            self._refused.add(now)
-            log.warning("champion v%d refused (%s); keeping v%d", now, why, self.version)
-            self._emit(REFUSED_EVENT, ts_ns, {"current": self.version, "refused": now, "reason": why})
+            self._refused.add(version)
+            log.warning("champion v%d refused (%s); keeping v%d", version, why, self.version)
+            self._emit(REFUSED_EVENT, ts_ns, {"current": self.version, "refused": version, "reason": why})
             return None
         old = self.version
         self.version, self.inner, self.standardizer = version, inner, scaler
@@ -183,3 +213,15 @@ class ChampionForecaster:
     def stats(self) -> dict[str, Any]:
         return {"champion_version": self.version, "champion_checks": self.checks,
                 "champion_switches": self.switches, "champion_check_errors": self.check_errors}
+
+
+class _Lookup(threading.Thread):
+    """One champion lookup on its own daemon thread; `result` is set when it ends."""
+
+    def __init__(self, fn: Callable[[], tuple[str, Any]]) -> None:
+        super().__init__(name="champion-lookup", daemon=True)
+        self._fn = fn
+        self.result: tuple[str, Any] | None = None
+
+    def run(self) -> None:
+        self.result = self._fn()
