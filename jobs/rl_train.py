@@ -9,7 +9,10 @@ A thin argparse shell around `tradesys.rl.train.train_ppo` / `tradesys.rl.tune.t
 ``tradesys rl train`` / ``tradesys rl tune`` (`tradesys.rl.train.OPTION_DEFAULTS`). Inside a Ray job RAY_ADDRESS
 points at the cluster and the env runners (or Tune trials) run there. A job runs in Ray's temporary copy of the
 working directory, so checkpoints and the MLflow store go to ``--runs-dir`` (default ``$TRADESYS_RUNS_DIR``, else
-``~/tradesys/runs``; a relative path is refused). Prints one line per iteration on stderr (not with ``--quiet``),
+``~/tradesys/runs``; a relative path is refused). With ``--tune``, Tune's results and checkpoints and the MLflow
+artifacts go to ``--storage`` (a path or ``s3://bucket/prefix``; default ``$TRADESYS_STORAGE``, else the runs
+directory; `tradesys.storage`); a single PPO run (no ``--tune``) checkpoints under the runs directory.
+Prints one line per iteration on stderr (not with ``--quiet``),
 and with ``--json`` the summary as strict JSON (NaN as null) on the last stdout line; ``--out FILE`` writes it.
 Bad flags: one line ``error: --flag: reason`` and exit code 2.
 """
@@ -47,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         else:
             kind = str if default is None else type(default)
             ap.add_argument(flag, dest=key, type=kind, default=default, help=_HELP.get(key))
+    ap.add_argument("--storage", default=None, help="tune: results, checkpoints and MLflow artifacts, a path or "
+                    "s3://bucket/prefix (default $TRADESYS_STORAGE, else --runs-dir)")  # fmt: skip
     ap.add_argument("--tune", action="store_true", help="Ray Tune (ASHA) over PPO hyper-parameters x seeds")
     ap.add_argument("--num-samples", type=int, default=4, help="tune: configurations drawn")
     ap.add_argument("--seeds", default="0,1", help="tune: comma-separated seeds, each run with every configuration")
@@ -102,12 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         opts["runs_dir"] = _runs_dir(args.runs_dir)
         data, env, split, ppo = settings_from_options(**opts)
         seeds = _seeds(args.seeds) if args.tune else []
+        if args.tune:
+            from tradesys.storage import resolve_storage
+
+            resolve_storage(args.storage, opts["runs_dir"])  # a bad --storage / $TRADESYS_STORAGE: one line, now
         market = load_split_market(data, env, split)
         if args.tune:
             from tradesys.rl.tune import tune_ppo
 
             summary = tune_ppo(market, env, split, ppo, num_samples=args.num_samples, seeds=seeds,
-                               grace_period=args.grace_period, progress=_printer(args.quiet))  # fmt: skip
+                               grace_period=args.grace_period, progress=_printer(args.quiet),
+                               storage=args.storage)  # fmt: skip
         else:
             from tradesys.rl.train import train_ppo
 

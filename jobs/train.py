@@ -4,6 +4,7 @@
     ray job submit --working-dir . -- python jobs/train.py --registry-name sp500-forecaster
     python jobs/train.py --data store:/data/features --symbol SPY --features rv:1,spread:2 --returns-feature returns
     python jobs/train.py --trainer ray-train --num-workers 4 --use-gpu --kind transformer --width 32 --lr 1e-3
+    TRADESYS_STORAGE=s3://my-bucket/tradesys python jobs/train.py    # results, checkpoints, MLflow artifacts on S3
 
 A thin argparse shell around `tradesys.train.pipeline.run_training` (the steps, the leakage rules, the promotion
 rule and the Ray Train hyper-parameter choice are described there and in docs/training.md). Prints the JSON
@@ -51,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--runs-dir", default=os.environ.get("TRADESYS_RUNS_DIR") or "runs",
                     help="Tune results, checkpoints, the MLflow store (default: $TRADESYS_RUNS_DIR, the cluster's "
                     "shared storage, else ./runs)")
+    ap.add_argument("--storage", default=None,
+                    help="Tune/Ray Train results, checkpoints and MLflow artifacts: a path or s3://bucket/prefix "
+                    "(default: $TRADESYS_STORAGE, else --runs-dir); the MLflow database stays under --runs-dir")
     ap.add_argument("--promote-on", choices=LOSSES, default="vol_qlike")
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
@@ -65,7 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=None)
     args = ap.parse_args(argv)
     try:
+        from tradesys.storage import resolve_storage
+
         settings_from_args(args)
+        resolve_storage(args.storage, args.runs_dir)  # names --storage's value or $TRADESYS_STORAGE's
     except ValueError as exc:
         ap.error(str(exc))  # exits with status 2, like any other bad flag
     return args

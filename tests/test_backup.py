@@ -14,10 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -356,31 +353,13 @@ def test_refusals_are_one_line_naming_the_argument(sqlite_run: Path, tmp_path: P
 
 @pytest.fixture()
 def s3_server(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """moto's S3-compatible server on loopback, and the environment boto3 reads to reach it."""
-    import boto3
-    import moto.server  # noqa: F401 - in the dev extra: a missing package fails, it does not skip
+    """moto's S3-compatible server on loopback (tests/s3moto.py), and the environment boto3 reads to reach it."""
+    from .s3moto import moto_s3
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, "moto server did not start"
-                time.sleep(0.1)
-        for k, v in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-                     "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    with moto_s3("drill") as (client, env):
+        for k, v in env.items():
             monkeypatch.setenv(k, v)
-        client = boto3.client("s3")
-        client.create_bucket(Bucket="drill")
         yield client
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_s3_backup_and_restore_on_a_real_s3_server(sqlite_run: Path, tmp_path: Path, s3_server: Any) -> None:

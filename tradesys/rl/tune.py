@@ -18,7 +18,8 @@ Search space (`DEFAULT_SPACE`): ``lr`` log-uniform in [1e-4, 3e-3], ``entropy_co
 Resources: a trial holds one CPU plus one per env runner (``num_env_runners``; 0 samples in the trial's own
 process, the cheapest on a laptop). MLflow: one run per trial (Ray's ``MLflowLoggerCallback``, logging from the
 driver) in ``<experiment>-tune``, and one summary run in ``<experiment>`` with the configuration scores and the
-chosen checkpoint's RLModule. Tune's checkpoints are kept under ``<runs_dir>/rl-tune/<name>``.
+chosen checkpoint's RLModule. Tune's checkpoints are kept under ``<storage>/rl-tune/<name>``: the storage setting
+(`tradesys.storage`: a path or an S3 URI, ``$TRADESYS_STORAGE``), else the runs directory.
 """
 
 from __future__ import annotations
@@ -178,8 +179,13 @@ def tune_ppo(
     space: Mapping[str, Any] | None = None,
     name: str | None = None,
     progress: Progress | None = None,
+    storage: str | None = None,
 ) -> dict[str, Any]:
-    """Tune PPO (module docstring) and return the summary: configuration scores, the chosen config and checkpoint."""
+    """Tune PPO (module docstring) and return the summary: configuration scores, the chosen config and checkpoint.
+
+    `storage`: where Tune's results and checkpoints (``<storage>/rl-tune``) and the MLflow artifacts of new
+    experiments go, a path or an ``s3://bucket/prefix`` URI (`tradesys.storage`); None: ``$TRADESYS_STORAGE``, else
+    ``base.runs_dir``. The checkpoints in the summary are then ``s3://`` URIs."""
     import mlflow
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
@@ -187,7 +193,9 @@ def tune_ppo(
 
     from tradesys.core.jsonsafe import json_ready
     from tradesys.rl.train import RLPolicy
-    from tradesys.train.tracking import log_json, log_params, setup_tracking
+    from tradesys.storage import checkpoint_uri, ray_storage, resolve_storage
+    from tradesys.storage import ensure_experiment as ensure_storage_experiment
+    from tradesys.train.tracking import log_json, log_params, resolve_tracking_uri, setup_tracking
 
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples: must be an integer >= 1, got {num_samples!r}")
@@ -211,7 +219,13 @@ def tune_ppo(
     PortfolioEnv(env_config_dict(env, select_m, episode_length=None))
 
     runs_dir = Path(base.runs_dir).expanduser().resolve()
-    uri, _ = setup_tracking(base.experiment, base.mlflow_uri, runs_dir=runs_dir)
+    store = resolve_storage(storage, runs_dir)
+    uri = resolve_tracking_uri(base.mlflow_uri, runs_dir=runs_dir)
+    if store.root != str(runs_dir):  # new experiments keep their artifacts under the storage
+        for exp in (base.experiment, base.experiment + "-tune"):
+            ensure_storage_experiment(exp, uri, store)
+    uri, _ = setup_tracking(base.experiment, uri, runs_dir=runs_dir)
+    where, filesystem = ray_storage(store.rl_tune)
     _ensure_ray(emit)
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, train_market=train_m, select_market=select_m, env=env, base=base),
@@ -230,21 +244,24 @@ def tune_ppo(
                                     grace_period=min(grace_period, base.iterations)),
         ),
         run_config=tune.RunConfig(
-            name=run_name, storage_path=str(runs_dir / "rl-tune"), verbose=0,
+            name=run_name, storage_path=where, storage_filesystem=filesystem, verbose=0,
             callbacks=[MLflowLoggerCallback(tracking_uri=uri, experiment_name=base.experiment + "-tune",
                                             save_artifact=False), _progress_callback(emit)],
         ),
     )  # fmt: skip
     grid = tuner.fit()
-    trials = []
+    trials, ckpts = [], {}
     for r in grid:
         if r.error is not None:
             raise RuntimeError(f"tune: trial {r.path} failed: {r.error}")
         df = r.metrics_dataframe
         best_ckpt = r.get_best_checkpoint(METRIC, "max")
+        if best_ckpt is not None:
+            ckpts[checkpoint_uri(best_ckpt)] = best_ckpt
         trials.append({"config_id": int(r.config["hp"]["id"]), "seed": int(r.config["seed"]),
                        "score": float(df[METRIC].max()), "iterations": int(df["training_iteration"].max()),
-                       "checkpoint": best_ckpt.path if best_ckpt is not None else None, "path": r.path})  # fmt: skip
+                       "checkpoint": checkpoint_uri(best_ckpt) if best_ckpt is not None else None,
+                       "path": r.path})  # fmt: skip
     scores, best, best_trial = select_best(configs, trials)
     setup_tracking(base.experiment, uri, runs_dir=runs_dir)  # the callback changed the active experiment
     with mlflow.start_run(run_name=run_name) as run:
@@ -254,7 +271,8 @@ def tune_ppo(
                     "best": {k: v for k, v in best.items() if k in HPARAMS}})  # fmt: skip
         mlflow.log_metrics({"best_mean_score": best["mean_score"], "best_trial_score": best_trial["score"]})
         if best_trial["checkpoint"]:
-            mlflow.log_artifacts(str(RLPolicy.module_path(best_trial["checkpoint"])), "rl_module")
+            with ckpts[best_trial["checkpoint"]].as_directory() as local:  # downloaded first when on S3
+                mlflow.log_artifacts(str(RLPolicy.module_path(local)), "rl_module")
         summary = {
             "run_id": run.info.run_id, "tracking_uri": uri, "experiment": base.experiment, "name": run_name,
             "scheduler": scheduler, "select_metric": base.select_metric, "split": split.to_dict(),

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tradesys.storage import checkpoint_uri, ray_storage
 from tradesys.train.data import Samples
 from tradesys.train.fit import FitConfig, seed_everything
 from tradesys.train.models import MultiTaskLoss, build_model, task_losses
@@ -275,6 +276,9 @@ def train_distributed(
         from ray.util.queue import Queue
 
         progress = Queue(actor_options={"num_cpus": 0})
+    location = str(storage_path)
+    where, filesystem = ray_storage(location if location.startswith("s3://") else
+                                    str(Path(location).expanduser().resolve()))  # fmt: skip
     run_name = name or f"forecaster-train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     trainer = TorchTrainer(
         _worker_loop,
@@ -283,7 +287,8 @@ def train_distributed(
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
         run_config=RunConfig(
             name=run_name,
-            storage_path=str(Path(storage_path).expanduser().resolve()),  # Ray Train needs an absolute path
+            storage_path=where,  # Ray Train needs an absolute path (or a bucket path with its file system)
+            storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
             ),
@@ -304,7 +309,7 @@ def train_distributed(
         model, config = load_checkpoint_model(d)
     history = list(result.return_value or [])
     return DistributedOutcome(
-        model=model, config=config, best_metrics=dict(metrics), history=history, checkpoint_path=ckpt.path,
+        model=model, config=config, best_metrics=dict(metrics), history=history, checkpoint_path=checkpoint_uri(ckpt),
         result=result, num_workers=num_workers, use_gpu=use_gpu,
     )  # fmt: skip
 

@@ -47,6 +47,9 @@ from typing import Any
 
 import numpy as np
 
+from tradesys.storage import Storage, resolve_storage
+from tradesys.storage import ensure_experiment as ensure_storage_experiment
+
 __all__ = [
     "DEFAULT_HPARAMS",
     "LOSSES",
@@ -85,7 +88,9 @@ class TrainSettings:
     ``features`` lists ``name[:version][.col[+col]]`` specs joined point-in-time with ``feature_lag``/``feature_ttl``
     on the calendar of the ``returns_feature``). ``trainer``: ``"tune"`` (ASHA search over ``kinds``) or
     ``"ray-train"`` (one configuration, ``hparams`` or the best known, on ``num_workers`` workers, GPUs with
-    ``use_gpu``).
+    ``use_gpu``). ``storage``: where Tune/Ray Train results, checkpoints and the MLflow artifacts go, a path or an
+    ``s3://bucket/prefix`` URI (`tradesys.storage`); None: ``$TRADESYS_STORAGE``, else ``runs_dir``. The MLflow
+    database stays ``mlflow_uri`` / ``$MLFLOW_TRACKING_URI`` / ``<runs_dir>/mlflow.db`` either way.
     """
 
     data: str = "sp500"
@@ -106,6 +111,7 @@ class TrainSettings:
     experiment: str = "tradesys-train"
     registry_name: str = "tradesys-forecaster"
     runs_dir: str = "runs"
+    storage: str | None = None
     promote_on: str = "vol_qlike"
     alpha: float = 0.05
     seed: int = 0
@@ -149,6 +155,10 @@ class TrainSettings:
             v = getattr(self, name)
             if not isinstance(v, str) or not v.strip():
                 raise ValueError(f"{name}: must be a non-empty string")
+        if self.storage is not None:
+            from tradesys.storage import parse_storage
+
+            parse_storage(self.storage, setting="storage")
         if self.mlflow_uri is not None and not str(self.mlflow_uri).strip():
             raise ValueError("mlflow_uri: must be a non-empty URI or None")
         if self.trainer not in TRAINERS:
@@ -406,15 +416,16 @@ class _Trained:
     extra: dict[str, Any]
 
 
-def _train_tune(s: TrainSettings, pool_std: Any, runs_dir: Path, uri: str, emit: Progress) -> _Trained:
+def _train_tune(s: TrainSettings, pool_std: Any, store: Storage, custom: bool, uri: str, emit: Progress) -> _Trained:
     from tradesys.train.tune import model_kwargs, progress_callback, run_search
 
     emit({"event": "stage", "stage": "search", "trainer": "tune", "trials": s.num_samples,
           "max_epochs": s.max_epochs})  # fmt: skip
     search = run_search(
         pool_std, kinds=s.kinds, num_samples=s.num_samples, max_epochs=s.max_epochs,
-        grace_period=min(s.grace_period, s.max_epochs), storage_path=runs_dir / "tune", tracking_uri=uri,
+        grace_period=min(s.grace_period, s.max_epochs), storage_path=store.tune, tracking_uri=uri,
         experiment=s.experiment + "-tune", seed=s.seed, callbacks=[progress_callback(emit)],
+        artifact_storage=store if custom else None,
     )  # fmt: skip
     hist = search.grid[[str(x.metrics.get("trial_id")) for x in search.grid].index(search.trial_id)]
     rows = []
@@ -425,11 +436,11 @@ def _train_tune(s: TrainSettings, pool_std: Any, runs_dir: Path, uri: str, emit:
         model=search.model, best_config=search.best_config, model_kwargs=model_kwargs(search.best_config),
         best_metrics=search.best_metrics,
         trial_id=search.trial_id, history=rows, num_trials=search.num_trials,
-        num_stopped_early=search.num_stopped_early, extra={},
+        num_stopped_early=search.num_stopped_early, extra={"checkpoint": search.checkpoint_path},
     )  # fmt: skip
 
 
-def _train_ray(s: TrainSettings, pool_std: Any, runs_dir: Path, emit: Progress) -> _Trained:
+def _train_ray(s: TrainSettings, pool_std: Any, store: Storage, emit: Progress) -> _Trained:
     from tradesys.train.distributed import train_distributed
     from tradesys.train.tune import model_kwargs
 
@@ -442,12 +453,12 @@ def _train_ray(s: TrainSettings, pool_std: Any, runs_dir: Path, emit: Progress) 
 
     out = train_distributed(
         pool_std, hp, num_workers=s.num_workers, use_gpu=s.use_gpu, max_epochs=s.max_epochs, seed=s.seed,
-        storage_path=runs_dir / "train", on_epoch=on_epoch,
+        storage_path=store.train, on_epoch=on_epoch,
     )  # fmt: skip
     emit({"event": "trial_complete", "trial_id": "ray-train", "epochs": len(out.history), "status": "terminated"})
     return _Trained(
         model=out.model, best_config=hp, model_kwargs=model_kwargs(hp), best_metrics=out.best_metrics,
-        trial_id="ray-train-" + Path(out.result.path).name, history=out.history, num_trials=1,
+        trial_id="ray-train-" + str(out.result.path).rstrip("/").rsplit("/", 1)[-1], history=out.history, num_trials=1,
         num_stopped_early=int(len(out.history) < s.max_epochs),
         extra={"trainer": "ray-train", "num_workers": s.num_workers, "use_gpu": s.use_gpu, "hparams_source": source,
                "checkpoint": out.checkpoint_path},
@@ -476,6 +487,7 @@ def run_training(settings: TrainSettings, progress: Progress | None = None) -> d
         log_json,
         log_params,
         log_torch_model,
+        resolve_tracking_uri,
         setup_tracking,
     )
 
@@ -499,7 +511,12 @@ def run_training(settings: TrainSettings, progress: Progress | None = None) -> d
     scaler_json = standardizer_json(scaler)
 
     runs_dir = Path(s.runs_dir).expanduser().resolve()
-    uri, _ = setup_tracking(s.experiment, s.mlflow_uri, runs_dir=runs_dir)
+    store = resolve_storage(s.storage, runs_dir)
+    custom = store.root != str(runs_dir)  # else the runs-dir layout tracking.py has always used
+    uri = resolve_tracking_uri(s.mlflow_uri, runs_dir=runs_dir)
+    if custom:  # the experiments' artifacts under the storage (before setup_tracking would create them locally)
+        ensure_storage_experiment(s.experiment, uri, store)
+    uri, _ = setup_tracking(s.experiment, uri, runs_dir=runs_dir)
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):  # inside a Ray job, or a cluster the user named: join it
             ray.init(include_dashboard=False)
@@ -511,9 +528,9 @@ def run_training(settings: TrainSettings, progress: Progress | None = None) -> d
         from tradesys.train.distributed import check_resources
 
         check_resources(s.num_workers, s.use_gpu)  # before anything starts
-        trained = _train_ray(s, scaler.transform(pool), runs_dir, emit)
+        trained = _train_ray(s, scaler.transform(pool), store, emit)
     else:
-        trained = _train_tune(s, scaler.transform(pool), runs_dir, uri, emit)
+        trained = _train_tune(s, scaler.transform(pool), store, custom, uri, emit)
     setup_tracking(s.experiment, uri, runs_dir=runs_dir)  # the search's callback changed the active experiment
 
     emit({"event": "stage", "stage": "holdout", "n_test": len(test)})
@@ -575,7 +592,7 @@ def run_training(settings: TrainSettings, progress: Progress | None = None) -> d
         "champion": alias_version(name, CHAMPION), "trainer": s.trainer, "data": s.data, "symbol": symbol,
         "best_config": trained.best_config, "best_val_loss": float(trained.best_metrics["val_loss"]),
         "num_trials": trained.num_trials, "stopped_early": trained.num_stopped_early, "holdout": report["metrics"],
-        "promotion": promotion, **trained.extra,
+        "promotion": promotion, "storage": store.root, **trained.extra,
     }  # fmt: skip
     emit({"event": "stage", "stage": "done", "summary": summary})
     return summary

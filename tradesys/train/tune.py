@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tradesys.storage import Storage, checkpoint_uri
 from tradesys.train.data import Samples
 from tradesys.train.fit import FitConfig, fit_model
 from tradesys.train.models import build_model
@@ -187,7 +188,7 @@ class SearchOutcome:
     best_config: dict[str, Any]
     best_metrics: dict[str, Any]
     model: nn.Module
-    checkpoint_path: str
+    checkpoint_path: str  # a local path or an s3:// URI
     trial_id: str
     grid: Any  # ray.tune.ResultGrid
     num_trials: int
@@ -210,12 +211,18 @@ def run_search(
     seed: int = 0,
     max_concurrent: int | None = None,
     callbacks: Sequence[Any] = (),
+    artifact_storage: Storage | None = None,
 ) -> SearchOutcome:
     """Run the ASHA search on an initialised (or local auto-started) Ray; MLflow per trial when `tracking_uri`.
 
-    `callbacks` are extra ``ray.tune.Callback`` objects (e.g. `progress_callback(fn)`), called in the driver."""
+    `callbacks` are extra ``ray.tune.Callback`` objects (e.g. `progress_callback(fn)`), called in the driver.
+    `storage_path` is a path or an ``s3://`` URI (`tradesys.storage`); `artifact_storage` says where a new MLflow
+    experiment keeps its artifacts (default: beside the SQLite store, or under `storage_path`'s parent)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+
+    from tradesys.storage import ensure_experiment as ensure_storage_experiment
+    from tradesys.storage import parse_storage, ray_storage
 
     if num_samples < 1 or max_epochs < 1 or grace_period < 1 or grace_period > max_epochs:
         raise ValueError(
@@ -229,7 +236,13 @@ def run_search(
 
         from tradesys.train.tracking import ensure_experiment
 
-        ensure_experiment(experiment, tracking_uri, runs_dir=Path(storage_path).parent)
+        location = str(storage_path)
+        if artifact_storage is None and location.startswith("s3://"):
+            artifact_storage = parse_storage(location.rstrip("/").rsplit("/", 1)[0], setting="storage_path")
+        if artifact_storage is not None:
+            ensure_storage_experiment(experiment, tracking_uri, artifact_storage)
+        else:
+            ensure_experiment(experiment, tracking_uri, runs_dir=Path(storage_path).parent)
         cbs.append(
             MLflowLoggerCallback(tracking_uri=tracking_uri, registry_uri=tracking_uri, experiment_name=experiment,
                                  tags={"search": name}, save_artifact=False)
@@ -241,6 +254,9 @@ def run_search(
     trainable = tune.with_resources(
         tune.with_parameters(train_forecaster, train=train, max_epochs=max_epochs, seed=seed), {"cpu": 1}
     )
+    location = str(storage_path)
+    where, filesystem = ray_storage(location if location.startswith("s3://") else
+                                    str(Path(location).expanduser().resolve()))  # fmt: skip
     tuner = tune.Tuner(
         trainable,
         param_space=space,
@@ -250,7 +266,8 @@ def run_search(
         ),
         run_config=tune.RunConfig(
             name=name,
-            storage_path=str(Path(storage_path).expanduser().resolve()),
+            storage_path=where,
+            storage_filesystem=filesystem,
             callbacks=cbs,
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE
@@ -277,7 +294,7 @@ def run_search(
         best_config={k: best.config[k] for k in best.config},
         best_metrics=best_row,
         model=model,
-        checkpoint_path=ckpt.path,
+        checkpoint_path=checkpoint_uri(ckpt),
         trial_id=str(best.metrics.get("trial_id", "")),
         grid=grid,
         num_trials=len(grid),
