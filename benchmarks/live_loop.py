@@ -11,7 +11,7 @@
    window above) and at 500 synthetic symbols (one session of one-minute bars).
 
     .venv/bin/python benchmarks/live_loop.py [--orders 20000] [--batch 1000] [--repeats 5]
-    .venv/bin/python benchmarks/live_loop.py --graph [--graph-repeats 2]
+    .venv/bin/python benchmarks/live_loop.py --graph [--graph-repeats 2] [--graph-symbols 20|500|both]
 
 The machine is noisy: figures are medians over repeats.
 """
@@ -132,6 +132,17 @@ SYNTH_500: dict[str, object] = {
 }
 
 
+def _stage_ms(summary: dict[str, object]) -> dict[str, float]:
+    """Per-step milliseconds by stage and by ordinary call made from inside a stage (tradesys.actors.timing)."""
+    steps = max(float(summary["steps"]), 1.0)  # type: ignore[arg-type]
+    out: dict[str, float] = {}
+    for actor in ("execution", "strategy", "risk"):
+        for key, v in (summary.get(actor) or {}).get("times", {}).items():  # type: ignore[union-attr]
+            out[key] = out.get(key, 0.0) + v["ms"] / steps
+            out["n " + key] = out.get("n " + key, 0.0) + v["calls"] / steps
+    return out
+
+
 def _timed_live(cfg: object, run_id: str) -> tuple[dict[str, float], float]:
     """One live run; steps/s counts the loop from the first step, not the actors' start (read from progress)."""
     import ray
@@ -158,7 +169,7 @@ def _timed_live(cfg: object, run_id: str) -> tuple[dict[str, float], float]:
     steps = float(out["steps"])  # type: ignore[arg-type]
     rate = (steps - step_first) / (t_end - t_first) if t_first is not None and t_end > t_first else float("nan")
     return {"steps": steps, "fills": float(out["fills"]), "p50_ms": float(out["latency_p50_ms"]),  # type: ignore[arg-type]
-            "p99_ms": float(out["latency_p99_ms"])}, rate  # type: ignore[arg-type]
+            "p99_ms": float(out["latency_p99_ms"]), **_stage_ms(out)}, rate  # type: ignore[arg-type]
 
 
 def graph_section(label: str, window: dict[str, object], repeats: int) -> None:
@@ -187,12 +198,28 @@ def graph_section(label: str, window: dict[str, object], repeats: int) -> None:
         rate = statistics.median(x[1] for x in runs)
         print(f"  {mode:<16}{p50:>9.2f}{p99:>9.2f}{rate:>10.1f}{rate / bt_rate:>12.3f}")
     print(f"  {'backtest':<16}{'':>9}{'':>9}{bt_rate:>10.1f}{1.0:>12.3f}")
+    # where a step's time goes, per mode: stage compute inside the actors (medians of the per-step means), the
+    # ordinary calls the ExecutionActor makes from inside its stages, and the rest of the step's wall time
+    # (channel hops or actor round trips between the stages, the Supervisor, waiting for a core)
+    for mode, runs in rows.items():
+        keys = sorted({k for x in runs for k in x[0] if k.startswith(("stage:", "call:"))})
+        per = {k: statistics.median(x[0].get(k, 0.0) for x in runs) for k in keys}
+        wall = 1e3 / statistics.median(x[1] for x in runs)
+        stages = sum(v for k, v in per.items() if k.startswith("stage:"))
+        calls = sum(v for k, v in per.items() if k.startswith("call:"))
+        print(f"  {mode}: step {wall:.2f} ms = stages {stages:.2f} (of which ordinary calls {calls:.2f}) "
+              f"+ between stages {wall - stages:.2f}")
+        n = {k: statistics.median(x[0].get("n " + k, 0.0) for x in runs) for k in keys}
+        print("    ms/step: " + ", ".join(f"{k} {v:.2f} ({n[k]:.2f}/step)" for k, v in per.items()))
+    bt_ms = 1e3 / bt_rate
+    print(f"  backtest: step {bt_ms:.2f} ms")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--graph", action="store_true", help="only the compiled-graph / actor-calls / backtest section")
     ap.add_argument("--graph-repeats", type=int, default=2)
+    ap.add_argument("--graph-symbols", choices=("20", "500", "both"), default="both")
     ap.add_argument("--orders", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=1_000)
     ap.add_argument("--repeats", type=int, default=5)
@@ -204,8 +231,10 @@ def main() -> None:
         # one local Ray for every run (2 CPUs, as the machine); the live runs join it
         ray.init(address="local", num_cpus=2, resources={"head": 1}, include_dashboard=False, log_to_driver=False)
         print(f"live step: compiled graph vs actor calls vs backtest ({time.strftime('%Y-%m-%d')})")
-        graph_section("20 symbols, sp500_stocks 2019-2020 daily", SP500_WINDOW, args.graph_repeats)
-        graph_section("500 symbols, synthetic, 1 session of 1-minute bars", SYNTH_500, args.graph_repeats)
+        if args.graph_symbols in ("20", "both"):
+            graph_section("20 symbols, sp500_stocks 2019-2020 daily", SP500_WINDOW, args.graph_repeats)
+        if args.graph_symbols in ("500", "both"):
+            graph_section("500 symbols, synthetic, 1 session of 1-minute bars", SYNTH_500, args.graph_repeats)
         ray.shutdown()
         return
     ours, floor = [], []
