@@ -21,7 +21,7 @@ from tests.conftest import free_port
 from tradesys.config import ConfigError
 from tradesys.ledger import SqliteLedger
 from tradesys.serve import create_api, run_serve
-from tradesys.serve.access import AccessSettings, check_routes, require
+from tradesys.serve.access import AccessSettings, check_routes, replica_share, require
 from tradesys.serve.keys import ROLES, TokenBucket, allows, hash_token
 from tradesys.serve.keystore import KeyStore
 from tradesys.serve.tls import check_tls
@@ -183,6 +183,60 @@ def test_rate_limit_429_with_retry_after_per_key(tmp_path: Path) -> None:
     with _client(url, tmp_path, rate_limit_per_s=2.0, rate_limit_burst=2) as c:  # the server default applies
         codes = [c.get("/v1/portfolio", headers={"X-API-Key": other}).status_code for _ in range(3)]
         assert codes == [200, 200, 429]
+    store.close()
+
+
+def test_the_limit_is_the_apps_each_of_n_replicas_enforces_its_share(tmp_path: Path) -> None:
+    """With N replicas each enforces rate/N and ceil(burst/N): two replicas (two apps on one store, as Serve runs
+    them) admit together the key's burst at once, and the 429 says the limit is spread over the replicas."""
+    assert replica_share(10.0, 4, 2) == (5.0, 2) and replica_share(10.0, 5, 2) == (5.0, 3)
+    assert replica_share(None, 50, 4) == (None, 13) and replica_share(3.0, 1, 8) == (3.0 / 8, 1)
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    store = KeyStore(url)
+    _, tok = store.create("read", "desk", rate_per_s=0.01, burst=4)  # no refill within the test
+    with _client(url, tmp_path, replicas=2) as a, _client(url, tmp_path, replicas=2) as b:
+        h = {"X-API-Key": tok}
+        codes_a = [a.get("/v1/portfolio", headers=h).status_code for _ in range(4)]
+        codes_b = [b.get("/v1/portfolio", headers=h).status_code for _ in range(4)]
+        assert codes_a == codes_b == [200, 200, 429, 429]  # 2 + 2 = the key's burst of 4, app-wide
+        reason = a.get("/v1/portfolio", headers=h).json()["detail"][0]["reason"]
+        assert "0.01 requests/s (burst 4 over 2 replicas)" in reason
+    with _client(url, tmp_path) as one:  # one replica: the whole limit
+        assert [one.get("/v1/portfolio", headers=h).status_code for _ in range(5)] == [200] * 4 + [429]
+    store.close()
+
+
+def test_bearer_authorization_is_the_same_key(tmp_path: Path) -> None:
+    """`Authorization: Bearer <key>` (what Alertmanager 0.25's `authorization:` block sends, with the key read from
+    `credentials_file`) authenticates like `X-API-Key`: same roles, same 401s; X-API-Key wins when both come."""
+    import yaml
+
+    am = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy/prometheus/alertmanager.yml").read_text())
+    http = am["receivers"][0]["webhook_configs"][0]["http_config"]
+    assert http["authorization"]["type"] == "Bearer" and "credentials_file" in http["authorization"]
+    assert "http_headers" not in http  # needs Alertmanager 0.28
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    store = KeyStore(url)
+    _, admin_tok = store.create("admin", "alertmanager")
+    _, read_tok = store.create("read", "viewer")
+    cred = tmp_path / "alertmanager-api-key"
+    cred.write_text(admin_tok + "\n")
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"{http['authorization']['type']} {token}"}
+
+    with _client(url, tmp_path) as c:
+        r = c.post("/v1/alerts", json=_am_payload(), headers=bearer(cred.read_text().strip()))
+        assert r.status_code == 200 and r.json()["recorded"] == 1
+        assert c.get("/v1/alerts", headers=bearer(admin_tok)).json()["alerts"][0]["key_id"] == admin_tok[4:16]
+        assert c.get("/v1/alerts", headers={"Authorization": f"bearer {BOOT}"}).status_code == 200
+        assert c.get("/v1/portfolio", headers=bearer(read_tok)).status_code == 200
+        r = c.post("/v1/alerts", json=_am_payload(), headers=bearer(read_tok))
+        assert r.status_code == 403 and "needs 'admin'" in r.json()["detail"][0]["reason"]
+        for headers in (bearer(admin_tok[:-1] + "x"), {"Authorization": f"Basic {admin_tok}"},
+                        {"Authorization": "Bearer"}, {**bearer(admin_tok), "X-API-Key": "wrong"}):
+            r = c.get("/v1/alerts", headers=headers)
+            assert r.status_code == 401 and r.json()["detail"][0]["field"] == "X-API-Key", headers
     store.close()
 
 

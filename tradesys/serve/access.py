@@ -3,7 +3,9 @@ a record of every call (the access log).
 
 * `AccessGate` (ASGI, before any body is read) authenticates every `/v1` request: the bootstrap key from the
   environment (`TRADESYS_API_KEY`, role admin) or a key from the `KeyStore`, re-read every `keys_refresh_s` seconds
-  by a thread of its own (never the request thread pool), so keys rotate without a restart. No or a wrong key:
+  by a thread of its own (never the request thread pool), so keys rotate without a restart. The key travels in
+  the `X-API-Key` header or, for clients that can only send standard credentials (Alertmanager 0.25's
+  `authorization:`), as `Authorization: Bearer <key>`; `X-API-Key` wins when both are sent. No or a wrong key:
   401. Then the key's token bucket: 429 with `Retry-After`. It runs before routing and before the body is parsed,
   so a caller without a key learns nothing about routes or bodies (401 everywhere).
 * `require(role)` is each route's dependency: 403 when the key's role is below the route's. `create_api` refuses
@@ -11,7 +13,10 @@ a record of every call (the access log).
 * `AccessLog` (ASGI, outermost) appends one JSON line per request: time, key id, role, method, route template,
   status, latency. Never a body, a query string, a header or a token.
 
-Rate limits are per replica (each replica has its own buckets): with N replicas a key may get N times its rate.
+Rate limits are the whole app's: a key's configured rate and burst are what all the app's replicas together admit.
+Each replica keeps its own buckets (no shared state on the request path) and enforces 1/N of the rate and of the
+burst (rounded up, at least 1) when the app runs N replicas (`AccessSettings.replicas`); Serve spreads requests over
+the replicas, so the app admits about the configured rate, and never more than N * ceil(burst / N) at once.
 """
 
 from __future__ import annotations
@@ -55,13 +60,21 @@ class AccessSettings(BaseModel):
     rate_limit_per_s: float | None = Field(None, gt=0, description="default requests/s per key; None: no limit")
     rate_limit_burst: int = Field(50, ge=1, description="default burst per key")
     access_log: str | None = Field(None, description="JSON-lines access log path; None: none")
+    replicas: int = Field(1, ge=1, le=1024, description="replicas of the app: each enforces 1/replicas of a key's "
+                          "rate and burst, so the configured limit is the whole app's")
+
+
+def replica_share(rate_per_s: float | None, burst: int, replicas: int) -> tuple[float | None, int]:
+    """One replica's share of an app-wide limit: rate / replicas and ceil(burst / replicas), at least 1."""
+    n = max(1, int(replicas))
+    return (None if rate_per_s is None else rate_per_s / n), max(1, -(-int(burst) // n))
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     key_id: str
     role: str
-    rate_per_s: float | None
+    rate_per_s: float | None  # the app-wide limit (what the key was given); each replica enforces its share
     burst: int
 
 
@@ -104,7 +117,8 @@ class AccessControl:
     def authenticate(self, token: str | None) -> Principal:
         """The caller's principal, or HTTPException 401."""
         if not token:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"missing {API_KEY_HEADER} header")
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                                f"missing {API_KEY_HEADER} header (or Authorization: Bearer <key>)")
         s = self.settings
         default_burst = s.rate_limit_burst
         import hmac
@@ -120,14 +134,15 @@ class AccessControl:
 
     def admit(self, p: Principal) -> float:
         """0.0 if `p` may go on, else the seconds to wait (its bucket is empty)."""
-        if p.rate_per_s is None:
+        rate, burst = replica_share(p.rate_per_s, p.burst, self.settings.replicas)
+        if rate is None:
             return 0.0
         now = time.monotonic()
         with self._lock:
-            spec = (p.rate_per_s, p.burst)
+            spec = (rate, burst)
             entry = self._buckets.get(p.key_id)
             if entry is None or entry[0] != spec:  # new key, or its limits changed in the store
-                entry = (spec, TokenBucket(p.rate_per_s, p.burst, now))
+                entry = (spec, TokenBucket(rate, burst, now))
                 self._buckets[p.key_id] = entry
             return entry[1].take(now)
 
@@ -137,6 +152,20 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (scheme case-insensitive), else None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def credential(x_api_key: str | None, authorization: str | None) -> str | None:
+    """The key a request presents: its `X-API-Key` header, else the token of `Authorization: Bearer`."""
+    return x_api_key or bearer_token(authorization)
 
 
 async def _send_json(send: Send, status_code: int, detail: Any, headers: dict[str, str] | None = None) -> None:
@@ -160,14 +189,17 @@ class AccessGate:
             return
         ac = self.control
         try:
-            principal = ac.authenticate(_header(scope, API_KEY_HEADER.lower().encode()))
+            principal = ac.authenticate(credential(_header(scope, API_KEY_HEADER.lower().encode()),
+                                                   _header(scope, b"authorization")))
         except HTTPException as exc:
             await _send_json(send, exc.status_code, exc.detail)
             return
         scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
         wait = ac.admit(principal)
         if wait > 0:
-            reason = (f"rate limit of {principal.rate_per_s:g} requests/s (burst {principal.burst}) for key "
+            n = ac.settings.replicas
+            share = f" over {n} replicas" if n > 1 else ""
+            reason = (f"rate limit of {principal.rate_per_s:g} requests/s (burst {principal.burst}{share}) for key "
                       f"{principal.key_id} exceeded; retry after {retry_after_header(wait)} s")
             await _send_json(send, 429, [{"field": API_KEY_HEADER, "reason": reason}],
                              {"Retry-After": retry_after_header(wait)})
@@ -185,14 +217,15 @@ def require(role: str, control: AccessControl | None) -> Callable[..., Any]:
         raise ValueError(f"role: must be one of {', '.join(ROLES)}, got {role!r}")
     scheme = APIKeyHeader(name=API_KEY_HEADER, scheme_name=SECURITY_SCHEME, auto_error=False,
                           description="An API key: the server's bootstrap key (environment) or one from "
-                                      "`tradesys keys create`. Roles: read < trade < admin.")
+                                      "`tradesys keys create`. Roles: read < trade < admin. The same key is "
+                                      "also accepted as `Authorization: Bearer <key>`.")
 
     async def require_role(request: Request, given: str | None = Security(scheme)) -> None:
         if control is None:
             return
         p = request.scope.get("state", {}).get(PRINCIPAL_KEY)
         if p is None:  # no gate in front (an app mounted elsewhere): authenticate here
-            p = control.authenticate(given)
+            p = control.authenticate(credential(given, request.headers.get("authorization")))
             request.scope.setdefault("state", {})[PRINCIPAL_KEY] = p
         if not allows(p.role, role):
             raise HTTPException(status.HTTP_403_FORBIDDEN, [{"field": API_KEY_HEADER, "reason":

@@ -375,7 +375,8 @@ def build_app(
     acc = access or AccessSettings()
     acc = acc.model_copy(update={
         "keys_url": None if acc.keys_url is None else absolute_sqlite_url(acc.keys_url),
-        "access_log": None if acc.access_log is None else os.path.abspath(acc.access_log)})
+        "access_log": None if acc.access_log is None else os.path.abspath(acc.access_log),
+        "replicas": replicas})  # each replica enforces 1/replicas of a key's rate limit: the limit is the app's
     actor = {"num_cpus": 0, **({"resources": head_resources(head_resource)} if head_resource else {}),  # pinned
              "runtime_env": logs.runtime_env(log_format, log_level)}  # the replicas' log lines (tradesys.logs)
     return TradesysAPI.options(num_replicas=replicas, ray_actor_options=actor, **lim.serve_options()).bind(
