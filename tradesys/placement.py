@@ -3,7 +3,8 @@
 Why a custom resource and not a node id: on an autoscaled cluster the head is the one node that is neither spot nor
 scaled down, but its id is known only at run time. `cluster.yaml` and `cluster-local.yaml` give the head
 `resources: {"head": 1}` (config `ray.head_resource`); the Supervisor, its children and the API's Serve replicas
-request a sliver of it (`HEAD_SHARE`, so a thousand of them fit in one unit and none waits for another). The local
+request a sliver of it (`HEAD_SHARE`, so a thousand of them fit in one unit and none waits for another), and so do the
+replicas of `tradesys models serve` and of the Serve config builders (`tradesys.serve.deploy.pin_to_head`). The local
 clusters the CLI and the tests start declare it too. A cluster where no node has it is refused up front, naming the
 setting: an actor asking for it would otherwise wait forever.
 """
@@ -40,5 +41,5 @@ def check_head_resource(resource: str, cluster_resources: Mapping[str, float]) -
         raise ConfigError(
             f"ray.head_resource: no node of this Ray cluster has the custom resource {resource!r}; give the head "
             f"node `resources: {{\"{resource}\": 1}}` (cluster.yaml does) or set ray.head_resource=\"\" to not pin "
-            "the live loop and the API to the head"
+            "the live loop, the API and the model replicas to the head"
         )

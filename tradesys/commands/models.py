@@ -44,7 +44,8 @@ Json = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
 
 # library field -> this command line's argument, so an error names what the user typed
 _ARGS = {"name": "--registry-name", "reason": "--reason", "dest_dir": "--dest", "tracking_uri": "--mlflow-uri",
-         "runs_dir": "--runs-dir", "canary_percent": "--canary-percent/--shadow"}  # fmt: skip
+         "runs_dir": "--runs-dir", "canary_percent": "--canary-percent/--shadow",
+         "ray.head_resource": "--head-resource"}  # fmt: skip
 
 
 def _one_line(exc: BaseException, fields: dict[str, str]) -> str:
@@ -278,17 +279,25 @@ def serve_cmd(
     shadow: Annotated[bool, typer.Option("--shadow", help="the challenger scores a copy of every request, "
                                          "never answers")] = False,
     http_port: Annotated[int, typer.Option("--http-port", min=1, max=65535)] = 8000,
+    grpc_port: Annotated[int, typer.Option("--grpc-port", min=0, max=65535, help="also serve Predict over gRPC "
+                                           "on this port (tradesys.serve.grpc_predict; key in x-api-key metadata); "
+                                           "0: off")] = 0,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     dest: Annotated[Path | None, typer.Option("--dest", help="model folder (default: a temporary one, removed on "
                                               "exit); must be readable by the Serve replicas")] = None,
     backend: Annotated[str, typer.Option(help="inference backend: auto, onnxruntime, torchscript, ...")] = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="export and check, print the plan, do not serve")] = False,
+    head_resource: Annotated[str, typer.Option("--head-resource", help="custom resource only the head has (the "
+                                               "config's ray.head_resource): every replica asks for a sliver of "
+                                               "it, so it runs on the head; \"\" places them anywhere")] = "head",
     registry_name: Name = DEFAULT_REGISTRY_NAME,
     mlflow_uri: MlflowUri = None,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Export the champion and challenger and serve them on POST /v1/predict (canary or shadow) until Ctrl-C.
-    Needs TRADESYS_API_KEY set."""
+    Needs TRADESYS_API_KEY set. The replicas run on the head (--head-resource), like the API's: a cluster where no
+    node has the resource is refused before anything is deployed; without RAY_ADDRESS a local head declaring it is
+    started."""
     from tradesys.serve.auth import API_KEY_ENV
 
     if not os.environ.get(API_KEY_ENV, "").strip():
@@ -296,21 +305,27 @@ def serve_cmd(
                           "key", highlight=False)  # fmt: skip
         raise typer.Exit(2)
     with _errors():
+        if head_resource and not all(c.isalnum() or c in "_.-" for c in head_resource):
+            raise ValueError(f"ray.head_resource: {head_resource!r} is not a resource name (letters, digits, _ . -)")
         uri = _uri(mlflow_uri, runs_dir)
         champ, chall = _served_versions(registry_name, uri)
         if chall is None and (canary_percent > 0 or shadow):
             raise ValueError(f"canary_percent: {registry_name!r} has no challenger distinct from the champion "
                              f"({champ}) to send canary or shadow traffic to")  # fmt: skip
+        if not dry_run:  # refused here, before anything is exported or deployed, on a cluster without it
+            _ray_with_head(head_resource, console.print)
     with _model_dir(dest) as model_dir, _errors():
         _export_with_progress(registry_name, model_dir, [champ] if chall is None else [champ, chall], uri)
         plan = {"name": registry_name, "model_dir": str(model_dir.resolve()), "champion": str(champ),
                 "challenger": None if chall is None else str(chall), "canary_percent": canary_percent,
-                "shadow": shadow, "host": host, "http_port": http_port, "backend": backend}  # fmt: skip
+                "shadow": shadow, "host": host, "http_port": http_port, "backend": backend,
+                "head_resource": head_resource}  # fmt: skip
+        plan["grpc_port"] = grpc_port
         app_ = _build_app(plan)
         if dry_run:
             _emit_json(plan)
             return
-        _run_blocking(app_, host, http_port, console.print)
+        _run_blocking(app_, host, http_port, console.print, grpc_port=grpc_port)
 
 
 @contextmanager
@@ -323,21 +338,53 @@ def _model_dir(dest: Path | None) -> Iterator[Path]:
 
 
 def _build_app(plan: dict[str, Any]) -> Any:
-    """The Serve application for `plan` (checks the versions on disk and the key, in the driver)."""
+    """The Serve application for `plan` (checks the versions on disk and the key, in the driver), every replica
+    pinned to the head by ``plan["head_resource"]`` (`tradesys.serve.deploy.pin_to_head`)."""
+    from tradesys.serve.deploy import pin_to_head
     from tradesys.serve.predict import build_predict_app
 
-    return build_predict_app(plan["model_dir"], champion=plan["champion"], challenger=plan["challenger"],
+    app_ = build_predict_app(plan["model_dir"], champion=plan["champion"], challenger=plan["challenger"],
                              canary_percent=plan["canary_percent"], shadow=plan["shadow"], backend=plan["backend"],
                              model_name=plan["name"])  # fmt: skip
+    return pin_to_head(app_, plan.get("head_resource", ""))
 
 
-def _run_blocking(application: Any, host: str, port: int, say: Callable[..., None]) -> None:
-    """Start Serve's proxy on host:port (joins RAY_ADDRESS if set, else a local Ray), deploy, wait for Ctrl-C."""
+def _ray_with_head(resource: str, say: Callable[..., None]) -> None:
+    """Join Ray (the one this process holds, else $RAY_ADDRESS, else a local head that declares `resource`) and
+    refuse a cluster where no node has `resource` (ConfigError naming ray.head_resource): a pinned replica would
+    wait forever."""
+    import ray
+
+    from tradesys.placement import check_head_resource, local_head_resources
+
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(log_to_driver=False)
+        else:
+            from tradesys.localray import init_local
+
+            init_local(None, True, lambda m: say(m, highlight=False), local_head_resources(resource))
+    check_head_resource(resource, ray.cluster_resources())
+
+
+def _run_blocking(application: Any, host: str, port: int, say: Callable[..., None], grpc_port: int = 0) -> None:
+    """Start Serve's proxy on host:port (joins RAY_ADDRESS if set, else a local Ray), deploy, wait for Ctrl-C.
+    ``grpc_port``: the proxy also serves `tradesys.serve.grpc_predict`'s Predict there (0: no gRPC)."""
     from ray import serve
 
-    serve.start(http_options={"host": host, "port": port})
+    grpc_options = None
+    if grpc_port:
+        from ray.serve.config import gRPCOptions
+
+        from tradesys.serve.grpc_predict import GRPC_SERVICER_FUNCTION
+
+        grpc_options = gRPCOptions(port=grpc_port, grpc_servicer_functions=[GRPC_SERVICER_FUNCTION])
+    serve.start(http_options={"host": host, "port": port}, grpc_options=grpc_options)
     serve.run(application, name="tradesys-predict", route_prefix="/")
     say(f"Serving POST http://{host}:{port}/v1/predict (status at /v1/predict/status); Ctrl-C to stop")
+    if grpc_port:
+        say(f"Serving gRPC tradesys.predict.v1.PredictService/Predict on port {grpc_port}, key in x-api-key "
+            "metadata (Serve's gRPC proxy listens on all interfaces, whatever --host)")
     try:
         while True:
             time.sleep(3600)
