@@ -236,6 +236,54 @@ def test_auth_and_unknown_version(server: Any) -> None:
     assert "'9'" in r.json()["detail"][0]["reason"]
 
 
+def test_keys_from_the_store_with_roles_revocation_bearer_and_rate_limits(server: Any, tmp_path: Path) -> None:
+    """The predict app takes the main API's keys: the store's keys (read role for both routes), revoked within the
+    refresh interval (401), in X-API-Key or Authorization: Bearer, rate-limited per key (429 + Retry-After); built
+    by the Serve ingress's own app builder, so the access gate is in front as in `tradesys models serve`."""
+    from types import SimpleNamespace
+
+    from pydantic import SecretStr
+
+    from tradesys.serve.access import AccessSettings
+    from tradesys.serve.keystore import KeyStore
+    from tradesys.serve.predict import PredictRouter, _configured_access
+
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    store = KeyStore(url)
+    reader, read_tok = store.create("read", "research")
+    _, slow_tok = store.create("read", "slow", rate_per_s=0.01, burst=2)
+    _, admin_tok = store.create("admin", "ops")
+    ingress = SimpleNamespace(_live=server, _research=server, _key=SecretStr(KEY),
+                              _config=RoutingConfig(champion="1"),
+                              _access=AccessSettings(keys_url=url, keys_refresh_s=0.05, rate_limit_per_s=None))
+    app = PredictRouter.func_or_class.__serve_build_asgi_app__(ingress)
+    body = {"windows": _windows(1).tolist()}
+    with TestClient(app) as c:
+        def code(headers: dict[str, str], path: str = "/v1/predict") -> int:
+            r = c.post(path, json=body, headers=headers) if path == "/v1/predict" else c.get(path, headers=headers)
+            return r.status_code
+
+        for path in ("/v1/predict", "/v1/predict/status"):
+            assert code({}, path) == 401 and code({"X-API-Key": read_tok[:-1] + "x"}, path) == 401
+            assert code({"X-API-Key": read_tok}, path) == 200
+            assert code({"Authorization": f"Bearer {read_tok}"}, path) == 200
+            assert code({"X-API-Key": admin_tok}, path) == 200 and code(H, path) == 200  # the env key is admin
+        r = c.post("/v1/predict", json=body)
+        assert r.json()["detail"][0]["field"] == "X-API-Key"
+        assert [code({"X-API-Key": slow_tok}) for _ in range(3)] == [200, 200, 429]
+        r = c.post("/v1/predict", json=body, headers={"X-API-Key": slow_tok})
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+        store.revoke(reader.key_id)  # while the app runs
+        deadline = time.monotonic() + 10
+        while code({"X-API-Key": read_tok}) != 401 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert code({"X-API-Key": read_tok}) == 401 and code({"X-API-Key": admin_tok}) == 200
+        doc = c.get("/openapi.json").json()
+        assert {op["x-tradesys-role"] for item in doc["paths"].values() for op in item.values()} == {"read"}
+    store.close()
+    assert _configured_access().keys_url == "sqlite:///runs/api_keys.db"  # `tradesys serve`'s store by default
+
+
 def test_routed_versions_are_loaded_before_the_replica_takes_traffic(model_dir: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -14,7 +14,10 @@ Pieces:
   it runs at once instead of sitting out ``batch_wait_timeout_s``; requests that overlap batch as before.
   The champion and challenger are loaded in the constructor (``preload``), so a replica takes no traffic before
   they are in memory and a cold load cannot use up the first requests' deadlines.
-* `PredictRouter` (Serve ingress, FastAPI, ``X-API-Key``): validation, routing, timeouts, metrics, rollback.
+* `PredictRouter` (Serve ingress, FastAPI): validation, routing, timeouts, metrics, rollback. Access is the main
+  API's (`tradesys.serve.access`): the bootstrap key from the environment (admin) or a key from the key store
+  (`serve.keys_url`, `tradesys keys create`), in ``X-API-Key`` or ``Authorization: Bearer``; both routes need the
+  ``read`` role; a revoked key is refused (401) within ``keys_refresh_s``; per-key rate limits (429) as configured.
   `predict_router` builds the same routes as an `APIRouter` over any two handles (tests, or mounting in the main app).
 
 Routing (`RoutingState`): a request id (``X-Request-ID`` header, else body ``request_id``, else a random one) is
@@ -66,7 +69,8 @@ from ray.serve.handle import DeploymentHandle
 from ray.util import metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tradesys.serve.auth import API_KEY_ENV, api_key_dependency, load_api_key
+from tradesys.serve.access import AccessControl, AccessGate, AccessSettings, check_routes, document_roles, require
+from tradesys.serve.auth import API_KEY_ENV, load_api_key
 from tradesys.serve.errors import BadRequest, ErrorBody, install_error_handlers
 from tradesys.serve.limits import BodyLimit, ServeLimits
 
@@ -585,23 +589,38 @@ async def _awaitable(resp: Any) -> Any:
     return await resp
 
 
-def predict_router(live: DeploymentHandle, research: DeploymentHandle | None = None, *, config: RoutingConfig,
-                   api_key: str | SecretStr) -> APIRouter:
-    """``POST /v1/predict`` and ``GET /v1/predict/status`` over two `ModelServer` handles (research defaults to live).
+def predict_access(api_key: str | SecretStr, access: AccessSettings | None = None) -> AccessControl:
+    """The predict app's keys: the bootstrap key (admin) and, with ``access.keys_url``, the key store's keys
+    (re-read every ``keys_refresh_s``), with their rate limits; the same model as the main API."""
+    from tradesys.serve.keystore import MEMORY_URL, KeyStore
 
-    The router's `RoutingState` is at ``router.predict_state`` (for operators' tooling and tests).
-    """
     key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
     if not key.get_secret_value().strip():
         raise RuntimeError("api_key: the API key is empty")
+    acc = access or AccessSettings()
+    return AccessControl(key, acc, KeyStore(acc.keys_url or MEMORY_URL))
+
+
+def predict_router(live: DeploymentHandle, research: DeploymentHandle | None = None, *, config: RoutingConfig,
+                   api_key: str | SecretStr, access: AccessSettings | None = None,
+                   control: AccessControl | None = None) -> APIRouter:
+    """``POST /v1/predict`` and ``GET /v1/predict/status`` over two `ModelServer` handles (research defaults to live).
+
+    Both routes need a ``read`` key (`predict_access`: the bootstrap ``api_key`` or a key store key per ``access``;
+    or the given ``control``). The router's `RoutingState` is at ``router.predict_state`` and its `AccessControl` at
+    ``router.access_control`` (for operators' tooling and tests; `PredictRouter` puts its `AccessGate` in front).
+    """
+    control = control if control is not None else predict_access(api_key, access)
     svc = _Service(live, research if research is not None else live, config)
-    auth = [Depends(api_key_dependency(key))]
+    auth = [Depends(require("read", control))]
     errors: dict[int | str, dict[str, Any]] = {
         400: {"model": ErrorBody, "description": "a request body that does not parse (malformed JSON)"},
         401: {"model": ErrorBody, "description": "missing or wrong API key"},
+        403: {"model": ErrorBody, "description": "the key's role is below the route's (x-tradesys-role)"},
         404: {"model": ErrorBody, "description": "unknown version"},
         422: {"model": ErrorBody, "description": "bad windows: detail lists field and reason"},
-        429: {"model": ErrorBody, "description": "research lane saturated"},
+        429: {"model": ErrorBody, "description": "research lane saturated, or the key's rate limit is exhausted "
+              "(then with Retry-After)"},
         504: {"model": ErrorBody, "description": "prediction timed out"},
     }
     router = APIRouter(tags=["predict"])
@@ -621,6 +640,7 @@ def predict_router(live: DeploymentHandle, research: DeploymentHandle | None = N
         return svc.state.status()
 
     router.predict_state = svc.state  # type: ignore[attr-defined]
+    router.access_control = control  # type: ignore[attr-defined]
     return router
 
 
@@ -630,16 +650,22 @@ class PredictRouter:
     """The ingress: a FastAPI app with `predict_router` built inside the replica (the handles are bound args)."""
 
     def __init__(self, live: DeploymentHandle, research: DeploymentHandle, config: dict[str, Any],
-                 api_key: SecretStr | None = None, api_key_env: str = API_KEY_ENV) -> None:
+                 api_key: SecretStr | None = None, api_key_env: str = API_KEY_ENV,
+                 access: AccessSettings | None = None) -> None:
         self._live, self._research = live, research
         self._config = RoutingConfig(**config)
         self._key = api_key if api_key is not None else load_api_key(api_key_env)
+        self._access = access
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         app = FastAPI(title="tradesys predict", version="1")
         install_error_handlers(app)
         app.add_middleware(BodyLimit, limits=ServeLimits())  # a body over the cap is a 413 before it is read whole
-        app.include_router(predict_router(self._live, self._research, config=self._config, api_key=self._key))
+        router = predict_router(self._live, self._research, config=self._config, api_key=self._key,
+                                access=getattr(self, "_access", None))
+        app.add_middleware(AccessGate, control=router.access_control)  # type: ignore[attr-defined]  # 401/429 first
+        app.include_router(router)
+        document_roles(app, check_routes(app.routes))  # x-tradesys-role on each operation
         return app
 
 
@@ -660,6 +686,7 @@ def build_predict_app(
     num_cpus: float = 1.0,
     api_key_env: str = API_KEY_ENV,
     skip_idle_wait: bool = True,
+    access: AccessSettings | None = None,
     **routing: Any,
 ) -> serve.Application:
     """The Serve application: `PredictRouter` over ``ModelServerLive`` and ``ModelServerResearch``.
@@ -667,6 +694,9 @@ def build_predict_app(
     ``routing``: further `RoutingConfig` fields (request_timeout_s, window_size, min_requests, max_error_rate,
     max_p99_latency_s, max_research_inflight, model_name). ``skip_idle_wait``: a request that finds its replica idle
     skips the ``@serve.batch`` wait (False: every request waits up to ``batch_wait_timeout_s``, the old behaviour).
+    ``access``: the key store, rate limits and refresh interval (`tradesys.serve.access.AccessSettings`); None: the
+    configuration's ``serve`` section (``serve.keys_url``, default ``sqlite:///runs/api_keys.db``), as `tradesys serve`
+    uses it, so keys made with `tradesys keys create` work on both APIs.
     Checks the versions and the key here, in the driver.
     """
     versions = list_versions(model_dir)
@@ -685,4 +715,18 @@ def build_predict_app(
     research = ModelServer.options(name="ModelServerResearch", num_replicas=research_replicas,
                                    max_ongoing_requests=research_max_ongoing_requests,
                                    ray_actor_options={"num_cpus": num_cpus}).bind(**opts)
-    return PredictRouter.bind(live, research, asdict(config), key, api_key_env)
+    acc = access if access is not None else _configured_access()
+    if acc.keys_url is not None:  # the replica's working directory need not be ours
+        from tradesys.ledger.sqlite import absolute_sqlite_url
+
+        acc = acc.model_copy(update={"keys_url": absolute_sqlite_url(acc.keys_url)})
+    return PredictRouter.bind(live, research, asdict(config), key, api_key_env, acc)
+
+
+def _configured_access() -> AccessSettings:
+    """The access settings of the configuration's ``serve`` section (key store, rate limits; no access log)."""
+    from tradesys.config import load_config
+
+    s = load_config().serve
+    return AccessSettings(keys_url=s.keys_url, keys_refresh_s=s.keys_refresh_s, rate_limit_per_s=s.rate_limit_per_s,
+                          rate_limit_burst=s.rate_limit_burst)
