@@ -117,8 +117,7 @@ class AccessControl:
     def authenticate(self, token: str | None) -> Principal:
         """The caller's principal, or HTTPException 401."""
         if not token:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED,
-                                f"missing {API_KEY_HEADER} header (or Authorization: Bearer <key>)")
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"missing {API_KEY_HEADER} header")
         s = self.settings
         default_burst = s.rate_limit_burst
         import hmac
