@@ -140,11 +140,15 @@ class ModelServer:
 
     def __init__(self, model_dir: str, *, backend: str = "auto", max_batch_size: int = 32,
                  batch_wait_timeout_s: float = 0.005, predictor_options: dict[str, Any] | None = None,
-                 preload: tuple[str, ...] | list[str] = (), skip_idle_wait: bool = True) -> None:
+                 preload: tuple[str, ...] | list[str] = (), skip_idle_wait: bool = True,
+                 inline_max_rows: int = 0) -> None:
         self.model_dir = str(Path(model_dir).resolve())
         # A request that finds nothing in flight has no one to batch with yet: run it at once instead of sitting
         # out the batch wait (docs/serving.md, "Latency"); under load requests overlap and batch as before.
         self.skip_idle_wait = bool(skip_idle_wait)
+        # A predictor call of at most this many rows runs on the event loop instead of a worker thread: for a small
+        # batch (0.06 ms at batch 1) the thread hand-off costs more than the call blocks the loop.
+        self.inline_max_rows = int(inline_max_rows)
         self._in_flight = 0  # predict calls in this replica (one event loop: no lock needed)
         self.idle_runs = 0  # requests that skipped the wait
         self.backend = backend
@@ -226,7 +230,10 @@ class ModelServer:
             try:
                 pred = await self.model(version)
                 stacked = np.concatenate(arrays, axis=0) if len(arrays) > 1 else arrays[0]
-                out = await asyncio.to_thread(pred.predict, stacked)
+                if stacked.shape[0] <= self.inline_max_rows:
+                    out = pred.predict(stacked)
+                else:
+                    out = await asyncio.to_thread(pred.predict, stacked)
             except Exception as exc:  # one version's failure fails only its requests
                 for i in idx:
                     results[i] = exc
@@ -403,8 +410,15 @@ class PredictResponse(BaseModel):
 
 
 def validate_windows(windows: Sequence[Any], lookback: int, n_features: int, max_errors: int = 10) -> np.ndarray:
-    """(n, lookback, n_features) float32, or `BadRequest` naming each bad ``windows.<i>`` (shape, non-finite)."""
+    """(n, lookback, n_features) float32, or `BadRequest` naming each bad ``windows.<i>`` (shape, non-finite).
+
+    ``windows`` is nested lists (JSON), or a float32 array (n, lookback x n_features) of flat windows (gRPC)."""
     errors: list[tuple[str, str]] = []
+    if isinstance(windows, np.ndarray):
+        if windows.ndim != 2 or windows.shape[1] != lookback * n_features:
+            raise BadRequest([("windows", f"expected {lookback} x {n_features} = {lookback * n_features} values "
+                                          f"per window, got {windows.shape[-1] if windows.ndim else 0}")])
+        windows = windows.reshape(len(windows), lookback, n_features)
     for i, w in enumerate(windows):
         if len(w) != lookback:
             errors.append((f"windows.{i}", f"expected {lookback} rows (lookback), got {len(w)}"))
@@ -487,7 +501,8 @@ class _Service:
             resp.cancel()
             raise
 
-    async def predict(self, req: PredictRequest, request_id: str) -> dict[str, Any]:
+    async def predict(self, req: PredictRequest, request_id: str, raw_outputs: bool = False) -> dict[str, Any]:
+        """The answer to ``req``; ``raw_outputs``: outputs as arrays (gRPC), not JSON lists."""
         t0 = time.perf_counter()
         deadline = t0 + self.config.request_timeout_s
         research = req.priority == "research"
@@ -497,12 +512,12 @@ class _Service:
         handle = self.research if research else self.live
         self._research_inflight += int(research)
         try:
-            return await self._predict(req, request_id, handle, t0, deadline)
+            return await self._predict(req, request_id, handle, t0, deadline, raw_outputs)
         finally:
             self._research_inflight -= int(research)
 
     async def _predict(self, req: PredictRequest, request_id: str, handle: DeploymentHandle, t0: float,
-                       deadline: float) -> dict[str, Any]:
+                       deadline: float, raw_outputs: bool = False) -> dict[str, Any]:
         champion = self.config.champion
         if req.version is not None:
             role, version = "pinned", req.version
@@ -554,7 +569,8 @@ class _Service:
                 self._spawn(self._shadow(handle, x, out, request_id))
         latency = time.perf_counter() - t0
         return {"request_id": request_id, "model": self.config.model_name, "version": version, "role": role,
-                "outputs": {k: _jsonable(np.asarray(v)) for k, v in out.items()}, "latency_ms": latency * 1e3}
+                "outputs": out if raw_outputs else {k: _jsonable(np.asarray(v)) for k, v in out.items()},
+                "latency_ms": latency * 1e3}
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -641,6 +657,7 @@ def predict_router(live: DeploymentHandle, research: DeploymentHandle | None = N
 
     router.predict_state = svc.state  # type: ignore[attr-defined]
     router.access_control = control  # type: ignore[attr-defined]
+    router.predict_service = svc  # type: ignore[attr-defined]  # the gRPC ingress answers through it
     return router
 
 
@@ -664,9 +681,20 @@ class PredictRouter:
         router = predict_router(self._live, self._research, config=self._config, api_key=self._key,
                                 access=getattr(self, "_access", None))
         app.add_middleware(AccessGate, control=router.access_control)  # type: ignore[attr-defined]  # 401/429 first
+        self._service = router.predict_service  # type: ignore[attr-defined]
+        self._control = getattr(router, "access_control", None)  # the gRPC ingress admits the same keys
         app.include_router(router)
         document_roles(app, check_routes(app.routes))  # x-tradesys-role on each operation
         return app
+
+    async def Predict(self, request: Any, grpc_context: Any) -> Any:
+        """gRPC ingress (`tradesys.serve.grpc_predict`): the same service as ``POST /v1/predict``, key in metadata."""
+        from tradesys.serve.grpc_predict import serve_predict
+
+        if getattr(self, "_service", None) is None:  # the ASGI app (and its service) is normally built at start
+            self.__serve_build_asgi_app__()
+        return await serve_predict(self._service, self._key.get_secret_value(), request, grpc_context,
+                                   getattr(self, "_control", None))
 
 
 def build_predict_app(
@@ -686,6 +714,7 @@ def build_predict_app(
     num_cpus: float = 1.0,
     api_key_env: str = API_KEY_ENV,
     skip_idle_wait: bool = True,
+    inline_max_rows: int = 0,
     access: AccessSettings | None = None,
     **routing: Any,
 ) -> serve.Application:
@@ -694,6 +723,7 @@ def build_predict_app(
     ``routing``: further `RoutingConfig` fields (request_timeout_s, window_size, min_requests, max_error_rate,
     max_p99_latency_s, max_research_inflight, model_name). ``skip_idle_wait``: a request that finds its replica idle
     skips the ``@serve.batch`` wait (False: every request waits up to ``batch_wait_timeout_s``, the old behaviour).
+    ``inline_max_rows``: predictor calls of at most this many rows run on the replica's event loop, not a thread.
     ``access``: the key store, rate limits and refresh interval (`tradesys.serve.access.AccessSettings`); None: the
     configuration's ``serve`` section (``serve.keys_url``, default ``sqlite:///runs/api_keys.db``), as `tradesys serve`
     uses it, so keys made with `tradesys keys create` work on both APIs.
@@ -708,6 +738,7 @@ def build_predict_app(
     key = load_api_key(api_key_env)
     opts = {"model_dir": str(Path(model_dir).resolve()), "backend": backend, "max_batch_size": max_batch_size,
             "batch_wait_timeout_s": batch_wait_timeout_s, "skip_idle_wait": skip_idle_wait,
+            "inline_max_rows": inline_max_rows,
             "preload": [v for v in (champion, challenger) if v is not None]}
     live = ModelServer.options(name="ModelServerLive", num_replicas=live_replicas,
                                max_ongoing_requests=live_max_ongoing_requests,
