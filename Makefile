@@ -7,8 +7,9 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
+DIST ?= dist
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench dist clean
 
 install: $(STAMP)
 
@@ -31,5 +32,12 @@ lint: install
 bench: install
 	$(PY) benchmarks/live_loop.py
 
+# The wheel of this tree (no dependencies, no network: the venv's setuptools builds it) into $(DIST)/, for
+# cluster.yaml's wheel variant. build/ is removed first: setuptools never deletes a module gone from the tree there.
+dist: install
+	rm -rf build $(DIST)/tradesys-*.whl
+	$(PIP) wheel -q --no-deps --no-build-isolation --no-index -w $(DIST) .
+	@ls $(DIST)/tradesys-*.whl
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info
