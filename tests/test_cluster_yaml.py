@@ -76,6 +76,40 @@ def test_the_head_alone_has_the_head_resource_the_live_loop_requests() -> None:
     types = cfg["available_node_types"]
     assert types[cfg["head_node_type"]]["resources"][name] == 1
     assert all(name not in t["resources"] for k, t in types.items() if k != cfg["head_node_type"])
-    # every node exports the shared storage setting the jobs write under
+    # every node exports the shared storage settings the jobs write under (tradesys.storage), each valid
+    from tradesys.storage import STORAGE_ENV, parse_storage
+
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         assert any("export TRADESYS_RUNS_DIR=/mnt/shared/runs;" in c for c in cfg[key]), key
+        values = [c.split(f"export {STORAGE_ENV}=", 1)[1].split(";", 1)[0] for c in cfg[key]
+                  if f"export {STORAGE_ENV}=" in c]  # fmt: skip
+        assert values == ["/mnt/shared/runs"], key
+        parse_storage(values[0], setting=STORAGE_ENV)
+
+
+def _wheel_variant() -> dict:
+    """cluster.yaml with its documented wheel variant applied (the two `#   WHEEL ...` comment lines)."""
+    lines = {k.strip(): v.strip() for line in CLUSTER.read_text().splitlines() if line.startswith("#   WHEEL ")
+             for k, v in [line.removeprefix("#   WHEEL ").split(":", 1)]}  # fmt: skip
+    assert set(lines) == {"file_mounts", "setup"}
+    cfg = _load()
+    cfg["file_mounts"] = yaml.safe_load(lines["file_mounts"])
+    tree = "pip install -q -c ~/tradesys/deploy/constraints.txt -e ~/tradesys"
+    assert cfg["setup_commands"].count(tree) == 1
+    cfg["setup_commands"] = [lines["setup"] if c == tree else c for c in cfg["setup_commands"]]
+    return cfg
+
+
+def test_the_wheel_variant_ships_make_dist_and_installs_it_with_the_pins() -> None:
+    """`make dist` writes dist/tradesys-*.whl (tests/test_dist.py); the variant mounts that folder and installs the
+    wheel with the constraints, no editable tree and no index fallback; it still validates against Ray's schema."""
+    cfg = _wheel_variant()
+    validate_config(prepare_config(copy.deepcopy(cfg)))
+    assert cfg["file_mounts"] == {"~/tradesys": ".", "~/tradesys-dist": "./dist"}
+    makefile = (CLUSTER.parent / "Makefile").read_text()
+    assert "DIST ?= dist\n" in makefile and "-w $(DIST) ." in makefile  # the folder mounted is the one make fills
+    setup = " ".join(cfg["setup_commands"])
+    assert "pip install -q -c ~/tradesys/deploy/constraints.txt ~/tradesys-dist/tradesys-*.whl" in setup
+    assert "-e ~/tradesys" not in setup and "||" not in setup and "pip install -q tradesys" not in setup
+    # rsync's .gitignore filter (which lists dist/) applies inside each mounted folder: dist/ has none of its own
+    assert not (CLUSTER.parent / "dist" / ".gitignore").exists()
