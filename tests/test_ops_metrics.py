@@ -232,12 +232,40 @@ def test_prometheus_scrapes_the_ledgers_numbers(scraped_run: dict[str, Any]) -> 
     var, es = _values(base, f"ray_tradesys_var{sel}")[""], _values(base, f"ray_tradesys_es{sel}")[""]
     assert 0 < var <= es
     # the decision-to-fill histogram: every fill here is immediate (a market order filled on its decision bar), so
-    # at most one observation per fill; one run scraped exactly the fill count, another fewer (unexplained, see
-    # docs/operations.md), so only the bounds are required
+    # exactly one observation per fill; its buckets are cumulative and end in +Inf = the count
     assert all(int(f["ts_ns"]) == int(next(o for o in orders if o["client_order_id"] == f["client_order_id"])["ts_ns"])
                for f in fills)
     count = _values(base, f"ray_tradesys_decision_to_fill_seconds_count{sel}")[""]
-    assert 0 < count <= len(fills)
+    assert count == len(fills)
+    buckets = {r["metric"]["le"]: float(r["value"][1]) for r in _query(
+        base, f"ray_tradesys_decision_to_fill_seconds_bucket{sel}")["data"]["result"]}
+    assert buckets["+Inf"] == count and len(buckets) == len(m.LATENCY_BUCKETS_S) + 1
+    ordered = [buckets[repr(float(b))] for b in m.LATENCY_BUCKETS_S] + [count]
+    assert ordered == sorted(ordered)
+    p50 = _query(base, f"histogram_quantile(0.5, ray_tradesys_decision_to_fill_seconds_bucket{sel})")
+    assert 0 < float(p50["data"]["result"][0]["value"][1]) <= m.LATENCY_BUCKETS_S[-1]
+
+    # the HTTP API's requests (tests/prom_live.py sent them to a real Serve replica): counts by route template and
+    # status class equal what the client got, and the 5xx are counted by route and status
+    sent = scraped_run["summary"]["http"]
+    assert [r["status"] for r in sent] == [200] * 3 + [404] * 2 + [401] * 2 + [500] * 2 + [200]
+    route = {"/v1/portfolio": "/v1/portfolio", "/v1/orders/no-such-order": "/v1/orders/{client_order_id}",
+             "/v1/boom": "/v1/boom", "/health": "/health"}
+    want_http = Counter((route[r["path"]] if r["status"] != 401 else "unmatched", f"{r['status'] // 100}xx")
+                        for r in sent)
+    want_err = Counter((route[r["path"]], str(r["status"])) for r in sent if r["status"] >= 500)
+
+    def by_route(expr: str) -> dict[tuple[str, str], float]:
+        res = _query(base, f"sum by (route, status) ({expr})")["data"]["result"]
+        return {(r["metric"]["route"], r["metric"]["status"]): float(r["value"][1]) for r in res}
+
+    deadline = time.monotonic() + 30
+    while by_route("ray_tradesys_http_request_seconds_count") != want_http and time.monotonic() < deadline:
+        time.sleep(1.0)
+    assert by_route("ray_tradesys_http_request_seconds_count") == {k: float(v) for k, v in want_http.items()}
+    assert by_route("ray_tradesys_http_errors_total") == {k: float(v) for k, v in want_err.items()}
+    assert by_route('ray_tradesys_http_request_seconds_bucket{le="+Inf"}') == {
+        k: float(v) for k, v in want_http.items()}
 
     # every dashboard query is valid PromQL against this server, and the equity panel shows this run
     for panel in PANELS:
@@ -259,6 +287,23 @@ def test_prometheus_scrapes_the_ledgers_numbers(scraped_run: dict[str, Any]) -> 
     firing = {a["labels"]["alertname"] for a in _get(f"{base}/api/v1/alerts")["data"]["alerts"]}
     assert not firing & {"TradesysKillSwitchTripped", "TradesysLoopStalled", "TradesysReconciliationBreak",
                          "TradesysActorRestarts"}
+
+
+def test_histograms_and_counters_are_running_totals_of_the_process() -> None:
+    """Each observation lands in every bucket at or above it (cumulative, as Prometheus reads `le`), in the sum and
+    in the count; a counter adds up. What the gauges re-publish every second (`tradesys.ops.metrics._observe`)."""
+    tags = {"route": "/t/totals", "method": "GET", "status": "2xx"}
+    for v in (0.0004, 0.003, 0.003, 0.2, 99.0):
+        m._observe("tradesys_http_request_seconds", v, tags)
+    (_key, st), = ((k, v) for k, v in m.cumulative_totals("tradesys_http_request_seconds").items()
+                  if dict(k)["route"] == "/t/totals")
+    want = [sum(v <= b for v in (0.0004, 0.003, 0.003, 0.2, 99.0)) for b in m.HTTP_BUCKETS_S]
+    assert st[:-2] == want and st[-2] == pytest.approx(0.0004 + 0.006 + 0.2 + 99.0) and st[-1] == 5
+    assert want[0] == 1 and want[-1] == 4  # 99 s is beyond the last bound: only in +Inf (= the count)
+    m._observe("tradesys_http_errors", 1.0, {**tags, "route": "/t/totals", "status": "503"})
+    m._observe("tradesys_http_errors", 1.0, {**tags, "route": "/t/totals", "status": "503"})
+    assert [v[-1] for k, v in m.cumulative_totals("tradesys_http_errors").items()
+            if dict(k)["route"] == "/t/totals"] == [2.0]
 
 
 def test_request_metrics_label_by_route_template_and_count_what_the_client_saw() -> None:

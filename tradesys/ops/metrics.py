@@ -246,7 +246,10 @@ def child_options(run_id: str, strategy: str) -> dict[str, Any]:
 
 
 def _metric(name: str) -> Any | None:
-    """The ray.util.metrics object for `name` (None outside a Ray worker: metrics are then not recorded)."""
+    """The ray.util.metrics Gauge for `name` (None outside a Ray worker: metrics are then not recorded).
+
+    A gauge spec is one Gauge. A histogram or counter spec is exported as gauges of this process's running
+    totals (`_cumulative`): `<name>_bucket` (with `le`), `<name>_sum`, `<name>_count`, or `<name>_total`."""
     m = _made.get(name)
     if m is not None:
         return m
@@ -256,13 +259,13 @@ def _metric(name: str) -> Any | None:
         return None
     from ray.util import metrics
 
-    s = BY_NAME[name]
-    if s.kind == "gauge":
-        m = metrics.Gauge(s.name, s.help, s.tags)
-    elif s.kind == "counter":
-        m = metrics.Counter(s.name, s.help, s.tags)
-    else:
-        m = metrics.Histogram(s.name, s.help, list(s.buckets), s.tags)
+    base, tags = name, None
+    for suffix in ("_bucket", "_sum", "_count", "_total"):
+        if name.endswith(suffix) and name.removesuffix(suffix) in BY_NAME:
+            base = name.removesuffix(suffix)
+            tags = (*BY_NAME[base].tags, "le") if suffix == "_bucket" else BY_NAME[base].tags
+    s = BY_NAME[base]
+    m = metrics.Gauge(name, s.help, tags if tags is not None else s.tags)
     _made[name] = m
     return m
 
@@ -283,6 +286,7 @@ _republisher: threading.Thread | None = None
 def _republish_forever() -> None:
     while True:
         time.sleep(REPUBLISH_S)
+        _publish_cumulative()
         with _last_lock:
             items = list(_last.items())
         for (name, tags), v in items:
@@ -295,17 +299,89 @@ def _republish_forever() -> None:
 def set_gauge(name: str, value: float, **extra: str) -> None:
     """Set a run-labelled gauge (kept alive by the re-publisher); a NaN or infinite value (a VaR before enough
     history) is not recorded."""
-    global _republisher
+    _set(name, value, {**run_labels(), **extra})
+
+
+def _set(name: str, value: float, tags: dict[str, str]) -> None:
     v, m = _finite(value), _metric(name)
     if v is None or m is None:
         return
-    tags = {**run_labels(), **extra}
     m.set(v, tags=tags)
     with _last_lock:
         _last[(name, tuple(sorted(tags.items())))] = v
+    _start_republisher()
+
+
+def _start_republisher() -> None:
+    global _republisher
+    with _last_lock:
         if _republisher is None:
             _republisher = threading.Thread(target=_republish_forever, name="tradesys-metrics", daemon=True)
             _republisher.start()
+
+
+# Histograms and counters: Ray 2.60 exports a ray.util.metrics Histogram or Counter as per-interval deltas (its
+# metrics agent adds each export's bucket counts to what it holds, `record_histogram_aggregated_batch`), so an
+# export that never reaches the agent is lost for good and the scraped count stays below the true one: a scrape of a
+# loaded run once showed 61 decision-to-fill observations for 81 fills. Each process therefore keeps its own running
+# totals (bucket counts, sum, count) and exports them as gauges, which the re-publisher sends again every second:
+# a missed export is repaired by the next one, and the scraped count is the process's count exactly. Prometheus'
+# functions for counters (`rate`, `increase`, `histogram_quantile` over `rate(..._bucket)`) read them as counters:
+# a restarted process starts again from zero, which they treat as a counter reset.
+_cumulative: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}  # buckets..., sum, count
+_cumulative_dirty = False
+
+
+def _observe(name: str, value: float, tags: Mapping[str, str]) -> None:
+    """One observation of histogram `name` (or one increment of counter `name` by `value`), published within
+    REPUBLISH_S by the re-publisher (the request path pays one dict update)."""
+    global _cumulative_dirty
+    v = _finite(value)
+    if v is None:
+        return
+    spec, key = BY_NAME[name], (name, tuple(sorted(tags.items())))
+    with _last_lock:
+        st = _cumulative.get(key)
+        if st is None:
+            st = _cumulative[key] = [0.0] * (len(spec.buckets) + 2)
+        if spec.kind == "counter":
+            st[-1] += v
+        else:
+            for i, bound in enumerate(spec.buckets):
+                if v <= bound:
+                    st[i] += 1
+            st[-2] += v
+            st[-1] += 1
+        _cumulative_dirty = True
+    _start_republisher()
+
+
+def _publish_cumulative() -> None:
+    """Set the gauges of every histogram and counter total of this process (`_observe`)."""
+    global _cumulative_dirty
+    with _last_lock:
+        if not _cumulative_dirty:
+            return
+        items = [(k, list(v)) for k, v in _cumulative.items()]
+        _cumulative_dirty = False
+    for (name, tag_items), st in items:
+        tags = dict(tag_items)
+        spec = BY_NAME[name]
+        with contextlib.suppress(Exception):  # reporting must never take the process down
+            if spec.kind == "counter":
+                _set(name + "_total", st[-1], tags)
+                continue
+            for bound, n in zip(spec.buckets, st, strict=False):
+                _set(name + "_bucket", n, {**tags, "le": repr(float(bound))})
+            _set(name + "_bucket", st[-1], {**tags, "le": "+Inf"})
+            _set(name + "_sum", st[-2], tags)
+            _set(name + "_count", st[-1], tags)
+
+
+def cumulative_totals(name: str) -> dict[tuple[tuple[str, str], ...], list[float]]:
+    """This process's running totals of histogram or counter `name` by tag set (for tests and diagnostics)."""
+    with _last_lock:
+        return {k[1]: list(v) for k, v in _cumulative.items() if k[0] == name}
 
 
 def ledger_counts(ledger: Any, initial_cash: float) -> LedgerCounts:
@@ -345,12 +421,9 @@ def emit_risk(metrics: Mapping[str, float], es: float, kill_switch: bool, var_li
 
 def emit_fill_latencies(latencies_ns: Iterable[int]) -> None:
     """ExecutionActor: one observation per fill, decision to fill."""
-    m = _metric("tradesys_decision_to_fill_seconds")
-    if m is None:
-        return
     tags = run_labels()
     for ns in latencies_ns:
-        m.observe(max(ns, 0) / 1e9, tags=tags)
+        _observe("tradesys_decision_to_fill_seconds", max(ns, 0) / 1e9, tags)
 
 
 def emit_reconcile(stats: Mapping[str, float], halted: bool) -> None:
@@ -388,9 +461,7 @@ def emit_drift(record: Mapping[str, Any] | None) -> None:
 
 def observe_http(route: str, method: str, status: int, seconds: float) -> None:
     """Serve: one request's latency, and a count of each 5xx answer."""
-    h, c = _metric("tradesys_http_request_seconds"), _metric("tradesys_http_errors")
     tags = {"route": route, "method": method, "status": status_class(status)}
-    if h is not None:
-        h.observe(max(seconds, 0.0), tags=tags)
-    if c is not None and status >= 500:
-        c.inc(1.0, tags={**tags, "status": str(status)})
+    _observe("tradesys_http_request_seconds", max(seconds, 0.0), tags)
+    if status >= 500:
+        _observe("tradesys_http_errors", 1.0, {**tags, "status": str(status)})
