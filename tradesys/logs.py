@@ -218,9 +218,28 @@ def configure_from_env(actor: str | None = None) -> logging.Logger:
                      run_id=os.environ.get(RUN_ID_ENV) or None, actor=actor)
 
 
+class _RunLogger(logging.Logger):
+    """A `logging.Logger` that unpickles through `get_logger`, so the process that receives it is configured too.
+
+    Ray sends an actor class's code to its worker with the globals its methods use; a module-level `log =
+    get_logger(...)` travels as a logger, which plain `logging.Logger` rebuilds with `logging.getLogger(name)`.
+    When the worker then never imports the actor's module (it did not need to: nothing else referred to it), the
+    `tradesys` logger there had no handler and every INFO line was dropped: the MarketDataActor's and LedgerActor's
+    start lines were missing from some runs' worker files, while the children that receive an actor handle (and so
+    import the module) logged. Rebuilt through `get_logger`, the logger configures its process from the run's
+    environment wherever it lands."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return get_logger, (self.name,)
+
+
 def get_logger(name: str) -> logging.Logger:
     """`logging.getLogger(name)`; in a process of a run (its environment names the log format) the first call
-    also configures the `tradesys` logger, so an actor module needs only this line to log like the others."""
+    also configures the `tradesys` logger, so an actor module needs only this line to log like the others. The
+    logger, pickled (an actor's code shipped to a worker), configures the receiving process the same way."""
     if FORMAT_ENV in os.environ and not any(isinstance(h, _Handler) for h in logging.getLogger(LOGGER).handlers):
         configure_from_env()
-    return logging.getLogger(name)
+    logger = logging.getLogger(name)
+    if type(logger) is logging.Logger:
+        logger.__class__ = _RunLogger
+    return logger
