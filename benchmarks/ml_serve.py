@@ -14,16 +14,27 @@ concurrency level and for the handle, and the ratios of Serve p50 (concurrency 1
 p50: what Serve, HTTP and the router add on top of the model. Medians of ``--repeats`` repeats.
 
 Serve overhead (issue 16, part 4): ``--variants`` runs the whole measurement once per configuration, each on a fresh
-local Ray started by a child process, in this one run; `VARIANTS` says what each changes, cumulatively:
-``before`` is the deployment as it was (every request sits out the batch wait, Serve's defaults), ``idle`` lets a
-request that finds its replica idle skip the wait (`ModelServer` ``skip_idle_wait``, now the default), ``quiet``
-adds Serve settings that take work off each request (no per-request access-log flush, user code on the replica's
-own event loop: ``RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1000``, ``RAY_SERVE_LOG_TO_STDERR=0``,
+local Ray started by a child process, in this one run; `VARIANTS` says what each changes: ``before`` is the
+deployment as it was (every request sits out the batch wait), ``idle`` lets a request that finds its replica idle
+skip the wait (`ModelServer` ``skip_idle_wait``, the default), ``quiet`` adds Serve settings that take work off each
+request (``RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1000``, ``RAY_SERVE_LOG_TO_STDERR=0``,
 ``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0``), ``grpc`` adds gRPC between deployments
-(``RAY_SERVE_USE_GRPC_BY_DEFAULT=1``). Serve settings reach the proxy and replicas through the job's runtime_env.
+(``RAY_SERVE_USE_GRPC_BY_DEFAULT=1``); ``inline`` is ``idle`` with predictor calls of up to 32 rows on the replica's
+event loop (``inline_max_rows``), ``loops`` adds user code and the router on the replica's main loop
+(``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0``, ``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0``), ``direct`` is
+``inline`` with Serve's direct ingress (``RAY_SERVE_ENABLE_DIRECT_INGRESS=1``: the PredictRouter replica listens for
+HTTP and gRPC itself and the load goes there, not through the proxy actor), ``direct_loops`` both. Serve settings
+reach the proxy and replicas through the environment of the Ray this child starts, and its runtime_env.
+
+Each variant is loaded over ``--protocols``: ``http`` (JSON, ``POST /v1/predict``) and ``grpc`` (protobuf, Serve's
+gRPC ingress, `tradesys.serve.grpc_predict`), and ``GET /v1/predict/status`` at concurrency 1 (proxy and ingress
+replica without the model hop: the floor of this path). "router p50" is the median of the answers' ``latency_ms``:
+time inside the ingress replica's service, from the request's start to the model's answer (the handle hop to the
+model replica and the model); the rest of the client's time is the proxy, the framework and the wire.
 
     .venv/bin/python benchmarks/ml_serve.py [--concurrency 1,8,32] [--seconds 5] [--repeats 3]
-        [--priority live|research] [--batch-wait-ms 2] [--max-batch-size 32] [--variants before,idle,quiet,grpc]
+        [--priority live|research] [--batch-wait-ms 2] [--max-batch-size 32] [--protocols http,grpc]
+        [--variants idle,inline,direct,direct_loops]
 """
 
 from __future__ import annotations
@@ -205,6 +216,7 @@ def run_variant(args: argparse.Namespace) -> None:
     from ray import serve
     from ray.serve.config import gRPCOptions
 
+    from tradesys.serve.access import AccessSettings
     from tradesys.serve.grpc_predict import GRPC_SERVICER_FUNCTION
     from tradesys.serve.predict import build_predict_app
     from tradesys.train.export import export_onnx
@@ -224,7 +236,8 @@ def run_variant(args: argparse.Namespace) -> None:
                 grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=[GRPC_SERVICER_FUNCTION]))
     serve.run(build_predict_app(tmp, champion="1", num_cpus=0, max_batch_size=args.max_batch_size,
                                 batch_wait_timeout_s=args.batch_wait_ms / 1e3, request_timeout_s=10.0,
-                                max_research_inflight=1024, skip_idle_wait=skip, inline_max_rows=inline),
+                                max_research_inflight=1024, skip_idle_wait=skip, inline_max_rows=inline,
+                                access=AccessSettings(rate_limit_per_s=None)),  # keys checked, no rate limit
               name="ml_serve_bench", route_prefix="/")
     if direct:
         http_port = int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"])
@@ -263,7 +276,7 @@ def main() -> None:
     ap.add_argument("--max-batch-size", type=int, default=32)
     ap.add_argument("--protocols", default="http,grpc", help="comma-separated: http (JSON through FastAPI), grpc "
                     "(protobuf through Serve's gRPC ingress, tradesys.serve.grpc_predict)")
-    ap.add_argument("--variants", default="idle,inline,loops,direct,direct_loops",
+    ap.add_argument("--variants", default="idle,inline,direct,direct_loops",
                     help=f"comma-separated, from {', '.join(VARIANTS)} (see the module docstring)")
     ap.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)

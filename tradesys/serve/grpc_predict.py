@@ -46,8 +46,13 @@ __all__ = [
     "PredictServiceStub",
     "add_PredictServiceServicer_to_server",
     "check_api_key",
+    "metadata_value",
+    "reply_from_result",
     "reply_to_dict",
     "request_from_arrays",
+    "serve_predict",
+    "status_of",
+    "windows_array",
 ]
 
 PACKAGE = "tradesys.predict.v1"
