@@ -133,8 +133,10 @@ def ray_storage(location: str) -> tuple[str, Any]:
     """``(storage_path, storage_filesystem)`` for a Ray Tune/Train ``RunConfig``.
 
     A path: itself, no file system (Ray's local default). An S3 URI: the bucket path without the scheme and a
-    ``pyarrow.fs.S3FileSystem`` pointed at ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` when one is set (pyarrow
-    does not read that variable itself; on AWS it is unset and pyarrow finds the bucket's region). Credentials are
+    ``pyarrow.fs.S3FileSystem`` given ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` as its ``endpoint_override``
+    when one is set (on AWS it is unset and pyarrow finds the bucket's region). Seen here with pyarrow 25 and moto:
+    a bare ``S3FileSystem()`` reads the variable but addresses the bucket as a host name (``bucket.<endpoint>``),
+    which a loopback endpoint does not resolve; with ``endpoint_override`` it reaches the server. Credentials are
     never put in the file system object (it is pickled to every trial): each process reads its own environment or
     instance profile.
     """
