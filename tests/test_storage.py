@@ -205,3 +205,38 @@ def test_checkpoint_uri_names_the_bucket() -> None:
                                                                                region="us-east-1"))) == \
         "s3://b/p/tune/x/checkpoint_000001"  # fmt: skip
     assert checkpoint_uri(Ckpt("/runs/tune/x", fs.LocalFileSystem())) == "/runs/tune/x"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_rllib_tune_on_s3_storage(ray_session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tune_ppo(storage="s3://...")`: the trials' checkpoints in the bucket (s3:// URIs in the summary), the chosen
+    checkpoint's RLModule logged to the run's S3 artifacts, the runs directory holding the MLflow database alone."""
+    from mlflow import MlflowClient
+
+    from tradesys.rl.train import PPOSettings
+    from tradesys.rl.tune import tune_ppo
+
+    from .s3moto import moto_s3
+    from .test_rl_train import ENV, SPLIT, drift_market
+
+    bucket = "tradesys-rl"
+    with moto_s3(bucket) as (s3, env):
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        runs = tmp_path / "runs"
+        base = PPOSettings(iterations=1, num_env_runners=0, train_batch_size=128, minibatch_size=64, num_epochs=1,
+                           hidden=(8,), select_metric="log_return", runs_dir=str(runs), experiment="rl-s3")  # fmt: skip
+        out = tune_ppo(drift_market(), ENV, SPLIT, base, num_samples=1, seeds=(0,), name="t",
+                       storage=f"s3://{bucket}/rl")  # fmt: skip
+        keys = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+                for o in page.get("Contents", [])}  # fmt: skip
+        ckpt = out["best_checkpoint"]
+        assert ckpt.startswith(f"s3://{bucket}/rl/rl-tune/t/")
+        assert any(k.startswith(ckpt.removeprefix(f"s3://{bucket}/") + "/") for k in keys)
+        assert sorted(p.name for p in runs.iterdir()) == ["mlflow.db"]
+        run = MlflowClient(out["tracking_uri"]).get_run(out["run_id"])
+        art = f"rl/mlflow/rl-s3/{run.info.run_id}/artifacts"
+        assert run.info.artifact_uri == f"s3://{bucket}/{art}"
+        assert any(k.startswith(f"{art}/rl_module/") for k in keys) and f"{art}/tune_summary.json" in keys
