@@ -37,9 +37,12 @@ def moto_s3(bucket: str) -> Iterator[tuple[Any, dict[str, str]]]:
             except OSError:
                 assert proc.poll() is None and time.time() < deadline, "moto server did not start"
                 time.sleep(0.1)
-        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+        url = f"http://127.0.0.1:{port}"
+        # MLFLOW_S3_ENDPOINT_URL too: MLflow caches its boto3 client keyed on that variable, not on AWS_ENDPOINT_URL,
+        # so a second server in the same process would otherwise get the first one's (dead) client
+        env = {"AWS_ENDPOINT_URL": url, "MLFLOW_S3_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="testing",
+        client = boto3.client("s3", endpoint_url=url, aws_access_key_id="testing",
                               aws_secret_access_key="testing", region_name="us-east-1")  # fmt: skip
         client.create_bucket(Bucket=bucket)
         yield client, env
