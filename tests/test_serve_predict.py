@@ -6,6 +6,7 @@ share), numpy's percentile (rollback p99)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,11 +252,12 @@ def test_keys_from_the_store_with_roles_revocation_bearer_and_rate_limits(server
     url = f"sqlite:///{tmp_path / 'keys.db'}"
     store = KeyStore(url)
     reader, read_tok = store.create("read", "research")
-    _, slow_tok = store.create("read", "slow", rate_per_s=0.01, burst=2)
+    slow, slow_tok = store.create("read", "slow", rate_per_s=0.01, burst=2)
     _, admin_tok = store.create("admin", "ops")
     ingress = SimpleNamespace(_live=server, _research=server, _key=SecretStr(KEY),
                               _config=RoutingConfig(champion="1"),
-                              _access=AccessSettings(keys_url=url, keys_refresh_s=0.05, rate_limit_per_s=None))
+                              _access=AccessSettings(keys_url=url, keys_refresh_s=0.05, rate_limit_per_s=None,
+                                                     access_log=str(tmp_path / "access.jsonl")))
     app = PredictRouter.func_or_class.__serve_build_asgi_app__(ingress)
     body = {"windows": _windows(1).tolist()}
     with TestClient(app) as c:
@@ -282,6 +284,14 @@ def test_keys_from_the_store_with_roles_revocation_bearer_and_rate_limits(server
         assert {op["x-tradesys-role"] for item in doc["paths"].values() for op in item.values()} == {"read"}
     store.close()
     assert _configured_access().keys_url == "sqlite:///runs/api_keys.db"  # `tradesys serve`'s store by default
+    # the access log: one line a request, key id and role of the caller, the route template, never a body or a key
+    text = (tmp_path / "access.jsonl").read_text()
+    lines = [json.loads(x) for x in text.splitlines()]
+    assert len(lines) >= 20 and {x["route"] for x in lines} == {"/v1/predict", "/v1/predict/status", "/openapi.json"}
+    assert {x["key_id"] for x in lines if x["status"] == 200 and x["role"] == "read"} == {reader.key_id, slow.key_id}
+    assert [x["key_id"] for x in lines if x["status"] == 429] == [slow.key_id, slow.key_id]
+    assert {(x["status"], x["key_id"]) for x in lines if x["status"] == 401} == {(401, None)}
+    assert all(tok not in text for tok in (read_tok, slow_tok, admin_tok, KEY)) and "windows" not in text
 
 
 def test_routed_versions_are_loaded_before_the_replica_takes_traffic(model_dir: Path, tmp_path: Path) -> None:

@@ -69,7 +69,15 @@ from ray.serve.handle import DeploymentHandle
 from ray.util import metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tradesys.serve.access import AccessControl, AccessGate, AccessSettings, check_routes, document_roles, require
+from tradesys.serve.access import (
+    AccessControl,
+    AccessGate,
+    AccessLog,
+    AccessSettings,
+    check_routes,
+    document_roles,
+    require,
+)
 from tradesys.serve.auth import API_KEY_ENV, load_api_key
 from tradesys.serve.errors import BadRequest, ErrorBody, install_error_handlers
 from tradesys.serve.limits import BodyLimit, ServeLimits
@@ -681,6 +689,9 @@ class PredictRouter:
         router = predict_router(self._live, self._research, config=self._config, api_key=self._key,
                                 access=getattr(self, "_access", None))
         app.add_middleware(AccessGate, control=router.access_control)  # type: ignore[attr-defined]  # 401/429 first
+        acc = getattr(self, "_access", None)
+        if acc is not None and acc.access_log:
+            app.add_middleware(AccessLog, path=acc.access_log)  # outermost: every answer, 401s included, is logged
         self._service = router.predict_service  # type: ignore[attr-defined]
         self._control = getattr(router, "access_control", None)  # the gRPC ingress admits the same keys
         app.include_router(router)
@@ -755,9 +766,9 @@ def build_predict_app(
 
 
 def _configured_access() -> AccessSettings:
-    """The access settings of the configuration's ``serve`` section (key store, rate limits; no access log)."""
+    """The access settings of the configuration's ``serve`` section (key store, rate limits, access log)."""
     from tradesys.config import load_config
 
     s = load_config().serve
     return AccessSettings(keys_url=s.keys_url, keys_refresh_s=s.keys_refresh_s, rate_limit_per_s=s.rate_limit_per_s,
-                          rate_limit_burst=s.rate_limit_burst)
+                          rate_limit_burst=s.rate_limit_burst, access_log=s.access_log)
