@@ -99,38 +99,6 @@ def test_execution_crash_after_venue_accepts_is_recovered(ray_session: None, tmp
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("graph", MODES)
-def test_killed_execution_actor_is_restarted(ray_session: None, tmp_path: Path, graph: bool) -> None:
-    """ray.kill the Execution actor mid-run (as a node failure would): the loop carries on, books stay exact."""
-    cfg = cfg_with(**{"ledger.url": f"sqlite:///{tmp_path}/kill.db", "data.speed": 150.0, "ray.compiled_graph": graph})
-    out: dict = {}
-    run_id = f"t-kill-{graph}"
-    t = threading.Thread(target=lambda: out.update(run_live(cfg, show_progress=False, run_id=run_id)))
-    t.start()
-    sup = None
-    deadline = time.time() + 60
-    while sup is None and time.time() < deadline:
-        try:
-            sup = ray.get_actor(f"{run_id}:supervisor")
-        except ValueError:
-            time.sleep(0.1)
-    assert sup is not None
-    while ray.get(sup.progress.remote())["step"] < 60:
-        time.sleep(0.05)
-    first = ray.get(ray.get(sup.children.remote())["execution"].info.remote())["pid"]
-    ray.kill(ray.get(sup.children.remote())["execution"], no_restart=False)
-    t.join(timeout=180)
-    assert not t.is_alive()
-    assert out["reason"] == "completed" and out["restarts"] >= 1
-    ledger = open_ledger(f"sqlite:///{tmp_path}/kill.db")
-    _, bt = run_backtest(cfg)
-    assert trade_record(ledger) == trade_record(bt)
-    assert out["broker"]["orders_seen"] == len(sent_to_venue(ledger))
-    assert first > 0
-    assert_ledger_consistent(ledger, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))
-
-
-@pytest.mark.ray
 def test_stop_mid_run_leaves_a_consistent_ledger_and_resumes(ray_session: None, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/stop.db"
     cfg = cfg_with(**{"ledger.url": url, "data.speed": 200.0})
