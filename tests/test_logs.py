@@ -221,16 +221,17 @@ def test_run_and_api_logs_are_json_with_run_actor_order_and_hold_no_secret(pg_ds
                 RAY_AUTH_MODE="token",  # a driver joining by address sends the token only when told to
                 RAY_raylet_start_wait_time_s="400")  # a loaded 2-core CI machine: the default 60 s was seen to expire
     head, address, temp = _head(tmp_path, base)
+    summary_path = tmp_path / "summary.json"
     env = {**base, "TRADESYS_API_KEY": key}  # the drivers' environment holds the key, as a user's shell would
     serve: subprocess.Popen[str] | None = None
     try:
         live = subprocess.run(
-            [TRADESYS, "live", "--json", "--out", str(tmp_path / "summary.json"), "-s", f'ray.address="{address}"',
+            [TRADESYS, "live", "--json", "--out", str(summary_path), "-s", f'ray.address="{address}"',
              "-s", f'ledger.url="{url}"', *SHORT],
             env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path,
         )
         assert live.returncode == 0, live.stderr[-3000:]
-        summary = json.loads((tmp_path / "summary.json").read_text())
+        summary = json.loads(summary_path.read_text())
         assert summary["reason"] == "completed" and summary["orders"] > 0
         run_id = summary["run_id"]
 
@@ -260,11 +261,23 @@ def test_run_and_api_logs_are_json_with_run_actor_order_and_hold_no_secret(pg_ds
         serve = None
         time.sleep(2)  # the workers' last lines reach their files
 
-        # 1. neither secret anywhere: every file of the head's session folder (logs and all), both commands' output
-        written = {"live stdout": live.stdout, "live stderr": live.stderr, "serve output": serve_out}
+        # 1. neither secret anywhere: every file of the head's session folder (logs and all), every file the
+        # commands wrote in their working directory (summary, runs folder, access log), both commands' output, and
+        # the ledger's own audit rows; the summary names the ledger with the password masked
+        assert summary["ledger_url"] == url.replace(password, "***")
+        from tradesys.ledger import open_ledger
+
+        ledger = open_ledger(url)
+        audit = json.dumps(ledger.audit_log(), default=str)
+        ledger.close()
+        assert "start" in audit and "shutdown" in audit
+        written = {"live stdout": live.stdout, "live stderr": live.stderr, "serve output": serve_out,
+                   "ledger audit rows": audit}
         files = [f for f in temp.rglob("*") if f.is_file() and not f.is_socket()]
         assert len(files) > 20 and any(f.name.startswith("worker-") for f in files)
-        for f in files:
+        mine = [f for f in tmp_path.rglob("*") if f.is_file() and not f.is_socket()]
+        assert summary_path in mine and any(f.name == "api_access.jsonl" for f in mine)
+        for f in files + mine:
             written[str(f)] = f.read_bytes().decode(errors="replace")
         for secret, what in ((password, "database password"), (key, "API key")):
             hits = [name for name, text in written.items() if secret in text]
