@@ -331,6 +331,9 @@ class BrokerActor:
         from tradesys.engine.recovery import restore_venue
 
         log.info("broker started", extra={"kind": cfg.kind})
+        # a restart is a new process: asked once here, not per bar (the answer is a query to the GCS, which a
+        # per-bar `reconnects` would then need up: the loop stalled while the head's GCS restarted)
+        self._restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         if cfg.kind == "alpaca":  # Alpaca's trading API (tradesys.broker.alpaca); the broker keeps its own state
             from tradesys.broker.alpaca import AlpacaBroker
 
@@ -404,8 +407,7 @@ class BrokerActor:
     def reconnects(self) -> int:
         """How often the venue's update stream reconnected, plus one when this actor is a restart (its venue was
         rebuilt: the execution service reconciles on its next step, as after any reconnect)."""
-        restarted = ray.get_runtime_context().was_current_actor_reconstructed
-        return int(getattr(self.venue, "reconnects", 0)) + int(restarted)
+        return int(getattr(self.venue, "reconnects", 0)) + int(self._restarted)
 
     def stats(self) -> dict[str, int]:
         extra = getattr(self.venue, "stats", None)
