@@ -99,7 +99,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     base.update(HOME=str(home), RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT),
                 PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     namespace = f"tradesys-test-{uuid.uuid4().hex[:12]}"
-    node_env = {**base, "RAY_REDIS_ADDRESS": f"{host}:{port}", "RAY_external_storage_namespace": namespace}
+    node_env = {**base, "RAY_REDIS_ADDRESS": f"{host}:{port}", "RAY_external_storage_namespace": namespace,
+                # a killed node is declared dead after 3 missed 1 s health checks, not 5 missed 3 s ones (suite time;
+                # each check still waits the default 10 s for an answer, so a slow but living node is not declared dead)
+                "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
     head = start_head(tmp, node_env, {"head": 1}, num_cpus=0, block=False)  # its GCS is killed: no --block
     c = Cluster(head, {**base, "RAY_ADDRESS": f"127.0.0.1:{head.gcs_port}"}, node_env, tmp)
     try:
