@@ -246,9 +246,13 @@ def test_serve_dry_run_exports_and_the_export_serves_the_networks(
 ) -> None:
     monkeypatch.setenv("TRADESYS_API_KEY", KEY)
     dest = tmp_path / "serving"
-    r = cli(runs, "serve", "--dry-run", "--canary-percent", "25", "--dest", str(dest), "--http-port", "8123")
+    r = cli(runs, "serve", "--dry-run", "--canary-percent", "25", "--dest", str(dest), "--http-port", "8123",
+            "--grpc-port", "9123")
     assert r.exit_code == 0, r.output
     plan = json.loads(r.stdout)
+    assert plan["grpc_port"] == 9123
+    assert_refused(cli(runs, "serve", "--dry-run", "--grpc-port", "70000", "--dest", str(tmp_path / "g")),
+                   "--grpc-port")
     assert (plan["champion"], plan["challenger"], plan["canary_percent"], plan["shadow"]) == ("1", "3", 25.0, False)
     assert plan["model_dir"] == str(dest.resolve()) and plan["http_port"] == 8123 and KEY not in r.output
     assert list_versions(dest) == ["1", "3"]
