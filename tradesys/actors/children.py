@@ -570,5 +570,10 @@ class ExecutionActor:
             self._recorded = (ts, stages.record(self, decided[1], checked[1], report, ts))
         return self._recorded
 
+    def graph_with_bars(self, batch: tuple[int, Any], recorded: tuple[int, Any]) -> tuple[tuple[int, Any], Any]:
+        """The step's bars and its result as the graph's one output (tradesys.actors.graph: a graph with two outputs
+        can lose the first to a timed-out read of the second)."""
+        return batch, recorded
+
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "recovered_events": self.service.recovered_events, "orders": len(self.service.oms)}

@@ -56,7 +56,7 @@ class StepGraph:
         self._dag: Any = None
 
     def compile(self) -> StepGraph:
-        from ray.dag import InputNode, MultiOutputNode
+        from ray.dag import InputNode
 
         md, ex, st, rk = (self.actors[n] for n in GRAPH_ACTORS)
         with InputNode() as last_ts:
@@ -65,17 +65,20 @@ class StepGraph:
             decided = st.graph_decide.bind(batch, marked)  # (ts, orders)
             checked = rk.graph_check.bind(marked, decided)  # (ts, RiskDecision)
             result = ex.graph_record.bind(marked, decided, checked)  # (ts, StepResult)
-            dag = MultiOutputNode([batch, result]) if self.with_bars else result
+            # one output channel, never two: `_get` retries a read that timed out, which is safe on one channel
+            # (nothing consumed), but a MultiOutputNode's read can time out after consuming the first output, and the
+            # retried read then waits for a step that never comes (a with-bars run hung so on a loaded machine)
+            dag = ex.graph_with_bars.bind(batch, result) if self.with_bars else result
         self._dag = dag.experimental_compile()
         return self
 
     def step(self, last_ts: int) -> tuple[int, Any, StepResult | None]:
         """(ts, bars or None, result) of the step after `last_ts`; ts < 0 at the end of the data."""
-        refs = self._dag.execute(last_ts)  # a list of refs with MultiOutputNode (one per output)
+        ref = self._dag.execute(last_ts)
         if self.with_bars:
-            (ts, bars), (_, result) = (self._get(r) for r in refs)
+            (ts, bars), (_, result) = self._get(ref)
         else:
-            (ts, result), bars = self._get(refs), None
+            (ts, result), bars = self._get(ref), None
         return int(ts), bars, result
 
     def _get(self, ref: Any) -> Any:
