@@ -15,43 +15,90 @@ from typing import Any
 import pytest
 import ray
 
-from tradesys.actors.graph import GRAPH_FAULTS, StepGraph
+from tradesys.actors.graph import GRAPH_FAULTS, GraphStalled, StepGraph, activity_of, graph_stage, graph_stalled
+
+
+class _Activity:
+    def graph_activity(self) -> dict[str, Any]:
+        return activity_of(self)
 
 
 @ray.remote(num_cpus=0, max_restarts=2, max_task_retries=0)
-class _Source:
+class _Source(_Activity):
     def __init__(self, pause_s: float) -> None:
         self.pause_s = pause_s
 
+    @graph_stage
     def graph_next(self, last_ts: int) -> tuple[int, Any]:
         time.sleep(self.pause_s)
         return (last_ts + 1, [last_ts + 1]) if last_ts < 3 else (-1, None)
 
 
 @ray.remote(num_cpus=0)
-class _Exec:
+class _Exec(_Activity):
+    @graph_stage
     def graph_mark(self, batch: tuple[int, Any]) -> tuple[int, Any]:
         return batch[0], batch[1]
 
+    @graph_stage
     def graph_record(self, marked: tuple[int, Any], decided: tuple[int, Any], checked: tuple[int, Any]) -> Any:
         return marked[0], (marked[1], decided[1], checked[1])
 
 
 @ray.remote(num_cpus=0)
-class _Strategy:
+class _Strategy(_Activity):
+    def __init__(self, hidden_pause_s: float = 0.0) -> None:
+        self.hidden_pause_s = hidden_pause_s
+
     def graph_decide(self, batch: tuple[int, Any], marked: tuple[int, Any]) -> tuple[int, Any]:
+        # not a graph_stage, so its time is invisible: to the stall check, a long pause here is a wedged graph
+        time.sleep(self.hidden_pause_s)
+        self.hidden_pause_s = 0.0  # once
         return batch[0], "orders"
 
 
 @ray.remote(num_cpus=0)
-class _Risk:
+class _Risk(_Activity):
+    @graph_stage
     def graph_check(self, marked: tuple[int, Any], decided: tuple[int, Any]) -> tuple[int, Any]:
         return marked[0], "checked"
 
 
-def _children(pause_s: float) -> dict[str, Any]:
-    return {"market_data": _Source.remote(pause_s), "execution": _Exec.remote(), "strategy": _Strategy.remote(),
-            "risk": _Risk.remote()}
+def _children(pause_s: float, hidden_pause_s: float = 0.0) -> dict[str, Any]:
+    return {"market_data": _Source.remote(pause_s), "execution": _Exec.remote(),
+            "strategy": _Strategy.remote(hidden_pause_s), "risk": _Risk.remote()}
+
+
+def test_stall_means_source_answered_every_actor_idle_and_quiet() -> None:
+    """The stall rule: the source answered this step's `last_ts`, nothing runs, nothing moved for the quiet time."""
+    idle = {"busy": 0, "last_in": None, "since": 100.0}
+    acts = {"market_data": {"busy": 0, "last_in": 7, "since": 100.0}, "execution": idle, "strategy": idle}
+    assert graph_stalled(acts, 7, now=111.0, quiet_s=10.0)
+    assert not graph_stalled(acts, 7, now=109.0, quiet_s=10.0)  # not quiet long enough
+    assert not graph_stalled(acts, 6, now=111.0, quiet_s=10.0)  # the source has not answered this step yet
+    assert not graph_stalled({**acts, "market_data": {**acts["market_data"], "busy": 1}}, 7, 111.0, 10.0)  # paced
+    assert not graph_stalled({**acts, "strategy": {**idle, "busy": 1}}, 7, 111.0, 10.0)  # a slow stage
+    assert not graph_stalled({**acts, "strategy": {**idle, "since": 105.0}}, 7, 111.0, 10.0)  # moved lately
+
+
+def test_graph_stage_keeps_busy_and_the_sources_last_input() -> None:
+    class _A:
+        @graph_stage
+        def step(self, last_ts: int) -> int:
+            assert activity_of(self)["busy"] == 1  # counted while it runs
+            return last_ts + 1
+
+        @graph_stage
+        def fail(self, last_ts: int) -> int:
+            raise ValueError(last_ts)
+
+    a = _A()
+    assert activity_of(a)["busy"] == 0 and activity_of(a)["last_in"] is None
+    assert a.step(5) == 6
+    assert activity_of(a)["busy"] == 0 and activity_of(a)["last_in"] == 5
+    with pytest.raises(ValueError):
+        a.fail(9)
+    assert activity_of(a)["busy"] == 0 and activity_of(a)["last_in"] == 9
 
 
 @pytest.mark.ray
@@ -77,5 +124,27 @@ def test_a_slow_step_is_waited_for_and_a_dead_actor_is_a_fault(ray_session: None
     try:
         assert again.step(2)[0] == 3
         assert again.step(3)[0] == -1  # the end of the data
+    finally:
+        again.teardown()
+
+
+@pytest.mark.ray
+def test_a_stalled_graph_is_a_fault_and_a_new_graph_runs_the_step_again(ray_session: None) -> None:
+    """A step whose result does not come while every graph method is idle is a fault (GraphStalled), not a wait
+    forever; a graph compiled again over the same actors runs the step (the Supervisor does exactly this)."""
+    children = _children(pause_s=0.0, hidden_pause_s=8.0)
+    graph = StepGraph(children, wait_s=0.5).compile()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(GraphStalled):
+            graph.step(0)
+        assert time.monotonic() - t0 < 7.0  # noticed within a few waits, before the hidden pause ends
+    finally:
+        graph.teardown()
+    again = StepGraph(children, wait_s=0.5)
+    again.wait_alive(deadline_s=60)
+    again.compile()
+    try:
+        assert again.step(0) == (1, None, ([1], "orders", "checked"))
     finally:
         again.teardown()

@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from tradesys.actors.graph import activity_of, graph_stage
 from tradesys.actors.proxy import ActorProxy
 from tradesys.actors.timing import StageTimes, TimedProxy, VenueLink
 from tradesys.config import BrokerConfig, DataConfig, ExecutionConfig, RiskConfig, StrategyConfig
@@ -124,6 +125,7 @@ class MarketDataActor:
             return -1, None
         return batch_ts(batch), compact(batch)
 
+    @graph_stage
     def graph_next(self, last_ts: int) -> tuple[int, pa.RecordBatch | None]:
         """The compiled graph's source: the batch after `last_ts`, the Supervisor's last booked step (acknowledged
         here in bus mode: the graph's loop owns the consumer). The same `last_ts` again (a step executed again after a
@@ -137,6 +139,10 @@ class MarketDataActor:
         out = self.next_batch()
         self._graph_pos, self._graph_last = out[0], (last_ts, out)
         return out
+
+    def graph_activity(self) -> dict[str, Any]:
+        """Whether a graph method runs now, and since when (tradesys.actors.graph.graph_stalled)."""
+        return activity_of(self)
 
     def ack(self, ts_ns: int) -> int:
         """Every step up to `ts_ns` is booked: commit its offset (bus mode; a no-op when reading directly)."""
@@ -230,6 +236,7 @@ class StrategyActor:
 
     _decided: tuple[int, list[Order]] | None = None  # the compiled graph's last step (answered again on a retry)
 
+    @graph_stage
     def graph_decide(
         self, batch: tuple[int, pa.RecordBatch | None], marked: tuple[int, StepReport | None]
     ) -> tuple[int, list[Order]]:
@@ -240,6 +247,10 @@ class StrategyActor:
         if self._decided is None or self._decided[0] != ts:
             self._decided = (ts, stages.decide(self, bars, marked[1]))
         return self._decided
+
+    def graph_activity(self) -> dict[str, Any]:
+        """Whether a graph method runs now, and since when (tradesys.actors.graph.graph_stalled)."""
+        return activity_of(self)
 
     def stats(self) -> dict[str, Any]:
         """The strategy's counters (model strategy: forecast calls, bars held for a missing forecast)."""
@@ -289,6 +300,7 @@ class RiskActor:
 
     _checked: tuple[int, RiskDecision] | None = None  # the compiled graph's last step (answered again on a retry)
 
+    @graph_stage
     def graph_check(
         self, marked: tuple[int, StepReport | None], decided: tuple[int, list[Order]]
     ) -> tuple[int, RiskDecision | None]:
@@ -299,6 +311,10 @@ class RiskActor:
         if self._checked is None or self._checked[0] != ts:
             self._checked = (ts, stages.check(self, decided[1], report, ts))
         return self._checked
+
+    def graph_activity(self) -> dict[str, Any]:
+        """Whether a graph method runs now, and since when (tradesys.actors.graph.graph_stalled)."""
+        return activity_of(self)
 
     def stats(self) -> dict[str, Any]:
         """Rejects by reason, the kill switch, and the book's risk as of the last step (VaR, exposures)."""
@@ -549,6 +565,7 @@ class ExecutionActor:
     _marked: tuple[int, StepReport | None] | None = None
     _recorded: tuple[int, stages.StepResult | None] | None = None
 
+    @graph_stage
     def graph_mark(self, batch: tuple[int, pa.RecordBatch | None]) -> tuple[int, StepReport | None]:
         """Stage `mark` in the compiled graph (tradesys.actors.graph); (-1, None) at the end of the data."""
         ts, bars = batch
@@ -558,6 +575,7 @@ class ExecutionActor:
             self._marked = (ts, stages.mark(self, bars))
         return self._marked
 
+    @graph_stage
     def graph_record(
         self, marked: tuple[int, StepReport | None], decided: tuple[int, list[Order]],
         checked: tuple[int, RiskDecision | None],
@@ -570,10 +588,15 @@ class ExecutionActor:
             self._recorded = (ts, stages.record(self, decided[1], checked[1], report, ts))
         return self._recorded
 
+    @graph_stage
     def graph_with_bars(self, batch: tuple[int, Any], recorded: tuple[int, Any]) -> tuple[tuple[int, Any], Any]:
         """The step's bars and its result as the graph's one output (tradesys.actors.graph: a graph with two outputs
         can lose the first to a timed-out read of the second)."""
         return batch, recorded
+
+    def graph_activity(self) -> dict[str, Any]:
+        """Whether a graph method runs now, and since when (tradesys.actors.graph.graph_stalled)."""
+        return activity_of(self)
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "recovered_events": self.service.recovered_events, "orders": len(self.service.oms)}

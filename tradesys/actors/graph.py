@@ -18,10 +18,11 @@ ordinary calls (a fault there is retried inside it, as in the fallback).
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
@@ -33,11 +34,72 @@ try:  # present in every Ray with compiled graphs; kept soft so an import never 
 except ImportError:  # pragma: no cover
     RayChannelError = RayChannelTimeoutError = RayActorError  # type: ignore[misc,assignment]
 
-# what a dead actor in a compiled graph looks like to its driver: the channels close, or the actor is unavailable
-GRAPH_FAULTS: tuple[type[BaseException], ...] = (RayChannelError, RayActorError)
+
+
+class GraphStalled(RuntimeError):
+    """Every actor of the graph is alive and idle, the source handed out the step's batch, and no result came: the
+    graph's channels are wedged. Seen with Ray 2.60 about ten steps after a step slowed by a restarting Ledger or
+    Broker (the ten rotating channel buffers): the source blocked in its write while every reader waited on another
+    buffer. Handled as a fault: the graph is compiled again and the step executed again (its answers are cached)."""
+
+
+# what a dead actor in a compiled graph looks like to its driver: the channels close, or the actor is unavailable;
+# or the graph is wedged with every actor alive (GraphStalled)
+GRAPH_FAULTS: tuple[type[BaseException], ...] = (RayChannelError, RayActorError, GraphStalled)
 
 # the graph's actors, in the order they run a step (names as the Supervisor's `children()` gives them)
 GRAPH_ACTORS = ("market_data", "execution", "strategy", "risk")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class GraphActivity:
+    """What one actor's graph methods are doing: how many run now, the first argument of the last one to finish
+    (the source's: the `last_ts` it answered), and the wall time anything last started or finished."""
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self.last_in: Any = None
+        self.since = 0.0  # never: an actor that has not run a stage yet does not count as moving
+
+    def status(self) -> dict[str, Any]:
+        return {"busy": self.busy, "last_in": self.last_in, "since": self.since}
+
+
+def graph_stage(method: F) -> F:
+    """Mark an actor method as a stage of the compiled graph: its activity is kept for `graph_activity()`."""
+
+    @functools.wraps(method)
+    def run(self: Any, *args: Any) -> Any:
+        act = self.__dict__.setdefault("_graph_activity", GraphActivity())
+        act.busy += 1
+        act.since = time.time()
+        try:
+            return method(self, *args)
+        finally:
+            act.busy -= 1
+            act.last_in = args[0] if args and isinstance(args[0], int) else act.last_in
+            act.since = time.time()
+
+    return run  # type: ignore[return-value]
+
+
+def activity_of(actor: Any) -> dict[str, Any]:
+    """`graph_activity()` of an actor instance (before its first graph method: idle, never moved)."""
+    act = actor.__dict__.get("_graph_activity")
+    return (act or GraphActivity()).status()
+
+
+def graph_stalled(activity: Mapping[str, Mapping[str, Any]], last_ts: int, now: float, quiet_s: float) -> bool:
+    """True when the step after `last_ts` can no longer arrive: the source answered `last_ts`, no graph method runs
+    on any actor, and nothing started or finished for `quiet_s`. A slow step is not a stall: a paced or live source
+    is still inside its method (busy), and so is a stage waiting on the Ledger, the Broker or a model."""
+    source = activity.get("market_data")
+    if source is None or source["last_in"] != last_ts:
+        return False
+    if any(a["busy"] for a in activity.values()):
+        return False
+    return now - max(a["since"] for a in activity.values()) > quiet_s
 
 
 class StepGraph:
@@ -76,20 +138,28 @@ class StepGraph:
         """(ts, bars or None, result) of the step after `last_ts`; ts < 0 at the end of the data."""
         ref = self._dag.execute(last_ts)
         if self.with_bars:
-            (ts, bars), (_, result) = self._get(ref)
+            (ts, bars), (_, result) = self._get(ref, last_ts)
         else:
-            (ts, result), bars = self._get(ref), None
+            (ts, result), bars = self._get(ref, last_ts), None
         return int(ts), bars, result
 
-    def _get(self, ref: Any) -> Any:
+    def _get(self, ref: Any, last_ts: int) -> Any:
         while True:
             try:
                 return ref.get(timeout=self.wait_s)
             except RayChannelTimeoutError:
                 with contextlib.suppress(GetTimeoutError):  # a slow answer is not a dead actor
                     self._ping()  # raises RayActorError when an actor of the graph is gone
+                    if self._stalled(last_ts):
+                        msg = f"no result for the step after {last_ts} with every graph actor idle"
+                        raise GraphStalled(msg) from None
                 # all alive: a slow step. A timed-out read consumed nothing, but the ref allows one get() only
                 ref._ray_get_called = False
+
+    def _stalled(self, last_ts: int) -> bool:
+        names = list(self.actors)
+        got = ray.get([self.actors[n].graph_activity.remote() for n in names], timeout=max(self.wait_s, 30.0))
+        return graph_stalled(dict(zip(names, got, strict=True)), last_ts, time.time(), self.wait_s)
 
     def _ping(self) -> None:
         ray.get([h.__ray_ready__.remote() for h in self.actors.values()], timeout=max(self.wait_s, 30.0))

@@ -31,7 +31,7 @@ from tradesys.actors.children import (
     RiskActor,
     StrategyActor,
 )
-from tradesys.actors.graph import GRAPH_ACTORS, GRAPH_FAULTS, StepGraph
+from tradesys.actors.graph import GRAPH_ACTORS, GRAPH_FAULTS, GraphStalled, StepGraph
 from tradesys.actors.proxy import ActorProxy
 from tradesys.backtest.metrics import summarize
 from tradesys.config import TradesysConfig
@@ -72,6 +72,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self.restarts: list[dict[str, Any]] = []  # one entry per child restart (Ray's count)
         self._retries: list[dict[str, Any]] = []  # calls retried after a child died (diagnostics)
+        self._graph_rebuilds = 0  # compiled graphs compiled again after a stall with every actor alive
         self._restart_seen: dict[str, int] = {}
         self._polled = 0.0
         self._progress: dict[str, Any] = {"step": 0, "total": 0, "equity": cfg.initial_cash, "state": "starting"}
@@ -260,6 +261,9 @@ class Supervisor:
                 if attempt == tries - 1:
                     raise
                 broken, self._graph = self._graph, None
+                if isinstance(exc, GraphStalled):  # no actor died: Ray's channels wedged (tradesys.actors.graph)
+                    self._graph_rebuilds += 1
+                    log.warning("compiled graph stalled: compiled again", extra={"last_ts_ns": last_ts})
                 if broken is not None:
                     broken.teardown()
                 StepGraph(self.children()).wait_alive()
@@ -380,6 +384,7 @@ class Supervisor:
             "reason": reason,
             "run_id": self.run_id,
             "loop_mode": "compiled_graph" if graph else "actor_calls",
+            "graph_stalls": self._graph_rebuilds,
             "ledger_url": self.ledger_url,
             "symbols": self.symbols,
             "broker": ray.get(self.broker.stats.remote()),
