@@ -223,21 +223,6 @@ def test_covid_window_drifts_from_calm_2017(ray_session: None, art: Artefacts, t
     assert len(runs) == d["checks"] and all(r.data.tags["decision.reasons"].startswith("feature_drift") for r in runs)
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-def test_drift_disabled_starts_no_monitor_and_keeps_the_books(
-    ray_session: None, art: Artefacts, tmp_path: Path
-) -> None:
-    """(c) No drift section: no monitor actor, no hand-off, the same trades as the backtest."""
-    cfg = model_cfg(art, **{"ledger.url": f"sqlite:///{tmp_path}/plain.db"})
-    summary, windows = run_supervised(cfg, "t-drift-off")
-    assert windows is None and "drift" not in summary
-    with pytest.raises(ValueError):
-        ray.get_actor("t-drift-off:drift")
-    _, bt = run_backtest(model_cfg(art))
-    assert trade_record(open_ledger(str(cfg.ledger.url))) == trade_record(bt)
-
-
 def test_config_and_reference_errors_name_the_field(art: Artefacts, tmp_path: Path) -> None:
     trend = {"drift.enabled": True, **REFERENCE_2017}
     with pytest.raises(ConfigError, match=r"drift\.enabled: needs strategy\.name = 'model'"):

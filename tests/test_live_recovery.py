@@ -98,6 +98,8 @@ def test_stop_then_resume_trades_as_undisturbed(ray_session: None, tmp_path: Pat
     t.join(timeout=120)
     assert out["reason"] == "test stop" and FAULT_STEP <= out["steps"] < 390
     booked = open_ledger(url)
+    assert booked.audit_log(kind="shutdown")[-1]["message"] == "test stop"
+    assert_ledger_consistent(booked, cfg.initial_cash, closes_by_ts(make_source(cfg.data)))  # consistent at the stop
     last_ts = booked.account()["ts_ns"]
     n_booked = len({r["ts_ns"] for r in booked.equity_curve()})
     rest = run_live(small_cfg(url), show_progress=False, run_id="rec-resume")
@@ -108,6 +110,7 @@ def test_stop_then_resume_trades_as_undisturbed(ray_session: None, tmp_path: Pat
     assert resume[0]["payload"]["resume_ts"] == last_ts and resume[0]["payload"]["steps_booked"] == n_booked
     assert rest["strategy"]["warmed_bars"] == n_booked
     assert ledger.audit_log(kind="restart") == []
+    assert [a["kind"] for a in ledger.audit_log(kind="start")] == ["start", "start"]
 
 
 CHILDREN = ["strategy", "risk", "execution", "ledger", "broker", "market_data"]

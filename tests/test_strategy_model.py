@@ -286,6 +286,7 @@ def test_live_loop_on_served_model_matches_backtest(served: str, art: Artefacts,
     live = open_ledger(url)
     n_steps = len(make_source(live_cfg.data))
     assert summary["reason"] == "completed" and summary["steps"] == n_steps
+    assert "drift" not in summary  # no drift section: no monitor started (tests/test_live_drift.py: drift on)
     assert trade_record(live) == trade_record(bt) and len(bt.fills()) > 300
     # the live strategy really asked the served model: one request of all 20 symbols per bar once warm
     assert sum(r for _, r, _ in calls) == n_steps - (LOOKBACK + WARMUP_RETURNS - 1)
