@@ -49,12 +49,16 @@ class _Exec(_Activity):
 class _Strategy(_Activity):
     def __init__(self, hidden_pause_s: float = 0.0) -> None:
         self.hidden_pause_s = hidden_pause_s
+        self.woken = threading.Event()
 
     def graph_decide(self, batch: tuple[int, Any], marked: tuple[int, Any]) -> tuple[int, Any]:
         # not a graph_stage, so its time is invisible: to the stall check, a long pause here is a wedged graph
-        time.sleep(self.hidden_pause_s)
+        self.woken.wait(self.hidden_pause_s)  # until `wake` (an ordinary call, served beside the graph's loop)
         self.hidden_pause_s = 0.0  # once
         return batch[0], "orders"
+
+    def wake(self) -> None:
+        self.woken.set()
 
 
 @ray.remote(num_cpus=0)
@@ -75,7 +79,8 @@ def test_stall_means_source_answered_every_actor_idle_and_quiet() -> None:
     acts = {"market_data": {"busy": 0, "last_in": 7, "since": 100.0}, "execution": idle, "strategy": idle}
     assert graph_stalled(acts, 7, now=111.0, quiet_s=10.0)
     assert not graph_stalled(acts, 7, now=109.0, quiet_s=10.0)  # not quiet long enough
-    assert not graph_stalled(acts, 6, now=111.0, quiet_s=10.0)  # the source has not answered this step yet
+    # the source has not answered this step: a graph just compiled whose loops have not taken the input yet
+    assert not graph_stalled(acts, 8, now=111.0, quiet_s=10.0)
     assert not graph_stalled({**acts, "market_data": {**acts["market_data"], "busy": 1}}, 7, 111.0, 10.0)  # paced
     assert not graph_stalled({**acts, "strategy": {**idle, "busy": 1}}, 7, 111.0, 10.0)  # a slow stage
     assert not graph_stalled({**acts, "strategy": {**idle, "since": 105.0}}, 7, 111.0, 10.0)  # moved lately
@@ -132,14 +137,15 @@ def test_a_slow_step_is_waited_for_and_a_dead_actor_is_a_fault(ray_session: None
 def test_a_stalled_graph_is_a_fault_and_a_new_graph_runs_the_step_again(ray_session: None) -> None:
     """A step whose result does not come while every graph method is idle is a fault (GraphStalled), not a wait
     forever; a graph compiled again over the same actors runs the step (the Supervisor does exactly this)."""
-    children = _children(pause_s=0.0, hidden_pause_s=5.0)
+    children = _children(pause_s=0.0, hidden_pause_s=120.0)  # ended by `wake` once the stall is seen
     graph = StepGraph(children, wait_s=0.5).compile()
     t0 = time.monotonic()
     try:
         with pytest.raises(GraphStalled):
             graph.step(0)
-        assert time.monotonic() - t0 < 4.5  # noticed within a few waits, before the hidden pause ends
+        assert time.monotonic() - t0 < 60  # noticed within a few waits, long before the hidden pause ends
     finally:
+        ray.get(children["strategy"].wake.remote(), timeout=60)
         graph.teardown()
     again = StepGraph(children, wait_s=0.5)
     again.wait_alive(deadline_s=60)
