@@ -81,6 +81,8 @@ def test_stall_means_source_answered_every_actor_idle_and_quiet() -> None:
     assert not graph_stalled(acts, 7, now=109.0, quiet_s=10.0)  # not quiet long enough
     # the source has not answered this step: a graph just compiled whose loops have not taken the input yet
     assert not graph_stalled(acts, 8, now=111.0, quiet_s=10.0)
+    # the same step executed again on a new graph: the source's answer of the old graph does not count
+    assert not graph_stalled(acts, 7, now=111.0, quiet_s=10.0, executed_at=100.5)
     assert not graph_stalled({**acts, "market_data": {**acts["market_data"], "busy": 1}}, 7, 111.0, 10.0)  # paced
     assert not graph_stalled({**acts, "strategy": {**idle, "busy": 1}}, 7, 111.0, 10.0)  # a slow stage
     assert not graph_stalled({**acts, "strategy": {**idle, "since": 105.0}}, 7, 111.0, 10.0)  # moved lately
@@ -147,7 +149,7 @@ def test_a_stalled_graph_is_a_fault_and_a_new_graph_runs_the_step_again(ray_sess
     finally:
         ray.get(children["strategy"].wake.remote(), timeout=60)
         graph.teardown()
-    again = StepGraph(children, wait_s=0.5)
+    again = StepGraph(children, wait_s=10.0)  # the Supervisor's wait: a loaded machine is slow to start the loops
     again.wait_alive(deadline_s=60)
     again.compile()
     try:

@@ -90,12 +90,16 @@ def activity_of(actor: Any) -> dict[str, Any]:
     return (act or GraphActivity()).status()
 
 
-def graph_stalled(activity: Mapping[str, Mapping[str, Any]], last_ts: int, now: float, quiet_s: float) -> bool:
+def graph_stalled(
+    activity: Mapping[str, Mapping[str, Any]], last_ts: int, now: float, quiet_s: float, executed_at: float = 0.0
+) -> bool:
     """True when the step after `last_ts` can no longer arrive: the source answered `last_ts`, no graph method runs
     on any actor, and nothing started or finished for `quiet_s`. A slow step is not a stall: a paced or live source
     is still inside its method (busy), and so is a stage waiting on the Ledger, the Broker or a model."""
     source = activity.get("market_data")
-    if source is None or source["last_in"] != last_ts:
+    # the source answered this execution (a step executed again on a new graph has the same last_ts: a graph whose
+    # loops have not taken the input yet must not look stalled)
+    if source is None or source["last_in"] != last_ts or source["since"] < executed_at:
         return False
     if any(a["busy"] for a in activity.values()):
         return False
@@ -116,6 +120,7 @@ class StepGraph:
         self.wait_s = wait_s
         self.teardown_s = 30.0
         self._dag: Any = None
+        self._executed_at = 0.0  # wall time of the last execute (the stall check counts only what followed it)
 
     def compile(self) -> StepGraph:
         from ray.dag import InputNode
@@ -136,6 +141,7 @@ class StepGraph:
 
     def step(self, last_ts: int) -> tuple[int, Any, StepResult | None]:
         """(ts, bars or None, result) of the step after `last_ts`; ts < 0 at the end of the data."""
+        self._executed_at = time.time()
         ref = self._dag.execute(last_ts)
         if self.with_bars:
             (ts, bars), (_, result) = self._get(ref, last_ts)
@@ -159,7 +165,7 @@ class StepGraph:
     def _stalled(self, last_ts: int) -> bool:
         names = list(self.actors)
         got = ray.get([self.actors[n].graph_activity.remote() for n in names], timeout=max(self.wait_s, 30.0))
-        return graph_stalled(dict(zip(names, got, strict=True)), last_ts, time.time(), self.wait_s)
+        return graph_stalled(dict(zip(names, got, strict=True)), last_ts, time.time(), self.wait_s, self._executed_at)
 
     def _ping(self) -> None:
         ray.get([h.__ray_ready__.remote() for h in self.actors.values()], timeout=max(self.wait_s, 30.0))
