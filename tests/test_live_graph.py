@@ -15,12 +15,19 @@ from typing import Any
 import pytest
 import ray
 
-from tradesys.actors.graph import GRAPH_FAULTS, GraphStalled, StepGraph, activity_of, graph_stage, graph_stalled
+from tradesys.actors.graph import (
+    GRAPH_FAULTS,
+    GraphStageActor,
+    GraphStalled,
+    StepGraph,
+    activity_of,
+    graph_stage,
+    graph_stalled,
+)
 
 
-class _Activity:
-    def graph_activity(self) -> dict[str, Any]:
-        return activity_of(self)
+class _Activity(GraphStageActor):
+    pass
 
 
 @ray.remote(num_cpus=0, max_restarts=2, max_task_retries=0)

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-from tradesys.actors.graph import activity_of, graph_stage
+from tradesys.actors.graph import GraphStageActor, graph_stage
 from tradesys.actors.proxy import ActorProxy
 from tradesys.actors.timing import StageTimes, TimedProxy, VenueLink
 from tradesys.config import BrokerConfig, DataConfig, ExecutionConfig, RiskConfig, StrategyConfig
@@ -66,7 +66,7 @@ def compact(batch: pa.RecordBatch | None) -> pa.RecordBatch | None:
 
 
 @ray.remote(num_cpus=0)
-class MarketDataActor:
+class MarketDataActor(GraphStageActor):
     """Owns the data feed: the source and replay cursor, or (data.bus = "kafka") a consumer of the bars topic.
 
     Either way it hands out one bar batch per time step. On the bus, a step's offset is committed only when the
@@ -140,10 +140,6 @@ class MarketDataActor:
         self._graph_pos, self._graph_last = out[0], (last_ts, out)
         return out
 
-    def graph_activity(self) -> dict[str, Any]:
-        """Whether a graph method runs now, and since when (tradesys.actors.graph.graph_stalled)."""
-        return activity_of(self)
-
     def ack(self, ts_ns: int) -> int:
         """Every step up to `ts_ns` is booked: commit its offset (bus mode; a no-op when reading directly)."""
         if self.reader is None:
@@ -195,7 +191,7 @@ def recorded_champion(ledger: Any) -> int | None:
 
 
 @ray.remote(num_cpus=0)
-class StrategyActor:
+class StrategyActor(GraphStageActor):
     """Owns the strategy. With a DriftMonitor handle (drift.enabled), the model strategy's per-bar observations go
     to it through a `MonitorFeed`: buffered, `send_every_bars` bars per fire-and-forget call."""
 
@@ -248,10 +244,6 @@ class StrategyActor:
             self._decided = (ts, stages.decide(self, bars, marked[1]))
         return self._decided
 
-    def graph_activity(self) -> dict[str, Any]:
-        """Whether a graph method runs now, and since when (tradesys.actors.graph.graph_stalled)."""
-        return activity_of(self)
-
     def stats(self) -> dict[str, Any]:
         """The strategy's counters (model strategy: forecast calls, bars held for a missing forecast)."""
         fn = getattr(self.strategy, "stats", None)
@@ -266,7 +258,7 @@ class StrategyActor:
 
 
 @ray.remote(num_cpus=0)
-class RiskActor:
+class RiskActor(GraphStageActor):
     """Owns the pre-trade gate; on (re)start it rebuilds the gate's windows from the data and the ledger."""
 
     def __init__(self, cfg: RiskConfig, data: DataConfig | None = None, ledger: Any = None) -> None:
@@ -311,10 +303,6 @@ class RiskActor:
         if self._checked is None or self._checked[0] != ts:
             self._checked = (ts, stages.check(self, decided[1], report, ts))
         return self._checked
-
-    def graph_activity(self) -> dict[str, Any]:
-        """Whether a graph method runs now, and since when (tradesys.actors.graph.graph_stalled)."""
-        return activity_of(self)
 
     def stats(self) -> dict[str, Any]:
         """Rejects by reason, the kill switch, and the book's risk as of the last step (VaR, exposures)."""
@@ -497,7 +485,7 @@ class _CrashOnce:
 
 
 @ray.remote(num_cpus=0)
-class ExecutionActor:
+class ExecutionActor(GraphStageActor):
     """Owns the OMS. Recovers on (re)start: OMS from the ledger, reconciled with the venue."""
 
     def __init__(
@@ -593,10 +581,6 @@ class ExecutionActor:
         """The step's bars and its result as the graph's one output (tradesys.actors.graph: a graph with two outputs
         can lose the first to a timed-out read of the second)."""
         return batch, recorded
-
-    def graph_activity(self) -> dict[str, Any]:
-        """Whether a graph method runs now, and since when (tradesys.actors.graph.graph_stalled)."""
-        return activity_of(self)
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "recovered_events": self.service.recovered_events, "orders": len(self.service.oms)}

@@ -35,7 +35,6 @@ except ImportError:  # pragma: no cover
     RayChannelError = RayChannelTimeoutError = RayActorError  # type: ignore[misc,assignment]
 
 
-
 class GraphStalled(RuntimeError):
     """Every actor of the graph is alive and idle, the source handed out the step's batch, and no result came: the
     graph's channels are wedged. Seen with Ray 2.60 about ten steps after a step slowed by a restarting Ledger or
@@ -88,6 +87,14 @@ def activity_of(actor: Any) -> dict[str, Any]:
     """`graph_activity()` of an actor instance (before its first graph method: idle, never moved)."""
     act = actor.__dict__.get("_graph_activity")
     return (act or GraphActivity()).status()
+
+
+class GraphStageActor:
+    """Base of an actor with `graph_stage` methods: answers the Supervisor's stall check."""
+
+    def graph_activity(self) -> dict[str, Any]:
+        """Whether a graph method runs now, and since when (`graph_stalled`)."""
+        return activity_of(self)
 
 
 def graph_stalled(
