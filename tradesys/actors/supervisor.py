@@ -72,7 +72,7 @@ class Supervisor:
         self._lock = threading.Lock()
         self.restarts: list[dict[str, Any]] = []  # one entry per child restart (Ray's count)
         self._retries: list[dict[str, Any]] = []  # calls retried after a child died (diagnostics)
-        self._graph_rebuilds = 0  # compiled graphs compiled again after a stall with every actor alive
+        self._graph_stalls = 0  # compiled graphs compiled again after a stall with every actor alive
         self._restart_seen: dict[str, int] = {}
         self._polled = 0.0
         self._progress: dict[str, Any] = {"step": 0, "total": 0, "equity": cfg.initial_cash, "state": "starting"}
@@ -262,7 +262,7 @@ class Supervisor:
                     raise
                 broken, self._graph = self._graph, None
                 if isinstance(exc, GraphStalled):  # no actor died: Ray's channels wedged (tradesys.actors.graph)
-                    self._graph_rebuilds += 1
+                    self._graph_stalls += 1
                     log.warning("compiled graph stalled: compiled again", extra={"last_ts_ns": last_ts})
                 if broken is not None:
                     broken.teardown()
@@ -384,7 +384,7 @@ class Supervisor:
             "reason": reason,
             "run_id": self.run_id,
             "loop_mode": "compiled_graph" if graph else "actor_calls",
-            "graph_stalls": self._graph_rebuilds,
+            "graph_stalls": self._graph_stalls,
             "ledger_url": self.ledger_url,
             "symbols": self.symbols,
             "broker": ray.get(self.broker.stats.remote()),
