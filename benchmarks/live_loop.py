@@ -136,7 +136,7 @@ def _stage_ms(summary: dict[str, object]) -> dict[str, float]:
     """Per-step milliseconds by stage and by ordinary call made from inside a stage (tradesys.actors.timing)."""
     steps = max(float(summary["steps"]), 1.0)  # type: ignore[arg-type]
     out: dict[str, float] = {}
-    for actor in ("execution", "strategy", "risk"):
+    for actor in ("broker", "execution", "strategy", "risk"):  # the broker's: its graph node ("stage:venue")
         for key, v in (summary.get(actor) or {}).get("times", {}).items():  # type: ignore[union-attr]
             out[key] = out.get(key, 0.0) + v["ms"] / steps
             out["n " + key] = out.get("n " + key, 0.0) + v["calls"] / steps

@@ -45,5 +45,14 @@ def test_a_slow_restart_is_waited_for_and_counted_once(ray_session: None, tmp_pa
     assert time.monotonic() - t0 >= 3.0
     assert len(seen) <= 1
     ray.kill(actor, no_restart=True)
+    # ray.kill is asynchronous: a call sent at once can still be served before the kill lands (it did on CI), so wait
+    # until Ray itself reports the actor dead, then the proxy must fail rather than retry forever
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.life.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            break
+        time.sleep(0.1)
     with pytest.raises(ray.exceptions.RayActorError):
         proxy.life()

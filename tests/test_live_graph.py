@@ -1,7 +1,7 @@
 """`StepGraph` on a real local Ray: a slow step is waited for, a dead actor is a fault (never a hang), and the
 graph compiles again once Ray has restarted the actor.
 
-The graph's four actors here are small stand-ins with the live children's graph-method signatures, so a step can
+The graph's five actors here are small stand-ins with the live children's graph-method signatures, so a step can
 be made slow or an actor killed at a chosen moment; the trading actors themselves run in the graph in
 tests/test_live_loop.py and tests/test_live_recovery.py (parity with the backtest, crashes, a kill of each one).
 """
@@ -42,9 +42,17 @@ class _Source(_Activity):
 
 
 @ray.remote(num_cpus=0)
+class _Broker(_Activity):
+    @graph_stage
+    def graph_on_bars(self, batch: tuple[int, Any]) -> tuple[int, Any]:
+        return batch[0], ([], 0)
+
+
+@ray.remote(num_cpus=0)
 class _Exec(_Activity):
     @graph_stage
-    def graph_mark(self, batch: tuple[int, Any]) -> tuple[int, Any]:
+    def graph_mark(self, batch: tuple[int, Any], venue: tuple[int, Any]) -> tuple[int, Any]:
+        assert venue[0] == batch[0]
         return batch[0], batch[1]
 
     @graph_stage
@@ -76,7 +84,7 @@ class _Risk(_Activity):
 
 
 def _children(pause_s: float, hidden_pause_s: float = 0.0) -> dict[str, Any]:
-    return {"market_data": _Source.remote(pause_s), "execution": _Exec.remote(),
+    return {"market_data": _Source.remote(pause_s), "broker": _Broker.remote(), "execution": _Exec.remote(),
             "strategy": _Strategy.remote(hidden_pause_s), "risk": _Risk.remote()}
 
 

@@ -127,10 +127,11 @@ FIRST_KILL, LAST_KILL = 60, 300  # of 390 steps: the kills are spread between, e
 def test_each_child_killed_in_turn_is_restarted_and_trades_as_undisturbed(
     ray_session: None, tmp_path: Path, baseline: Any, graph: bool
 ) -> None:
-    """`ray.kill` of each child in turn, mid-run, in one run. In compiled-graph mode market_data, execution,
-    strategy and risk are the graph's actors (the graph is torn down, compiled again after the restart and the step
-    run again); ledger and broker sit behind the ExecutionActor's ordinary calls in both modes. Each restart is
-    counted and audited once, in the order of the kills, and the ledger equals the undisturbed run's."""
+    """`ray.kill` of each child in turn, mid-run, in one run. In compiled-graph mode market_data, broker,
+    execution, strategy and risk are the graph's actors (the graph is torn down, compiled again after the restart
+    and the step run again); the ledger, and the broker's `submit`, sit behind the ExecutionActor's ordinary calls.
+    Each restart is counted and audited once, in the order of the kills, and the ledger equals the undisturbed
+    run's."""
     url = f"sqlite:///{tmp_path}/kill.db"
     cfg = small_cfg(url, **{"data.speed": 150.0, "ray.compiled_graph": graph})
     kills = KILLS[graph]

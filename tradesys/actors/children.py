@@ -325,15 +325,20 @@ def log_events(events: list[OrderEvent]) -> list[OrderEvent]:
 
 
 @ray.remote(num_cpus=0)
-class BrokerActor:
+class BrokerActor(GraphStageActor):
     """The simulated venue. Separate from execution, as a real venue is: it survives an OMS crash. On its own
     restart it is rebuilt from the ledger and the data (`restore_venue`): its orders, fills, resting orders,
-    liquidity left and counters continue, and the OMS reconciles with it on the next call as usual."""
+    liquidity left and counters continue, and the OMS reconciles with it on the next call as usual.
+
+    In the compiled graph it is the node between MarketData and the ExecutionActor's `mark` (`graph_on_bars`): the
+    venue matches its resting orders against the bar batch there, and its answer travels to `mark` by channel
+    instead of an ordinary call from inside it."""
 
     def __init__(self, cfg: BrokerConfig, data: DataConfig | None = None, ledger: Any = None) -> None:
         from tradesys.broker.sim import SimBroker
         from tradesys.engine.recovery import restore_venue
 
+        self.times = StageTimes()  # the graph node's compute ("stage:venue"), for the benchmark's split of a step
         log.info("broker started", extra={"kind": cfg.kind})
         # a restart is a new process: asked once here, not per bar (the answer is a query to the GCS, which a
         # per-bar `reconnects` would then need up: the loop stalled while the head's GCS restarted)
@@ -374,6 +379,23 @@ class BrokerActor:
         """`on_bars` and `reconnects` in one call (the ExecutionActor's per-bar call: one round trip, not two)."""
         return self.on_bars(bars), self.reconnects()
 
+    @graph_stage
+    def graph_on_bars(
+        self, batch: tuple[int, pa.RecordBatch | None]
+    ) -> tuple[int, tuple[list[OrderEvent], int] | None]:
+        """`on_bars_status` as a node of the compiled graph; (-1, None) at the end of the data. A step executed again
+        after a fault gets the same answer, as every graph method does: a live venue's `on_bars` drains its update
+        stream, and asking again would drop what the first answer carried. A restarted ExecutionActor may so get
+        events its start-up reconciliation booked already; its OMS ignores them (fill ids, terminal states)."""
+        ts, bars = batch
+        if ts < 0 or bars is None:
+            return ts, None
+        if self._venue_answer is None or self._venue_answer[0] != ts:
+            self._venue_answer = (ts, self.times.timed("stage:venue", self.on_bars_status, bars))
+        return self._venue_answer
+
+    _venue_answer: tuple[int, tuple[list[OrderEvent], int]] | None = None  # the graph's last step (see above)
+
     def cancel(self, ids: Sequence[str], ts_ns: int) -> list[OrderEvent]:
         return log_events(self.venue.cancel(ids, ts_ns))
 
@@ -413,13 +435,14 @@ class BrokerActor:
         rebuilt: the execution service reconciles on its next step, as after any reconnect)."""
         return int(getattr(self.venue, "reconnects", 0)) + int(self._restarted)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         extra = getattr(self.venue, "stats", None)
         return {
             "orders_seen": self.venue.orders_seen,
             "fills": self.venue.fills_count,
             "duplicates": self.venue.duplicates,
             **(extra() if callable(extra) else {}),
+            "times": self.times.as_dict(),
         }
 
 
@@ -494,7 +517,8 @@ class ExecutionActor(GraphStageActor):
     ) -> None:
         self.times = StageTimes()  # stage compute and each ordinary call to the Ledger and the Broker
         # reconnects() and drain_audit() ride on the on_bars and submit calls (VenueLink): 2 round trips fewer a step
-        venue: Any = VenueLink(ActorProxy(broker, "broker"), self.times)
+        self._venue = VenueLink(ActorProxy(broker, "broker"), self.times)
+        venue: Any = self._venue
         if crash_at_submit is not None:
             venue = _CrashOnce(venue, crash_at_submit, crash_marker)
         self._runs_seen = -1.0
@@ -554,13 +578,22 @@ class ExecutionActor(GraphStageActor):
     _recorded: tuple[int, stages.StepResult | None] | None = None
 
     @graph_stage
-    def graph_mark(self, batch: tuple[int, pa.RecordBatch | None]) -> tuple[int, StepReport | None]:
-        """Stage `mark` in the compiled graph (tradesys.actors.graph); (-1, None) at the end of the data."""
+    def graph_mark(
+        self, batch: tuple[int, pa.RecordBatch | None], venue: tuple[int, tuple[list[OrderEvent], int] | None]
+    ) -> tuple[int, StepReport | None]:
+        """Stage `mark` in the compiled graph (tradesys.actors.graph), on the venue node's answer to the same bars;
+        (-1, None) at the end of the data."""
         ts, bars = batch
         if ts < 0 or bars is None:
             return ts, None
+        if venue[0] != ts:  # the graph hands both the same step's values: anything else is a wiring fault
+            raise RuntimeError(f"graph_mark: the venue answered bar {venue[0]}, the step is bar {ts}")
         if self._marked is None or self._marked[0] != ts:
-            self._marked = (ts, stages.mark(self, bars))
+            self._venue.preset_on_bars(venue[1])
+            try:
+                self._marked = (ts, stages.mark(self, bars))
+            finally:
+                self._venue.preset_on_bars(None)
         return self._marked
 
     @graph_stage

@@ -1,4 +1,5 @@
-"""The live step as a Ray Compiled Graph: MarketData -> Execution (mark) -> Strategy -> Risk -> Execution (record).
+"""The live step as a Ray Compiled Graph: MarketData -> Broker (venue) -> Execution (mark) -> Strategy -> Risk ->
+Execution (record).
 
 An ordinary actor call costs a task submission, an object-store round trip and a scheduling hop each way; a compiled
 graph allocates its channels once and then moves each step's values (Arrow bar batches, the marked book, orders,
@@ -11,8 +12,11 @@ A compiled graph is static: when one of its actors dies, Ray closes its channels
 rebuilds itself from the ledger in its constructor), compiles a new graph and executes the same step again. Each
 graph method remembers its last step's output, so an actor that survived answers a step executed again with what
 it answered the first time, and only a restarted actor computes its stage again: exactly what the ordinary-call
-mode does when it retries the one call that failed. The Ledger and the Broker stay behind the ExecutionActor's
-ordinary calls (a fault there is retried inside it, as in the fallback).
+mode does when it retries the one call that failed. The Broker's node (the venue matching resting orders against
+the bars) remembers its answer too: a live venue's answer is drained from its update stream and asking again would
+lose it. The Ledger, and the Broker's `submit`, stay behind the ExecutionActor's ordinary calls (a fault
+there is retried inside it, as in the fallback): the write-ahead commit must precede the venue call, and a static
+graph would pay those hops on every step, with orders or without.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class GraphStalled(RuntimeError):
 GRAPH_FAULTS: tuple[type[BaseException], ...] = (RayChannelError, RayActorError, GraphStalled)
 
 # the graph's actors, in the order they run a step (names as the Supervisor's `children()` gives them)
-GRAPH_ACTORS = ("market_data", "execution", "strategy", "risk")
+GRAPH_ACTORS = ("market_data", "broker", "execution", "strategy", "risk")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -132,10 +136,11 @@ class StepGraph:
     def compile(self) -> StepGraph:
         from ray.dag import InputNode
 
-        md, ex, st, rk = (self.actors[n] for n in GRAPH_ACTORS)
+        md, br, ex, st, rk = (self.actors[n] for n in GRAPH_ACTORS)
         with InputNode() as last_ts:
             batch = md.graph_next.bind(last_ts)  # (ts, bars)
-            marked = ex.graph_mark.bind(batch)  # (ts, StepReport)
+            venue = br.graph_on_bars.bind(batch)  # (ts, (venue events, reconnects))
+            marked = ex.graph_mark.bind(batch, venue)  # (ts, StepReport)
             decided = st.graph_decide.bind(batch, marked)  # (ts, orders)
             checked = rk.graph_check.bind(marked, decided)  # (ts, RiskDecision)
             result = ex.graph_record.bind(marked, decided, checked)  # (ts, StepResult)

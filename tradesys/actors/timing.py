@@ -64,14 +64,26 @@ class VenueLink(TimedProxy):
     audit rows (`submit_audit`); `reconnects()` and `drain_audit()` then answer from what came back. The service
     sees the same values at the same points (nothing else calls the broker between the two), so reconciliation after
     a reconnect, the venue's audit rows and a retried call after a broker restart behave exactly as before.
+
+    In the compiled graph the BrokerActor is a node of its own: it runs `on_bars_status` on the bar batch as the stage
+    before the ExecutionActor's `mark`, and the ExecutionActor hands that answer in with `preset_on_bars`; the
+    service's next `on_bars` then takes it instead of making the call (the same answer, with no round trip).
     """
 
     def __init__(self, proxy: Any, times: StageTimes) -> None:
         super().__init__(proxy, "broker", times)
         self._reconnects: int | None = None
         self._audit: list[Any] = []
+        self._preset: tuple[Any, int] | None = None
+
+    def preset_on_bars(self, answer: tuple[Any, int] | None) -> None:
+        """The venue's `on_bars_status` answer for the next bar, computed by its graph node (None: ask as usual)."""
+        self._preset = answer
 
     def on_bars(self, bars: Any) -> Any:
+        if self._preset is not None:
+            (events, self._reconnects), self._preset = self._preset, None
+            return events
         events, self._reconnects = self.__getattr__("on_bars_status")(bars)
         return events
 
