@@ -154,20 +154,24 @@ def _timed_live(cfg: object, run_id: str) -> tuple[dict[str, float], float]:
 
     t = threading.Thread(target=lambda: out.update(run_live(cfg, show_progress=False, run_id=run_id)))  # type: ignore[arg-type]
     t.start()
-    sup, t_first, step_first = None, None, 0
+    # steps/s between the first and the last step seen in progress: neither the actors' start nor the run's end
+    # (the graph's teardown, the summary's reads) counts
+    sup, t_first, step_first, t_last, step_last = None, None, 0, None, 0
     while t.is_alive():
         try:
             sup = sup or ray.get_actor(f"{run_id}:supervisor")
             p = ray.get(sup.progress.remote(), timeout=30)
+            now = time.perf_counter()
             if t_first is None and p["step"] > 0:
-                t_first, step_first = time.perf_counter(), p["step"]
+                t_first, step_first = now, p["step"]
+            if p["step"] > step_last:
+                t_last, step_last = now, p["step"]
         except Exception:  # not up yet, or gone at the end
             pass
         time.sleep(0.02)
-    t_end = time.perf_counter()
     t.join()
     steps = float(out["steps"])  # type: ignore[arg-type]
-    rate = (steps - step_first) / (t_end - t_first) if t_first is not None and t_end > t_first else float("nan")
+    rate = (step_last - step_first) / (t_last - t_first) if t_first is not None and t_last > t_first else float("nan")
     return {"steps": steps, "fills": float(out["fills"]), "p50_ms": float(out["latency_p50_ms"]),  # type: ignore[arg-type]
             "p99_ms": float(out["latency_p99_ms"]), **_stage_ms(out)}, rate  # type: ignore[arg-type]
 
