@@ -83,6 +83,16 @@ class _Risk(_Activity):
         return marked[0], "checked"
 
 
+@pytest.fixture
+def made() -> Any:
+    """The stand-in actors a test made, killed when it ends (the session's Ray outlives the test)."""
+    handles: list[dict[str, Any]] = []
+    yield handles.append
+    for children in handles:
+        for h in children.values():
+            ray.kill(h, no_restart=True)
+
+
 def _children(pause_s: float, hidden_pause_s: float = 0.0) -> dict[str, Any]:
     return {"market_data": _Source.remote(pause_s), "broker": _Broker.remote(), "execution": _Exec.remote(),
             "strategy": _Strategy.remote(hidden_pause_s), "risk": _Risk.remote()}
@@ -125,8 +135,9 @@ def test_graph_stage_keeps_busy_and_the_sources_last_input() -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_a_slow_step_is_waited_for_and_a_dead_actor_is_a_fault(ray_session: None) -> None:
+def test_a_slow_step_is_waited_for_and_a_dead_actor_is_a_fault(ray_session: None, made: Any) -> None:
     children = _children(pause_s=1.0)
+    made(children)
     graph = StepGraph(children, wait_s=0.2).compile()  # every step outlasts several waits
     try:
         assert graph.step(0) == (1, None, ([1], "orders", "checked"))
@@ -151,10 +162,11 @@ def test_a_slow_step_is_waited_for_and_a_dead_actor_is_a_fault(ray_session: None
 
 
 @pytest.mark.ray
-def test_a_stalled_graph_is_a_fault_and_a_new_graph_runs_the_step_again(ray_session: None) -> None:
+def test_a_stalled_graph_is_a_fault_and_a_new_graph_runs_the_step_again(ray_session: None, made: Any) -> None:
     """A step whose result does not come while every graph method is idle is a fault (GraphStalled), not a wait
     forever; a graph compiled again over the same actors runs the step (the Supervisor does exactly this)."""
     children = _children(pause_s=0.0, hidden_pause_s=120.0)  # ended by `wake` once the stall is seen
+    made(children)
     graph = StepGraph(children, wait_s=0.5).compile()
     t0 = time.monotonic()
     try:
