@@ -26,6 +26,7 @@ from tradesys.core.orders import (
     EventKind,
     Fill,
     Order,
+    OrderEvent,
     OrderState,
     OrderStatus,
     OrderType,
@@ -505,3 +506,39 @@ def test_reconcile_benchmark_quick_run_books_every_crossed_order_once() -> None:
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "booking 500 fills the ledger lacked" in r.stdout
     assert "ledger == venue after each case" in r.stdout
+
+
+class _ReplayingVenue(SimBroker):
+    """A real SimBroker whose next `on_bars` gives again the rejections its `submit` gave, as a live venue's drained
+    update stream does when the compiled graph's venue node hands a restarted ExecutionActor its remembered answer."""
+
+    def __init__(self, cfg: BrokerConfig) -> None:
+        super().__init__(cfg)
+        self.replay: list[OrderEvent] = []
+
+    def submit(self, orders: Sequence[Order]) -> list[OrderEvent]:
+        events = super().submit(orders)
+        self.replay += [e for e in events if e.kind is EventKind.REJECTED]
+        return events
+
+    def on_bars(self, bars: pa.RecordBatch) -> list[OrderEvent]:
+        events, self.replay = [*super().on_bars(bars), *self.replay], []
+        return events
+
+
+def test_a_rejection_the_venue_gives_again_is_audited_once() -> None:
+    """The OMS ignores a rejection for an order already rejected; the audit log must not book it a second time."""
+    bars = _bars(3)
+    venue = _ReplayingVenue(BrokerConfig(**FEES))
+    venue.opening_cash = CASH
+    svc = ExecutionService(venue, BookKeeper(open_ledger("sqlite:///:memory:"), CASH), settings=ExecutionConfig())
+    svc.on_bars(bars[0])
+    rep = svc.submit([Order("r1", "ZZZ", Side.BUY, 5), Order("ok", "AAA", Side.BUY, 5)], ts_ns=1)
+    assert rep.rejected == 1 and len(venue.replay) == 1  # no bar seen for ZZZ: NO_MARKET_PRICE
+    ledger: Any = svc.book.ledger  # type: ignore[attr-defined]
+    assert [a["client_order_id"] for a in ledger.audit_log("broker_reject")] == ["r1"]
+    svc.on_bars(bars[1])  # the venue hands r1's rejection over again
+    assert not venue.replay
+    assert [a["client_order_id"] for a in ledger.audit_log("broker_reject")] == ["r1"]
+    assert svc.oms.get("r1").status is OrderStatus.REJECTED  # type: ignore[union-attr]
+    _assert_ledger_equals_sim(svc, venue)

@@ -41,6 +41,7 @@ class Applied:
 
     updates: list[OrderUpdate] = field(default_factory=list)
     fills: list[Fill] = field(default_factory=list)
+    rejected: list[OrderEvent] = field(default_factory=list)  # the rejections that changed an order (to audit)
     ignored: int = 0  # duplicate fills and events for terminal orders
 
 
@@ -100,6 +101,7 @@ class OrderManager:
                 st.status = OrderStatus.ACCEPTED
             elif ev.kind is EventKind.REJECTED:
                 st.status, st.reason, st.detail = OrderStatus.REJECTED, ev.reason, ev.detail
+                out.rejected.append(ev)
             elif ev.kind is EventKind.CANCELED:
                 st.status, st.detail = OrderStatus.CANCELED, ev.detail
             elif ev.kind is EventKind.EXPIRED:

@@ -84,6 +84,8 @@ def _latencies(sent: Sequence[Order], fills: Sequence[Fill]) -> list[int]:
 
 
 def _audit_for(events: Sequence[OrderEvent], kind: str) -> list[AuditEntry]:
+    """Audit rows for rejections. Callers pass the rejections the OMS applied (`Applied.rejected`), so an event the
+    OMS ignored (a replayed venue answer for an order a reconciliation already closed) is not audited twice."""
     return [
         AuditEntry(
             e.ts_ns,
@@ -207,7 +209,7 @@ class ExecutionService:
         elif self.halted is not None:
             self.halted = None
             audit.append(AuditEntry(ts, "reconcile_resume", f"breaks {amount:,.2f} within the limit {limit:,.2f}"))
-        audit += _audit_for(sent, "broker_reject") + _venue_audit(self.broker, bool(rep.resend))
+        audit += _audit_for(applied_sent.rejected, "broker_reject") + _venue_audit(self.broker, bool(rep.resend))
         if adopted or applied.updates or applied_sent.updates or fills or audit:
             self.book.commit(ts_ns=ts, orders=adopted, updates=applied.updates + applied_sent.updates, fills=fills,
                              audit=audit)
@@ -261,7 +263,7 @@ class ExecutionService:
             updates=applied.updates,
             fills=applied.fills,
             marks=marks,
-            audit=_audit_for(events, "broker_reject"),
+            audit=_audit_for(applied.rejected, "broker_reject"),
         )
         n_fills = len(applied.fills)
         latencies: list[int] = []
@@ -314,7 +316,7 @@ class ExecutionService:
             ts_ns=ts,
             updates=applied.updates,
             fills=applied.fills,
-            audit=_audit_for(events, "broker_reject") + _venue_audit(self.broker, bool(to_send)),
+            audit=_audit_for(applied.rejected, "broker_reject") + _venue_audit(self.broker, bool(to_send)),
             parents=settled,
         )
         return snap, len(applied.fills), _latencies(to_send, applied.fills)
@@ -380,10 +382,10 @@ class ExecutionService:
             ts_ns=ts_ns,
             updates=applied.updates,
             fills=applied.fills,
-            audit=_audit_for(events, "broker_reject") + _venue_audit(self.broker, bool(to_send)),
+            audit=_audit_for(applied.rejected, "broker_reject") + _venue_audit(self.broker, bool(to_send)),
         )
         latencies = _latencies(to_send, applied.fills)
-        n_broker_rejects = sum(1 for e in events if e.kind is EventKind.REJECTED)
+        n_broker_rejects = len(applied.rejected)
         return StepReport(
             snap,
             self.working_qty(),
