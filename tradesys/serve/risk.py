@@ -146,8 +146,8 @@ class ViewsIn(_Strict):
     Q: list[float]
     market_weights: dict[str, float] | list[float] | None = None
     market_caps: dict[str, float] | list[float] | None = None
-    risk_aversion: float = 2.5
-    tau: float = 0.05
+    risk_aversion: float = Field(2.5, gt=0)
+    tau: float = Field(0.05, gt=0)
     omega: Literal["he_litterman", "idzorek"] = "he_litterman"
     confidences: list[float] | None = None
 
@@ -189,7 +189,7 @@ class OptimizeRequest(_Strict):
     risk_free_rate: float = 0.0
     target_return: float | None = None
     target_risk: float | None = None
-    risk_aversion: float = 1.0
+    risk_aversion: float = Field(1.0, gt=0, description="must be positive whatever the objective")
     periods_per_year: float = Field(252.0, gt=0)
     covariance: Literal["sample", "ledoit_wolf"] = "sample"
     risk_budget: dict[str, float] | list[float] | None = None
