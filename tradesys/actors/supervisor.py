@@ -82,10 +82,11 @@ class Supervisor:
         logs.configure(cfg.log.format, cfg.log.level, run_id=run_id, actor="supervisor")
         opts = logs.with_log_env(opts, cfg.log.format, cfg.log.level, run_id)  # every child logs the same way
         self.md = MarketDataActor.options(name=f"{run_id}:market_data", **opts).remote(cfg.data)
-        info = ray.get(self.md.info.remote())
-        self.symbols: list[str] = info["symbols"]
+        # the ledger and the venue need nothing from the data: their workers start while MarketData loads it
         self.ledger = LedgerActor.options(name=f"{run_id}:ledger", **opts).remote(ledger_url, cfg.initial_cash)
         self.broker = BrokerActor.options(name=f"{run_id}:broker", **opts).remote(cfg.broker, cfg.data, self.ledger)
+        info = ray.get(self.md.info.remote())
+        self.symbols: list[str] = info["symbols"]
         self.drift: Any = None
         if cfg.drift.enabled:  # the model strategy feeds it (docs/drift.md, "In the live loop")
             from tradesys.actors.drift import DriftMonitor, monitor_kwargs
