@@ -8,6 +8,7 @@ tests/test_live_loop.py and tests/test_live_recovery.py (parity with the backtes
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
@@ -135,6 +136,13 @@ def test_graph_stage_keeps_busy_and_the_sources_last_input() -> None:
 
 @pytest.mark.ray
 @pytest.mark.slow
+def _torch_imported(children: dict[str, Any]) -> dict[str, bool]:
+    """Whether each actor's process has imported torch (Ray's channel loop imports it on the first read unless the
+    actor's `graph_prepare` said there is no GPU: 1.5 to 2 s of CPU per actor)."""
+    return {n: ray.get(h.__ray_call__.remote(lambda _self: "torch" in sys.modules), timeout=60)
+            for n, h in children.items()}
+
+
 def test_a_slow_step_is_waited_for_and_a_dead_actor_is_a_fault(ray_session: None, made: Any) -> None:
     children = _children(pause_s=1.0)
     made(children)
@@ -142,6 +150,7 @@ def test_a_slow_step_is_waited_for_and_a_dead_actor_is_a_fault(ray_session: None
     try:
         assert graph.step(0) == (1, None, ([1], "orders", "checked"))
         assert graph.step(1)[0] == 2
+        assert _torch_imported(children) == dict.fromkeys(children, False)  # channels_without_torch
         # kill the source while a step waits on it: the step raises a graph fault instead of hanging
         threading.Timer(0.3, lambda: ray.kill(children["market_data"], no_restart=False)).start()
         t0 = time.monotonic()
@@ -157,6 +166,7 @@ def test_a_slow_step_is_waited_for_and_a_dead_actor_is_a_fault(ray_session: None
     try:
         assert again.step(2)[0] == 3
         assert again.step(3)[0] == -1  # the end of the data
+        assert _torch_imported(children) == dict.fromkeys(children, False)  # the restarted source too
     finally:
         again.teardown()
 
