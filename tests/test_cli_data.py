@@ -3,6 +3,7 @@ rerun changes nothing), replay -> a real Kafka-protocol broker carries the sourc
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -148,8 +149,10 @@ def test_replay_to_unreachable_broker_is_one_line() -> None:
     from tests.conftest import free_port
 
     port = free_port()
+    t0 = time.monotonic()
     r = runner.invoke(app, ["data", "replay", "--topic", "t", "--bootstrap", f"127.0.0.1:{port}", "--start",
-                            "2016-01-01", "--end", "2016-01-10"])
+                            "2016-01-01", "--end", "2016-01-10", "--timeout", "2"])
+    assert time.monotonic() - t0 < 10, "--timeout 2 was not applied (kafka-python's own default is 30 s)"
     assert r.exit_code == 2, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
     lines = r.stderr.strip().splitlines()

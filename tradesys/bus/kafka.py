@@ -65,11 +65,15 @@ class KafkaBus:
         producer_config: dict[str, Any] | None = None,
         consumer_config: dict[str, Any] | None = None,
         client_id: str = "tradesys",
+        connect_timeout_s: float = 30.0,
     ) -> None:
+        """`connect_timeout_s`: how long the admin client waits for a first answer from the bootstrap servers (an
+        unreachable broker is an error after this long; kafka-python's default is 30 s)."""
         if not bootstrap_servers:
             raise ValueError("bootstrap_servers: must name at least one host:port")
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
+        self.connect_timeout_s = connect_timeout_s
         self.producer_config: dict[str, Any] = {
             "acks": "all",
             "enable_idempotence": True,
@@ -86,7 +90,8 @@ class KafkaBus:
 
     def _admin_client(self) -> KafkaAdminClient:
         if self._admin is None:
-            self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id)
+            self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
+                                           bootstrap_timeout_ms=int(self.connect_timeout_s * 1000))
         return self._admin
 
     def create_topic(self, name: str, partitions: int = 1) -> None:

@@ -96,6 +96,7 @@ def replay(
     end: Annotated[str | None, typer.Option(help="last date")] = None,
     speed: Annotated[float, typer.Option(help="batches per second (0: as fast as possible)")] = 0.0,
     by_symbol: Annotated[bool, typer.Option(help="one message per symbol (ticks) instead of per time step")] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds to wait for the broker to answer first")] = 10.0,
 ) -> None:
     """Publish recorded or configured data onto a Kafka topic, paced, with a progress bar.
 
@@ -123,7 +124,7 @@ def replay(
                 [f"data.end={end}"] if end else [])
             src = make_source(load_config(None, over).data)
         n = len(src)
-        bus = KafkaBus(bootstrap)
+        bus = KafkaBus(bootstrap, connect_timeout_s=timeout)
         bus.create_topic(topic)
         producer = bus.producer()
         sent = 0
