@@ -46,6 +46,9 @@ def local_config(dest: Path) -> tuple[Path, int, int]:
     text = re.sub(r"--((?:dashboard-agent|metrics|runtime-env|node-manager|object-manager|ray-client)[a-z-]*)=\d+",
                   lambda m: f"--{m.group(1)}={free_port()}", text)
     text = text.replace("--temp-dir=/tmp/ray-tradesys-local", f"--temp-dir=/tmp/rtl{gcs}")  # sockets: short path
+    # suite time: idle workers go after 15 s instead of the file's 30 s (the scale-down is what is checked)
+    assert "idle_timeout_minutes: 0.5\n" in text
+    text = text.replace("idle_timeout_minutes: 0.5\n", "idle_timeout_minutes: 0.25\n")
     path = dest / "cluster-local.yaml"
     path.write_text(text)
     return path, gcs, dash
@@ -204,7 +207,7 @@ def test_ray_up_cluster_local_places_scales_and_tears_down(tmp_path: Path) -> No
         assert {c for c, _ in where} == {"Supervisor", "LedgerActor"}, where
         assert {n for _, n in where} == {head_id}, where
 
-        # idle workers go (idle_timeout_minutes: 0.5)
+        # idle workers go (idle_timeout_minutes: 0.25 in this copy)
         deadline = time.time() + 180
         while time.time() < deadline and [_kind(n) for n in _alive(dash)] != ["head"]:
             time.sleep(3)
