@@ -153,6 +153,7 @@ def _timed_live(cfg: object, run_id: str) -> tuple[dict[str, float], float]:
     import threading
 
     t = threading.Thread(target=lambda: out.update(run_live(cfg, show_progress=False, run_id=run_id)))  # type: ignore[arg-type]
+    t_call = time.perf_counter()  # start-up: from the run_live call to the first booked step
     t.start()
     # steps/s between the first and the last step seen in progress: neither the actors' start nor the run's end
     # (the graph's teardown, the summary's reads) counts
@@ -173,7 +174,8 @@ def _timed_live(cfg: object, run_id: str) -> tuple[dict[str, float], float]:
     steps = float(out["steps"])  # type: ignore[arg-type]
     rate = (step_last - step_first) / (t_last - t_first) if t_first is not None and t_last > t_first else float("nan")
     return {"steps": steps, "fills": float(out["fills"]), "p50_ms": float(out["latency_p50_ms"]),  # type: ignore[arg-type]
-            "p99_ms": float(out["latency_p99_ms"]), **_stage_ms(out)}, rate  # type: ignore[arg-type]
+            "p99_ms": float(out["latency_p99_ms"]),  # type: ignore[arg-type]
+            "start_s": t_first - t_call if t_first is not None else float("nan"), **_stage_ms(out)}, rate
 
 
 def graph_section(label: str, window: dict[str, object], repeats: int) -> None:
@@ -195,12 +197,13 @@ def graph_section(label: str, window: dict[str, object], repeats: int) -> None:
     bt_rate = statistics.median(bt_rates)
     first = rows["compiled graph"][0][0]
     print(f"{label}: {first['steps']:.0f} steps, {first['fills']:.0f} fills; medians of {repeats} runs each")
-    print(f"  {'mode':<16}{'p50 ms':>9}{'p99 ms':>9}{'steps/s':>10}{'/ backtest':>12}")
+    print(f"  {'mode':<16}{'p50 ms':>9}{'p99 ms':>9}{'steps/s':>10}{'/ backtest':>12}{'start-up s':>12}")
     for mode, runs in rows.items():
         p50 = statistics.median(x[0]["p50_ms"] for x in runs)
         p99 = statistics.median(x[0]["p99_ms"] for x in runs)
         rate = statistics.median(x[1] for x in runs)
-        print(f"  {mode:<16}{p50:>9.2f}{p99:>9.2f}{rate:>10.1f}{rate / bt_rate:>12.3f}")
+        start = statistics.median(x[0]["start_s"] for x in runs)
+        print(f"  {mode:<16}{p50:>9.2f}{p99:>9.2f}{rate:>10.1f}{rate / bt_rate:>12.3f}{start:>12.1f}")
     print(f"  {'backtest':<16}{'':>9}{'':>9}{bt_rate:>10.1f}{1.0:>12.3f}")
     # where a step's time goes, per mode: stage compute inside the actors (medians of the per-step means), the
     # ordinary calls the ExecutionActor makes from inside its stages, and the rest of the step's wall time

@@ -132,6 +132,40 @@ def test_a_logger_shipped_by_value_configures_the_process_it_lands_in(tmp_path: 
     assert (line["msg"], line["run_id"], line["ledger"]) == ("ledger opened", "run-pickled", "sqlite:///x.db")
 
 
+_PUBLISHING_DRIVER = """
+import sys, time
+import ray
+from tradesys import logs
+if sys.argv[1] == "stderr":
+    logs.ray_messages_to_stderr()
+ray.init(address=sys.argv[2], log_to_driver=False, logging_level="ERROR")
+from ray._private.utils import publish_error_to_driver
+publish_error_to_driver("tradesys_test", sys.argv[3], ray._private.worker.global_worker.gcs_client)
+time.sleep(3)  # Ray's listener thread prints it
+print("done")
+"""
+
+
+@pytest.mark.ray
+def test_ray_cluster_messages_go_to_stderr_not_the_commands_output(ray_session: None) -> None:
+    """A cluster message Ray publishes to every driver (as for a node marked dead) reaches a plain driver's stdout,
+    which broke `tradesys status --json`; after `ray_messages_to_stderr` it reaches stderr and stdout is the
+    command's own."""
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for mode in ("stdout", "stderr"):
+        marker = f"tradesys-marker-{mode}-{os.getpid()}"
+        out = subprocess.run([sys.executable, "-c", _PUBLISHING_DRIVER, mode, address, marker], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        if mode == "stdout":  # Ray's own behaviour: the path this guards against exists
+            assert marker in out.stdout, (out.stdout, out.stderr)
+        else:
+            assert out.stdout.strip() == "done" and marker in out.stderr, (out.stdout, out.stderr)
+
+
 def test_log_settings_are_checked_and_name_the_field() -> None:
     from tradesys.config import ConfigError, load_config
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tradesys import logs
 from tradesys.config import ConfigError, TradesysConfig, redact_url, save_run_config
 
 NAMESPACE = "tradesys"
@@ -62,6 +63,7 @@ def connect(address: str, field: str = "RAY_ADDRESS") -> None:
             raise ConfigError(NO_CLUSTER)
     _match_cluster(address)
     try:
+        logs.ray_messages_to_stderr()  # stdout is the command's output (--json)
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
     except ConnectionError as exc:
         lines = str(exc).strip().splitlines() or [type(exc).__name__]

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tradesys import localray
+from tradesys import localray, logs
 from tradesys.config import ConfigError, DataError, TradesysConfig, redact_url, save_run_config
 from tradesys.ledger.sqlite import absolute_sqlite_url
 from tradesys.localray import LocalCluster
@@ -90,6 +90,7 @@ def connect_ray(cfg: TradesysConfig, console: Console | None = None) -> tuple[st
             raise RunError(f"the local Ray cluster did not start: {' '.join(str(exc).split())}") from None
         address = cluster.address
     try:
+        logs.ray_messages_to_stderr()  # stdout is the command's output (--json)
         info = ray.init(address=address, log_to_driver=False)
     except BaseException as exc:
         if cluster is not None:

@@ -243,3 +243,25 @@ def get_logger(name: str) -> logging.Logger:
     if type(logger) is logging.Logger:
         logger.__class__ = _RunLogger
     return logger
+
+
+def ray_messages_to_stderr() -> None:
+    """Send the cluster messages Ray's driver prints (a node marked dead, a worker killed for memory) to stderr.
+
+    Ray prints them to stdout from a background thread of every driver, whatever `log_to_driver` says
+    (`ray._private.worker.listen_error_messages`); a command's stdout is its output, and `tradesys status --json` was
+    seen to start with one, so it did not parse. Call before `ray.init`; a Ray without that function is left alone.
+    """
+    try:
+        from ray._private import worker
+    except ImportError:  # pragma: no cover
+        return
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "tradesys_stderr", False):
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.tradesys_stderr = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
