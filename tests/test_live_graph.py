@@ -34,6 +34,7 @@ class _Activity(GraphStageActor):
 @ray.remote(num_cpus=0, max_restarts=2, max_task_retries=0)
 class _Source(_Activity):
     def __init__(self, pause_s: float) -> None:
+        super().__init__()
         self.pause_s = pause_s
 
     @graph_stage
@@ -64,6 +65,7 @@ class _Exec(_Activity):
 @ray.remote(num_cpus=0)
 class _Strategy(_Activity):
     def __init__(self, hidden_pause_s: float = 0.0) -> None:
+        super().__init__()
         self.hidden_pause_s = hidden_pause_s
         self.woken = threading.Event()
 
@@ -138,7 +140,7 @@ def test_graph_stage_keeps_busy_and_the_sources_last_input() -> None:
 @pytest.mark.slow
 def _torch_imported(children: dict[str, Any]) -> dict[str, bool]:
     """Whether each actor's process has imported torch (Ray's channel loop imports it on the first read unless the
-    actor's `graph_prepare` said there is no GPU: 1.5 to 2 s of CPU per actor)."""
+    actor's constructor said there is no GPU: 1.5 to 2 s of CPU per actor)."""
     return {n: ray.get(h.__ray_call__.remote(lambda _self: "torch" in sys.modules), timeout=60)
             for n, h in children.items()}
 

@@ -74,6 +74,7 @@ class MarketDataActor(GraphStageActor):
     """
 
     def __init__(self, cfg: DataConfig) -> None:
+        super().__init__()
         from tradesys.data import make_source
         from tradesys.data.replay import Replay
 
@@ -200,6 +201,7 @@ class StrategyActor(GraphStageActor):
         send_every_bars: int = 5, max_in_flight: int = 8, limits: RiskConfig | None = None,
         data: DataConfig | None = None, ledger: Any = None, execution: ExecutionConfig | None = None,
     ) -> None:
+        super().__init__()
         from tradesys.strategy import make_strategy
 
         self.ledger = ledger
@@ -262,6 +264,7 @@ class RiskActor(GraphStageActor):
     """Owns the pre-trade gate; on (re)start it rebuilds the gate's windows from the data and the ledger."""
 
     def __init__(self, cfg: RiskConfig, data: DataConfig | None = None, ledger: Any = None) -> None:
+        super().__init__()
         from tradesys.engine.recovery import warm_gate
         from tradesys.execution.parents import decision_rows
 
@@ -335,6 +338,7 @@ class BrokerActor(GraphStageActor):
     instead of an ordinary call from inside it."""
 
     def __init__(self, cfg: BrokerConfig, data: DataConfig | None = None, ledger: Any = None) -> None:
+        super().__init__()
         from tradesys.broker.sim import SimBroker
         from tradesys.engine.recovery import restore_venue
 
@@ -515,6 +519,7 @@ class ExecutionActor(GraphStageActor):
         self, broker: Any, ledger: Any, crash_at_submit: int | None = None, crash_marker: str = "",
         settings: ExecutionConfig | None = None, data: DataConfig | None = None,
     ) -> None:
+        super().__init__()
         self.times = StageTimes()  # stage compute and each ordinary call to the Ledger and the Broker
         # reconnects() and drain_audit() ride on the on_bars and submit calls (VenueLink): 2 round trips fewer a step
         self._venue = VenueLink(ActorProxy(broker, "broker"), self.times)
