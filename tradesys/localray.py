@@ -276,8 +276,11 @@ def init_local(num_cpus: int | None = None, include_dashboard: bool = False,
 
     import ray
 
+    from tradesys.logs import ray_messages_to_stderr
+
     cluster = start_for_driver(num_cpus, include_dashboard, say, resources)
     try:
+        ray_messages_to_stderr()  # stdout is the command's output (--json)
         ray.init(address=cluster.address, log_to_driver=False)
     except BaseException:
         cluster.stop(5.0)
