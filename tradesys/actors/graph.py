@@ -93,8 +93,8 @@ def activity_of(actor: Any) -> dict[str, Any]:
     return (act or GraphActivity()).status()
 
 
-def channels_without_torch() -> bool:
-    """Keep Ray's compiled-graph loop from importing torch in this actor; True when it will not.
+def channels_without_torch() -> None:
+    """Keep Ray's compiled-graph loop from importing torch in this actor.
 
     On its first channel read, Ray's loop imports torch only to choose a CUDA device context for the read
     (`_device_context_manager`); in an actor with no GPU that context is `nullcontext()` either way. The import cost
@@ -103,17 +103,14 @@ def channels_without_torch() -> bool:
     (its private `_torch_available` flag). An actor with a GPU, or a Ray whose context lacks the flag, keeps Ray's
     behaviour."""
     if ray.get_gpu_ids():
-        return False
+        return
     try:
         from ray.experimental.channel.common import ChannelContext
     except ImportError:  # pragma: no cover
-        return False
+        return
     ctx = ChannelContext.get_current()
-    if not hasattr(ctx, "_torch_available"):  # pragma: no cover
-        return False
-    if ctx._torch_available is None:  # not probed yet
+    if getattr(ctx, "_torch_available", False) is None:  # not probed yet
         ctx._torch_available = False
-    return ctx._torch_available is False
 
 
 class GraphStageActor:

@@ -207,6 +207,10 @@ async def run_in_budget(request: Request, fn: Callable[[], T], *, poll_s: float 
     The thread is abandoned, not killed: callers keep each `fn` small (`run_chunked`) so it ends soon after."""
     loop = asyncio.get_running_loop()
     deadline = deadline_of(request)
+    # a client already gone starts no work: the poll below sees a disconnect only while `fn` outlasts it, and chunks
+    # that end sooner (a fast machine did a twentieth of the work cap in 45 ms) would otherwise run on to the end
+    if await request.is_disconnected():
+        raise ClientGone()
     task: asyncio.Future[T] = asyncio.ensure_future(run_in_threadpool(fn))
     task.add_done_callback(_consume)  # an abandoned task's late exception is nobody's: never logged as unretrieved
     while True:
@@ -263,10 +267,6 @@ async def run_chunked(
         return dict(await run_in_budget(request, lambda: fn(dict(cols))))
     parts: list[Mapping[str, Any]] = []
     for start in range(0, n, step):
-        # `run_in_budget` looks for a disconnect only while a chunk outlasts its poll: chunks that end sooner (a fast
-        # machine did a twentieth of the work cap in 45 ms) must be checked here, or an abandoned request runs on
-        if start and await request.is_disconnected():
-            raise ClientGone()
         part = {k: v[start:start + step] for k, v in cols.items()}
         parts.append(await run_in_budget(request, lambda part=part: fn(part)))  # type: ignore[misc]
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
